@@ -1,0 +1,46 @@
+"""The system's user and group databases (an adapter: pwd, grp, getgrouplist)."""
+
+from __future__ import annotations
+
+import os
+
+
+class Account:
+    __slots__ = ("name", "uid", "gid", "gids", "home")
+
+    def __init__(self, name: str, uid: int, gid: int, gids: set, home: str) -> None:
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.gids = gids
+        self.home = home
+
+
+def lookup(user: str) -> Account | None:
+    """The account, with its primary and supplementary group ids; None if unknown."""
+    import pwd
+
+    if not user or "\0" in user:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except (KeyError, ValueError, OverflowError):
+        return None
+    try:
+        gids = set(os.getgrouplist(user, entry.pw_gid))
+    except OSError:
+        gids = {entry.pw_gid}
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, gids, entry.pw_dir)
+
+
+def group_ids(names) -> dict:
+    """{group name: gid, or None when the system has no such group}."""
+    import grp
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = grp.getgrnam(name).gr_gid
+        except (KeyError, ValueError):
+            found[name] = None
+    return found

@@ -1,0 +1,42 @@
+"""Command-line tools: thin adapters over the store, the policy and the core."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+class UsageError(Exception):
+    """A one-line error for the user of a command; exit code in ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def require_root(command: str) -> None:
+    if os.geteuid() != 0:
+        raise UsageError(f"{command}: must be run as root (try: sudo {command} ...)")
+
+
+def run(main, argv=None) -> int:
+    """Run ``main(argv)``, turning expected errors into one line on stderr and an exit code."""
+    from pam_twofa.policy import PolicyError
+    from pam_twofa.store import StoreError
+
+    prog = os.path.basename(sys.argv[0]) if sys.argv else "twofa"
+    try:
+        return main(sys.argv[1:] if argv is None else argv) or 0
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.code
+    except PolicyError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; nothing was changed", file=sys.stderr)
+        return 130

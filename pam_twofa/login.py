@@ -1,0 +1,188 @@
+"""One login through the PAM module: read, decide, ask, verify, write, log.
+
+The adapter around the pure core (``decision``, ``auth``). The conversation
+is an object with ``prompt(text) -> str | None``, ``info(text)`` and
+``error(text)``, so the flow can be driven by pam_python or by a unit test.
+
+The user's lock is held only while checking and writing the code, never
+while waiting for the user to type, so nobody can hold an account's lock.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pam_twofa import log
+from pam_twofa.policy import DEFAULT_PATH, PolicyError
+
+# Results for the PAM adapter.
+PASS = "pass"  # the code was right
+FAIL = "fail"
+IGNORE = "ignore"  # this module does not vouch either way: not asked, exempt, on_error allow
+
+PROMPT = "Verification code: "
+MSG_BAD = "Wrong verification code."
+MSG_REPLAYED = "That code was already used. Wait for the next code from your authenticator app."
+MSG_LOCKED = (
+    "Too many wrong codes: 2FA for this account is locked until {until} (UTC). "
+    "An administrator can unlock it with: twofa-admin unlock {user}"
+)
+MSG_ERROR = "Two-factor authentication is not working on this host. Contact your administrator."
+MSG_NOT_ENROLLED = (
+    "This account must use two-factor authentication but has none set up. "
+    "Ask an administrator to enroll you (twofa-enroll), or to exempt this account."
+)
+MSG_EMAIL_UNAVAILABLE = (
+    "This account must use two-factor authentication but has none set up, and emailed codes "
+    "are not available. Ask an administrator to enroll you (twofa-enroll)."
+)
+
+
+class Options:
+    """Module arguments: ``policy=PATH`` and ``on_error=deny|allow`` (used when the policy itself is unusable)."""
+
+    __slots__ = ("policy", "on_error", "unknown")
+
+    def __init__(self, argv) -> None:
+        self.policy = DEFAULT_PATH
+        self.on_error = "deny"
+        self.unknown = []
+        for arg in argv:
+            name, sep, value = arg.partition("=")
+            if name == "policy" and sep and value.startswith("/"):
+                self.policy = value
+            elif name == "on_error" and value in ("deny", "allow"):
+                self.on_error = value
+            else:
+                self.unknown.append(arg)
+
+
+class Login:
+    """The state of one authentication; ``now`` is overridable for tests."""
+
+    def __init__(self, conversation, user, rhost, service, options: Options) -> None:
+        self.conv = conversation
+        self.user = user
+        self.rhost = rhost
+        self.service = service or "-"
+        self.options = options
+        self.on_error = options.on_error
+
+    def now(self) -> float:
+        return time.time()
+
+    def log(self, priority: int, result: str, detail: str = "") -> None:
+        log.event(priority, self.service, self.user, self.rhost, result, detail)
+
+    def failed_closed(self, what: str, error: Exception) -> str:
+        for message in str(error).splitlines() or [type(error).__name__]:
+            self.log(log.ERR, f"error: {what}", message)
+        if self.on_error == "allow":
+            self.log(log.WARNING, "allowed without a code", "on_error: allow")
+            return IGNORE
+        self.conv.error(MSG_ERROR)
+        return FAIL
+
+    def run(self) -> str:
+        if self.options.unknown:
+            self.log(log.WARNING, "ignored module arguments", " ".join(self.options.unknown))
+        try:
+            from pam_twofa import policy as policy_module
+
+            policy = policy_module.load(self.options.policy)
+        except PolicyError as exc:
+            return self.failed_closed("policy", exc)
+        self.on_error = policy.on_error
+        from pam_twofa.store import FileStore, StoreError
+
+        store = FileStore(policy.state_dir)
+        try:
+            return self._run(policy, store)
+        except StoreError as exc:
+            return self.failed_closed("store", exc)
+        except OSError as exc:
+            return self.failed_closed("system", exc)
+
+    def _run(self, policy, store) -> str:
+        from pam_twofa import accounts
+        from pam_twofa.decision import DENY, EMAIL, SKIP, Facts, decide
+        from pam_twofa.store import valid_user_name
+
+        account = accounts.lookup(self.user) if self.user else None
+        if account is None or not valid_user_name(account.name):
+            # Ask anyway, then fail as for a wrong code: the answer must not
+            # tell an outsider which accounts exist.
+            self.ask()
+            self.log(log.NOTICE, "unknown user")
+            self.conv.error(MSG_BAD)
+            return FAIL
+        record = store.load(account.name)
+        wanted = policy.exempt_groups + (policy.enforce_groups if policy.mode == "groups" else ())
+        facts = Facts(
+            account.name,
+            account.gid,
+            account.gids,
+            accounts.group_ids(wanted) if wanted else {},
+            self.rhost,
+            record is not None and record.enrolled,
+        )
+        decision = decide(policy, facts)
+        if decision.action == SKIP:
+            self.log(log.INFO, decision.rule.split(":", 1)[0], decision.rule)
+            return IGNORE
+        if decision.action == DENY:
+            self.log(log.NOTICE, "denied: not enrolled", decision.rule)
+            self.conv.error(MSG_NOT_ENROLLED)
+            return FAIL
+        if decision.action == EMAIL:
+            return self.email_code(policy, store, decision)
+        return self.check_totp(policy, store, account.name)
+
+    def ask(self) -> str | None:
+        return self.conv.prompt(PROMPT)
+
+    def check_totp(self, policy, store, user: str) -> str:
+        from pam_twofa import auth
+
+        typed = self.ask()
+        if typed is None:
+            self.log(log.NOTICE, "no answer", "the conversation returned no code")
+            return FAIL
+        with store.locked(user):
+            # Read again under the lock: another login may have used a code meanwhile.
+            record = store.load(user)
+            if record is None or not record.enrolled:
+                self.log(log.NOTICE, "bad code", "enrollment removed during login")
+                self.conv.error(MSG_BAD)
+                return FAIL
+            outcome = auth.attempt(record, typed, self.now(), policy.limits())
+            if outcome.ok:
+                outcome.record.last_success_rhost = log.clean(self.rhost, 64)
+            if outcome.record != record:
+                store.save_locked(outcome.record)
+        result = outcome.result
+        if outcome.ok:
+            self.log(log.INFO, result)
+            if result == auth.RECOVERY:
+                left = len(outcome.record.recovery_hashes)
+                self.conv.info(f"Recovery code accepted; {left} left. Run twofa-enroll --recovery-codes for a new set.")
+            return PASS
+        if result == auth.LOCKED or outcome.newly_locked:
+            detail = f"until {int(outcome.record.locked_until)}"
+            self.log(log.WARNING, "locked" if result == auth.LOCKED else result + ", now locked", detail)
+            self.conv.error(MSG_LOCKED.format(until=_utc(outcome.record.locked_until), user=user))
+            return FAIL
+        self.log(log.NOTICE, result, f"failure {len(outcome.record.failures)} of {policy.max_failures}")
+        self.conv.error(MSG_REPLAYED if result == auth.REPLAYED else MSG_BAD)
+        return FAIL
+
+    def email_code(self, policy, store, decision) -> str:
+        # Extension point for emailed one-time codes (enforce.unenrolled: email).
+        self.log(log.NOTICE, "denied: not enrolled", decision.rule + "; emailed codes are not available")
+        self.conv.error(MSG_EMAIL_UNAVAILABLE)
+        return FAIL
+
+
+def _utc(timestamp: float) -> str:
+    t = time.gmtime(timestamp)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}"

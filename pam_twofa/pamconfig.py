@@ -1,0 +1,58 @@
+"""The lines an admin installs in /etc/pam.d/sshd and sshd_config (``twofa-admin pam-config``)."""
+
+from __future__ import annotations
+
+import os
+
+from pam_twofa.policy import DEFAULT_PATH
+
+PAM_PYTHON_CANDIDATES = (
+    "/lib/security/pam_python.so",  # Debian/Ubuntu libpam-python
+    "/lib/x86_64-linux-gnu/security/pam_python.so",
+    "/usr/lib/security/pam_python.so",
+    "/usr/lib64/security/pam_python.so",
+)
+
+
+def pam_python_path() -> str:
+    for path in PAM_PYTHON_CANDIDATES:
+        if os.path.exists(path):
+            return path
+    return PAM_PYTHON_CANDIDATES[0]
+
+
+def module_path() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "pam_module.py")
+
+
+def auth_line(policy_path: str = DEFAULT_PATH) -> str:
+    line = f"auth required {pam_python_path()} {module_path()}"
+    if os.path.abspath(policy_path) != DEFAULT_PATH:
+        line += f" policy={os.path.abspath(policy_path)}"
+    return line
+
+
+def render(stack: str = "password", policy_path: str = DEFAULT_PATH) -> str:
+    auth = auth_line(policy_path)
+    if stack == "password":
+        return f"""# --- /etc/pam.d/sshd: add this line right after "@include common-auth" ---
+{auth}
+
+# --- /etc/ssh/sshd_config.d/pam-twofa.conf (then: systemctl reload ssh) ---
+UsePAM yes
+KbdInteractiveAuthentication yes
+PasswordAuthentication no
+AuthenticationMethods keyboard-interactive
+"""
+    return f"""# --- /etc/pam.d/sshd: replace "@include common-auth" with these two lines ---
+# (the password is not asked: the SSH key is the first factor, the code the second)
+{auth}
+auth required pam_permit.so
+
+# --- /etc/ssh/sshd_config.d/pam-twofa.conf (then: systemctl reload ssh) ---
+UsePAM yes
+PubkeyAuthentication yes
+KbdInteractiveAuthentication yes
+PasswordAuthentication no
+AuthenticationMethods publickey,keyboard-interactive:pam
+"""

@@ -1,0 +1,238 @@
+"""The policy: its fields, and loading it fast on the login path.
+
+YAML is parsed only when the policy file changed (SPEC §11): the validated
+policy is kept in a compiled cache beside the file (``.policy.yaml.cache``,
+root-only), keyed by the file's identity (device, inode, size, mtime, ctime).
+A login reads the cache with ``str`` methods only; a stale or missing cache
+means one full parse (``policy_parse``), which writes a new cache.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
+MAX_POLICY_BYTES = 1024 * 1024
+CACHE_MAGIC = "pam-twofa-policy-cache 2"
+
+# (attribute, key path in the YAML, kind, default). Kinds: str, int, bool,
+# optstr (string or null), list (of strings without spaces).
+FIELDS = (
+    ("version", "version", "int", 1),
+    ("mode", "enforce.mode", "str", "off"),
+    ("enforce_groups", "enforce.groups", "list", ()),
+    ("unenrolled", "enforce.unenrolled", "str", "email"),
+    ("exempt_users", "exempt.users", "list", ()),
+    ("exempt_groups", "exempt.groups", "list", ()),
+    ("exempt_networks", "exempt.networks", "list", ()),
+    ("totp_issuer", "totp.issuer", "str", "{hostname}"),
+    ("totp_digits", "totp.digits", "int", 6),
+    ("totp_period", "totp.period", "int", 30),
+    ("totp_window", "totp.window", "int", 1),
+    ("totp_algorithm", "totp.algorithm", "str", "SHA1"),
+    ("max_failures", "rate_limit.max_failures", "int", 5),
+    ("failure_window", "rate_limit.per_seconds", "int", 900),
+    ("email_address", "email.address", "str", "{user}@localhost"),
+    ("email_from", "email.from", "str", "pam-twofa@{hostname}"),
+    ("smtp_host", "email.smtp.host", "str", "localhost"),
+    ("smtp_port", "email.smtp.port", "int", 25),
+    ("smtp_starttls", "email.smtp.starttls", "bool", False),
+    ("smtp_ssl", "email.smtp.ssl", "bool", False),
+    ("smtp_username", "email.smtp.username", "optstr", None),
+    ("smtp_password_file", "email.smtp.password_file", "optstr", None),
+    ("smtp_timeout", "email.smtp.timeout", "int", 10),
+    ("code_digits", "email.code_digits", "int", 8),
+    ("code_ttl", "email.code_ttl", "int", 600),
+    ("max_sends", "email.max_sends", "int", 3),
+    ("send_window", "email.per_seconds", "int", 3600),
+    ("state_dir", "storage.state_dir", "str", "/var/lib/pam-twofa"),
+    ("on_error", "on_error", "str", "deny"),
+)
+
+
+class PolicyError(Exception):
+    """The policy cannot be used. ``errors`` holds one ``file:line: key: message`` per problem."""
+
+    def __init__(self, errors) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class Policy:
+    __slots__ = ("path", "_networks") + tuple(f[0] for f in FIELDS)
+
+    def __init__(self, path: str = DEFAULT_PATH, **values) -> None:
+        self.path = path
+        self._networks = None
+        for attr, _key, _kind, default in FIELDS:
+            value = values.pop(attr, default)
+            setattr(self, attr, tuple(value) if isinstance(value, (list, tuple)) else value)
+        if values:
+            raise TypeError(f"unknown policy fields: {sorted(values)}")
+
+    def networks(self):
+        """The exempt networks, parsed on first use (validated when the policy was loaded)."""
+        if self._networks is None:
+            from pam_twofa.network import parse_network
+
+            self._networks = [parse_network(text) for text in self.exempt_networks]
+        return self._networks
+
+    def limits(self):
+        from pam_twofa.auth import Limits
+
+        return Limits(self.max_failures, self.failure_window, self.totp_window)
+
+    def as_dict(self) -> dict:
+        return {attr: getattr(self, attr) for attr, _k, _kind, _d in FIELDS}
+
+
+def cache_path(path: str) -> str:
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, "." + name + ".cache")
+
+
+def _check_owned(st, path: str, what: str, forbidden_bits: int) -> None:
+    if st.st_uid != os.geteuid():
+        raise PolicyError([f"{path}: {what} must be owned by root (uid {os.geteuid()}), not uid {st.st_uid}: chown root {path}"])
+    if st.st_mode & forbidden_bits:
+        mode = stat.S_IMODE(st.st_mode)
+        raise PolicyError([f"{path}: {what} is mode {mode:04o}, writable by others: chmod go-w {path}"])
+
+
+def open_checked(path: str):
+    """Open the policy without following symlinks, refusing unsafe owners and modes.
+
+    Returns (fd, stat). The folder must not be writable by anyone but root either,
+    or someone could swap the file.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        _check_owned(os.stat(folder), folder, "the policy folder", 0o022)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PolicyError([f"{path}: no such policy file: create it (twofa-admin check shows the defaults) or pass policy=PATH"]) from None
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the policy is a symlink
+            raise PolicyError([f"{path}: is a symbolic link; point policy= at the real file"]) from None
+        raise PolicyError([f"{path}: cannot open: {exc.strerror}"]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PolicyError([f"{path}: not a regular file"])
+        _check_owned(st, path, "the policy file", 0o022)
+        if st.st_size > MAX_POLICY_BYTES:
+            raise PolicyError([f"{path}: larger than {MAX_POLICY_BYTES} bytes"])
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _identity(st) -> str:
+    return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+
+
+def _encode(kind: str, value) -> str:
+    if kind == "list":
+        return " ".join(value)
+    if kind == "bool":
+        return "1" if value else "0"
+    if kind == "optstr":
+        return "-" if value is None else "+" + value
+    return str(value)
+
+
+def _decode(kind: str, text: str):
+    if kind == "list":
+        return tuple(text.split(" ")) if text else ()
+    if kind == "bool":
+        return text == "1"
+    if kind == "int":
+        return int(text)
+    if kind == "optstr":
+        return None if text == "-" else text[1:]
+    return text
+
+
+def dumps_cache(policy: Policy, st) -> str:
+    lines = [CACHE_MAGIC, "identity " + _identity(st), "path " + os.path.abspath(policy.path)]
+    for attr, key, kind, _default in FIELDS:
+        lines.append(f"{key} {_encode(kind, getattr(policy, attr))}")
+    return "\n".join(lines) + "\nend\n"
+
+
+def loads_cache(text: str, path: str, st) -> Policy | None:
+    """The cached policy if it is complete and made from this very file, else None."""
+    lines = text.split("\n")
+    if len(lines) != len(FIELDS) + 5 or lines[0] != CACHE_MAGIC or lines[-2] != "end":
+        return None
+    if lines[1] != "identity " + _identity(st) or lines[2] != "path " + os.path.abspath(path):
+        return None
+    values = {}
+    try:
+        for (attr, key, kind, _default), line in zip(FIELDS, lines[3:]):
+            name, _sep, text_value = line.partition(" ")
+            if name != key:
+                return None
+            values[attr] = _decode(kind, text_value)
+    except ValueError:
+        return None
+    return Policy(path, **values)
+
+
+def _read_cache(path: str, st) -> Policy | None:
+    try:
+        fd = os.open(cache_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        cst = os.fstat(fd)
+        if not stat.S_ISREG(cst.st_mode) or cst.st_uid != os.geteuid() or cst.st_mode & 0o077:
+            return None
+        text = os.read(fd, MAX_POLICY_BYTES).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+    return loads_cache(text, path, st)
+
+
+def write_cache(policy: Policy, st) -> None:
+    """Replace the cache atomically (best effort: a login works without it)."""
+    from pam_twofa.fileio import write_atomic
+
+    try:
+        write_atomic(cache_path(policy.path), dumps_cache(policy, st).encode(), locked=False)
+    except OSError:
+        pass
+
+
+def read_text(fd: int) -> str:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError([f"policy is not UTF-8 text (byte {exc.start})"]) from None
+
+
+def load(path: str = DEFAULT_PATH, use_cache: bool = True) -> Policy:
+    """The validated policy at ``path``; PolicyError with every problem otherwise."""
+    fd, st = open_checked(path)
+    try:
+        if use_cache:
+            cached = _read_cache(path, st)
+            if cached is not None:
+                return cached
+        text = read_text(fd)
+    finally:
+        os.close(fd)
+    from pam_twofa.policy_parse import parse
+
+    policy = parse(text, path)
+    write_cache(policy, st)
+    return policy

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install pam-twofa on a Debian 12 / Ubuntu host, as root. Idempotent.
+# It does NOT switch sshd to 2FA: it prints how to (twofa-admin pam-config).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo bash scripts/install.sh)" >&2; exit 1; fi
+
+DEPS="libpam-python python3-yaml python3-pyotp python3-qrcode python3-pampy python3-pip python3-setuptools python3-wheel"
+missing=$(for p in $DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# Into the interpreter pam_python.so embeds (Debian's /usr/bin/python3), whatever
+# python3 comes first on PATH. Dependencies come from the Debian packages above.
+# Built from a copy so the checkout stays clean (setuptools writes build/ in-tree).
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+cp -r pam_twofa setup.cfg pyproject.toml README.md "$src"/
+/usr/bin/python3 -m pip install --quiet --no-deps --no-build-isolation --no-cache-dir \
+    --break-system-packages --root-user-action=ignore --upgrade --force-reinstall "$src"
+
+install -d -m 0755 -o root -g root /etc/pam-twofa
+if [ ! -e /etc/pam-twofa/policy.yaml ]; then
+    install -m 0644 -o root -g root pam_twofa/data/policy.yaml /etc/pam-twofa/policy.yaml
+    echo "install.sh: wrote /etc/pam-twofa/policy.yaml (enforce.mode: off)"
+fi
+install -d -m 0700 -o root -g root /var/lib/pam-twofa
+
+/usr/local/bin/twofa-admin check
+cat <<MSG
+
+pam-twofa is installed; sshd is unchanged. To turn 2FA on for SSH, enroll yourself
+first (twofa-enroll --user YOU), keep a root shell open, then install the lines from:
+    twofa-admin pam-config                 # password + code
+    twofa-admin pam-config --stack key     # SSH key + code
+MSG

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run the whole test suite on a Debian 12 host, as root, installing what it needs.
+# Idempotent: safe to run again; it assumes nothing was installed before.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then echo "test.sh: run as root" >&2; exit 1; fi
+
+TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux"
+missing=$(for p in $TEST_DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
+if [ -n "$missing" ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# The product, installed exactly as the README tells an admin.
+bash scripts/install.sh >/dev/null
+
+# Test tools in a venv of Debian's interpreter (the one PAM embeds), seeing its
+# Debian packages (yaml, pyotp, qrcode) as the installed module does.
+VENV=${PAM_TWOFA_TEST_VENV:-/var/tmp/pam-twofa-test-venv}
+if [ ! -x "$VENV/bin/pytest" ] || ! cmp -s requirements-test.txt "$VENV/requirements-test.txt"; then
+    rm -rf "$VENV"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-test.txt
+    cp requirements-test.txt "$VENV/requirements-test.txt"
+fi
+
+exec "$VENV/bin/python" -m pytest "$@"
