@@ -44,3 +44,17 @@ def group_ids(names) -> dict:
         except (KeyError, ValueError):
             found[name] = None
     return found
+
+
+def login_accounts() -> list:
+    """Accounts people log in with: root and uids from 1000 with a real shell."""
+    import pwd
+
+    found = []
+    for entry in pwd.getpwall():
+        shell = entry.pw_shell.rsplit("/", 1)[-1]
+        if (entry.pw_uid == 0 or 1000 <= entry.pw_uid < 60000) and shell not in ("nologin", "false", ""):
+            account = lookup(entry.pw_name)
+            if account is not None:
+                found.append(account)
+    return found

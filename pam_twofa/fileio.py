@@ -37,7 +37,11 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, locked: bool = True)
         os.unlink(tmp)
         raise
     os.close(fd)
-    os.rename(tmp, path)
+    try:
+        os.rename(tmp, path)
+    except BaseException:  # e.g. path is a folder: leave no temporary file behind
+        os.unlink(tmp)
+        raise
     fsync_dir(folder)
 
 

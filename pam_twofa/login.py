@@ -105,7 +105,7 @@ class Login:
 
     def _run(self, policy, store) -> str:
         from pam_twofa import accounts
-        from pam_twofa.decision import DENY, EMAIL, SKIP, Facts, decide
+        from pam_twofa.decision import DENY, EMAIL, SKIP, decide
         from pam_twofa.store import valid_user_name
 
         account = accounts.lookup(self.user) if self.user else None
@@ -117,16 +117,7 @@ class Login:
             self.conv.error(MSG_BAD)
             return FAIL
         record = store.load(account.name)
-        wanted = policy.exempt_groups + (policy.enforce_groups if policy.mode == "groups" else ())
-        facts = Facts(
-            account.name,
-            account.gid,
-            account.gids,
-            accounts.group_ids(wanted) if wanted else {},
-            self.rhost,
-            record is not None and record.enrolled,
-        )
-        decision = decide(policy, facts)
+        decision = decide(policy, gather_facts(policy, account, record, self.rhost))
         if decision.action == SKIP:
             self.log(log.INFO, decision.rule.split(":", 1)[0], decision.rule)
             return IGNORE
@@ -181,6 +172,22 @@ class Login:
         self.log(log.NOTICE, "denied: not enrolled", decision.rule + "; emailed codes are not available")
         self.conv.error(MSG_EMAIL_UNAVAILABLE)
         return FAIL
+
+
+def gather_facts(policy, account, record, rhost):
+    """The facts the decision needs, looked up the same way for a login and for ``twofa-admin``."""
+    from pam_twofa import accounts
+    from pam_twofa.decision import Facts
+
+    wanted = policy.exempt_groups + (policy.enforce_groups if policy.mode == "groups" else ())
+    return Facts(
+        account.name,
+        account.gid,
+        account.gids,
+        accounts.group_ids(wanted) if wanted else {},
+        rhost,
+        record is not None and record.enrolled,
+    )
 
 
 def _utc(timestamp: float) -> str:

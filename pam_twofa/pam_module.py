@@ -4,9 +4,26 @@ pam_python executes this file in a fresh embedded interpreter for every PAM
 handle (every SSH connection), so it imports only what a login uses. Every
 exception is caught here: an escaping one would become PAM_SERVICE_ERR with
 the traceback lost, and must never reach the user.
+
+The package is imported from the folder this file is in (``argv[0]``, the
+absolute path in the PAM line), not from wherever ``sys.path`` points: inside
+sshd the embedded interpreter can compute ``sys.prefix`` as ``/`` (sshd's
+auth child has no PATH, Python finds ``/bin/python3`` through merged /usr),
+and then ``/usr/local/lib/python3.11/dist-packages`` is not on ``sys.path``.
 """
 
-from pam_twofa import login
+import sys
+
+
+def _login(argv):
+    path = argv[0] if argv else ""
+    if path.startswith("/") and path.endswith("/pam_twofa/pam_module.py"):
+        site_dir = path[: -len("/pam_twofa/pam_module.py")]
+        if sys.path[:1] != [site_dir]:
+            sys.path.insert(0, site_dir)
+    from pam_twofa import login
+
+    return login
 
 
 class _Conversation:
@@ -23,6 +40,9 @@ class _Conversation:
             response = self._say(self.pamh.PAM_PROMPT_ECHO_OFF, text)
         except self.pamh.exception:
             return None
+        except UnicodeDecodeError:
+            # pam_python decodes the answer as UTF-8; bytes that are not are a wrong code.
+            return "\ufffd"
         return response.resp if response is not None else None
 
     def info(self, text: str) -> None:
@@ -48,6 +68,7 @@ def _item(pamh, name: str):
 
 def pam_sm_authenticate(pamh, flags, argv):
     try:
+        login = _login(argv)
         try:
             user = pamh.get_user(None)
         except pamh.exception:

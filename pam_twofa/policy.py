@@ -42,6 +42,7 @@ FIELDS = (
     ("smtp_username", "email.smtp.username", "optstr", None),
     ("smtp_password_file", "email.smtp.password_file", "optstr", None),
     ("smtp_timeout", "email.smtp.timeout", "int", 10),
+    ("smtp_ca_file", "email.smtp.ca_file", "optstr", None),
     ("code_digits", "email.code_digits", "int", 8),
     ("code_ttl", "email.code_ttl", "int", 600),
     ("max_sends", "email.max_sends", "int", 3),
@@ -120,7 +121,7 @@ def open_checked(path: str):
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise PolicyError([f"{path}: not a regular file"])
+            raise PolicyError([f"{path}: not a regular file: point policy= at the policy file itself"])
         _check_owned(st, path, "the policy file", 0o022)
         if st.st_size > MAX_POLICY_BYTES:
             raise PolicyError([f"{path}: larger than {MAX_POLICY_BYTES} bytes"])
@@ -207,7 +208,7 @@ def write_cache(policy: Policy, st) -> None:
         pass
 
 
-def read_text(fd: int) -> str:
+def read_text(fd: int, path: str = "policy") -> str:
     chunks = []
     while True:
         chunk = os.read(fd, 65536)
@@ -217,7 +218,7 @@ def read_text(fd: int) -> str:
     try:
         return b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PolicyError([f"policy is not UTF-8 text (byte {exc.start})"]) from None
+        raise PolicyError([f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8"]) from None
 
 
 def load(path: str = DEFAULT_PATH, use_cache: bool = True) -> Policy:
@@ -228,7 +229,7 @@ def load(path: str = DEFAULT_PATH, use_cache: bool = True) -> Policy:
             cached = _read_cache(path, st)
             if cached is not None:
                 return cached
-        text = read_text(fd)
+        text = read_text(fd, path)
     finally:
         os.close(fd)
     from pam_twofa.policy_parse import parse

@@ -14,7 +14,7 @@ import yaml
 from pam_twofa.network import parse_network
 from pam_twofa.policy import FIELDS, Policy, PolicyError
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.@-]{0,63}\$?$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.@-]{0,63}\$?\Z")  # \Z: "$" also matches before a trailing newline
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
 _STR, _INT, _BOOL, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "bool", "null"))
@@ -44,6 +44,8 @@ def _template(*allowed, forbid=""):
         for name in _PLACEHOLDER_RE.findall(value):
             if name not in allowed:
                 return "unknown placeholder {%s}; allowed: %s" % (name, ", ".join("{%s}" % a for a in allowed))
+        if "{" in _PLACEHOLDER_RE.sub("", value) or "}" in _PLACEHOLDER_RE.sub("", value):
+            return "unmatched '{' or '}': braces are only allowed around a placeholder"
         return None
 
     return check
@@ -139,6 +141,7 @@ class _Validator:
         self.path = path
         self.errors: list[str] = []
         self.values: dict = {}
+        self.lines: dict = {}  # attribute -> line of its value, for errors about two keys
 
     def error(self, node, key: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -181,6 +184,7 @@ class _Validator:
                 self.error(node, key, message)
                 return
         self.values[_ATTR[key]] = value
+        self.lines[_ATTR[key]] = node.start_mark.line + 1
 
     def scalar(self, node, key: str, kind: str):
         if kind == "list":
@@ -208,18 +212,19 @@ class _Validator:
             return node.value
         if kind == "optstr" and node.tag == _NULL:
             return None
-        if kind == "int" and node.tag == _INT:
+        if kind == "int" and node.tag == _INT and node.value.isascii():
             try:
-                return int(node.value, 0) if node.value.isascii() else _BAD
+                return int(node.value, 0)
             except ValueError:
                 pass
-        if kind == "bool" and node.tag == _BOOL:
+        if kind == "bool" and node.tag == _BOOL and node.value.lower() in _BOOL_WORDS:
             return node.value.lower() in ("true", "yes", "on", "y")
         self.error(node, key, _EXPECT[kind])
         return _BAD
 
 
 _BAD = object()
+_BOOL_WORDS = ("true", "yes", "on", "y", "false", "no", "off", "n")  # YAML 1.1; `!!bool maybe` is an error
 
 
 def parse(text: str, path: str) -> Policy:
@@ -230,17 +235,21 @@ def parse(text: str, path: str) -> Policy:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else 1
+        if mark is None and isinstance(getattr(exc, "position", None), int):  # ReaderError: a control character
+            line = text.count("\n", 0, exc.position) + 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PolicyError([f"{path}:{line}: YAML syntax error: {problem}"]) from None
+    except RecursionError:  # "[[[[..." thousands deep: PyYAML's composer recurses
+        raise PolicyError([f"{path}:1: YAML syntax error: nested too deeply"]) from None
     if len(nodes) > 1:
         raise PolicyError([f"{path}:{nodes[1].start_mark.line + 1}: only one YAML document is allowed"])
     if nodes and nodes[0] is not None and not (isinstance(nodes[0], yaml.ScalarNode) and nodes[0].tag == _NULL):
         validator.mapping(nodes[0], _tree(), "")
     values = validator.values
     if values.get("smtp_ssl") and values.get("smtp_starttls"):
-        validator.errors.append(f"{path}:1: email.smtp: ssl and starttls exclude each other; choose one")
+        validator.errors.append(f"{path}:{validator.lines['smtp_ssl']}: email.smtp: ssl and starttls exclude each other; choose one")
     if values.get("smtp_password_file") and not values.get("smtp_username"):
-        validator.errors.append(f"{path}:1: email.smtp.password_file: needs email.smtp.username")
+        validator.errors.append(f"{path}:{validator.lines['smtp_password_file']}: email.smtp.password_file: needs email.smtp.username")
     if validator.errors:
         raise PolicyError(validator.errors)
     return Policy(path, **values)

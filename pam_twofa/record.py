@@ -96,6 +96,9 @@ def _parse_int(text: str) -> int:
 
 
 def _parse_hex(text: str) -> bytes:
+    # bytes.fromhex alone would skip whitespace ("12 34", " 1234", "12\t34")
+    if text.strip("0123456789abcdefABCDEF"):
+        raise RecordError("not hexadecimal")
     try:
         return bytes.fromhex(text)
     except ValueError:

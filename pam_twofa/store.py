@@ -109,7 +109,8 @@ class FileStore:
             raise StoreError(f"{path}: cannot open ({exc.strerror}); a link is never followed: remove it") from None
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            # nlink 0: replaced by a concurrent write since we opened it, still a consistent record
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
                 raise StoreError(f"{path}: not a plain file with a single link; move it away and re-enroll the user")
             if not is_private(st, self.uid):
                 raise StoreError(f"{path}: must be owned by root with mode 0600 ({describe_mode(st)})")

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from pam_twofa.cli import UsageError, require_root, run
+from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.policy import DEFAULT_PATH
 
-EPILOG = """exit codes: 0 ok, 1 usage or unknown user, 2 policy invalid, 3 store unreadable
+EPILOG = """exit codes: 0 ok, 1 usage, unknown user or not root, 2 policy invalid, 3 store unreadable
 
 examples:
   twofa-admin check
+  twofa-admin status
+  twofa-admin status alice --json
+  twofa-admin explain alice --rhost 203.0.113.9
+  twofa-admin disable alice            # lost phone: remove the secret and recovery codes
   twofa-admin unlock alice
+  twofa-admin email alice alice@example.com
   twofa-admin pam-config --stack key
 """
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = Parser(
         prog="twofa-admin",
         description="Administer pam-twofa (two-factor authentication for SSH).",
         epilog=EPILOG,
@@ -25,15 +30,29 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--policy", default=DEFAULT_PATH, metavar="PATH", help=f"policy file (default {DEFAULT_PATH})")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = sub.add_parser("check", help="validate the policy (exit 0, or 2 with one line per error)")
-    check.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH")
-    unlock = sub.add_parser("unlock", help="clear the failure counter and lockout of USER")
-    unlock.add_argument("user")
-    unlock.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH")
-    config = sub.add_parser("pam-config", help="print the /etc/pam.d/sshd and sshd_config lines")
+    def command(name, help_text):
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
+        return cmd
+
+    command("check", "validate the policy (exit 0, or 2 with one file:line: key: message per error)")
+    disable = command("disable", "turn 2FA off for USER: remove the secret, recovery codes, pending codes and state")
+    disable.add_argument("user")
+    disable.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    status = command("status", "show enrollment, enforcement, lockout and last login per user")
+    status.add_argument("user", nargs="?")
+    status.add_argument("--json", action="store_true", help="machine-readable output (format in the README)")
+    command("unlock", "clear the failure counter and lockout of USER").add_argument("user")
+    explain = command("explain", "show what the policy decides for USER, and the rule that decides it")
+    explain.add_argument("user")
+    explain.add_argument("--rhost", metavar="ADDR", help="client address (default: none)")
+    explain.add_argument("--service", default="sshd", metavar="NAME", help="PAM service (default sshd)")
+    email = command("email", "record the address USER's emailed codes go to (overrides email.address)")
+    email.add_argument("user")
+    email.add_argument("address")
+    config = command("pam-config", "print the /etc/pam.d/sshd and sshd_config lines for this install")
     config.add_argument("--stack", choices=("password", "key"), default="password",
                         help="password+code (default) or SSH key+code")
-    config.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH")
     return top
 
 
@@ -45,30 +64,235 @@ def cmd_check(args) -> int:
     return 0
 
 
-def cmd_unlock(args) -> int:
-    from pam_twofa import accounts, log, policy
+def _context(args):
+    from pam_twofa import policy
     from pam_twofa.store import FileStore
 
     loaded = policy.load(args.policy)
-    store = FileStore(loaded.state_dir)
-    if accounts.lookup(args.user) is None and store.load(args.user) is None:
-        raise UsageError(f"unknown user {args.user!r}")
+    return loaded, FileStore(loaded.state_dir)
 
-    def clear(record):
-        if record is None:
+
+def _known(store, user: str):
+    """(account or None, record or None); UsageError if the user is neither on the system nor in the store."""
+    from pam_twofa import accounts
+    from pam_twofa.store import valid_user_name
+
+    if not valid_user_name(user):
+        raise UsageError(f"invalid user name {user!r}")
+    account = accounts.lookup(user)
+    record = store.load(user)
+    if account is None and record is None:
+        raise UsageError(f"unknown user {user!r}: no such account and no 2FA record")
+    return account, record
+
+
+def _audit(action: str, user: str) -> None:
+    from pam_twofa import log
+
+    log.emit(log.NOTICE, f"twofa-admin: {action} user={log.clean(user)} by={log.clean(invoker())}")
+
+
+def cmd_unlock(args) -> int:
+    loaded, store = _context(args)
+    _account, record = _known(store, args.user)
+    if record is None or not (record.failures or record.locked_until):
+        print(f"{args.user}: not locked; nothing to do")
+        return 0
+
+    def clear(current):
+        if current is None:
             return None
-        record = record.copy()
-        record.failures = []
-        record.locked_until = 0
-        return record
+        current = current.copy()
+        current.failures = []
+        current.locked_until = 0
+        return current
 
-    was = store.load(args.user)
     store.update(args.user, clear)
-    log.emit(log.NOTICE, f"twofa-admin: unlock user={log.clean(args.user)} by={log.clean(invoker())}")
-    if was is None:
-        print(f"{args.user} has no 2FA record; nothing to unlock")
+    _audit("unlock", args.user)
+    print(f"{args.user}: unlocked, failure counter cleared")
+    return 0
+
+
+def cmd_disable(args) -> int:
+    import sys
+
+    from pam_twofa.record import Record
+
+    loaded, store = _context(args)
+    account, record = _known(store, args.user)
+    if record is None or not record.enrolled:
+        print(f"{args.user}: 2FA is not enrolled; nothing to disable")
+        return 0
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to disable without confirmation: pass --yes")
+        answer = input(f"Disable 2FA for {args.user} (removes the secret and recovery codes)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing changed")
+            return 1
+
+    def wipe(current):
+        # Keep only the admin-recorded address, so an enforced user's emailed
+        # codes still go where the admin said.
+        if current is None or not current.email:
+            return None
+        return Record(current.user, email=current.email)
+
+    store.update(args.user, wipe)
+    _audit("disable", args.user)
+    print(f"{args.user}: 2FA disabled (secret, recovery codes and login state removed).")
+    if account is not None:
+        decision = _decide(loaded, store, account, None)
+        print(f"From the next login, the policy decides: {_DESCRIBE[decision.action]}")
+        print(f"  rule: {decision.rule}")
+    return 0
+
+
+_DESCRIBE = {
+    "skip": "no code is asked",
+    "totp": "the authenticator (or a recovery) code is asked",
+    "email": "a one-time code is emailed and asked for (2FA stays on for this enforced account)",
+    "deny": "the login is refused until the user enrolls (enforce.unenrolled: deny)",
+}
+
+
+def _decide(loaded, store, account, rhost):
+    from pam_twofa.decision import decide
+    from pam_twofa.login import gather_facts
+
+    return decide(loaded, gather_facts(loaded, account, store.load(account.name), rhost))
+
+
+def cmd_explain(args) -> int:
+    from pam_twofa.network import parse_address
+
+    loaded, store = _context(args)
+    account, _record = _known(store, args.user)
+    if account is None:
+        raise UsageError(f"unknown user {args.user!r}: logins as this name are asked for a code and refused")
+    if args.rhost is not None and parse_address(args.rhost) is None:
+        note = " (not an IP address: matches no network)"
     else:
-        print(f"{args.user}: unlocked, failure counter cleared")
+        note = ""
+    decision = _decide(loaded, store, account, args.rhost)
+    print(f"user {account.name}, client {args.rhost or '(none)'}{note}, service {args.service}")
+    print(f"decision: {decision.action}: {_DESCRIBE[decision.action]}")
+    print(f"rule: {decision.rule}")
+    return 0
+
+
+def _iso(timestamp) -> str | None:
+    import time
+
+    if not timestamp:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def status_rows(loaded, store, only: str | None = None) -> list:
+    """One dict per user in the store or enforced by the policy (the ``--json`` format)."""
+    import time
+
+    from pam_twofa import accounts
+    from pam_twofa.decision import SKIP, decide
+    from pam_twofa.login import gather_facts
+
+    now = time.time()
+    if only is not None:
+        names = [only]
+    else:
+        names = set(store.users())
+        for account in accounts.login_accounts():
+            if account.name in names:
+                continue
+            facts = gather_facts(loaded, account, None, None)
+            if decide(loaded, facts).action != SKIP or facts.user in loaded.exempt_users:
+                names.add(account.name)
+        names = sorted(names)
+    rows = []
+    for name in names:
+        account = accounts.lookup(name)
+        record = store.load(name)
+        row = {
+            "user": name,
+            "account": account is not None,
+            "enrolled": bool(record and record.enrolled),
+            "enrolled_at": _iso(record.enrolled_at) if record and record.enrolled else None,
+        }
+        if account is not None:
+            decision = decide(loaded, gather_facts(loaded, account, record, None))
+            unenrolled = decide(loaded, gather_facts(loaded, account, None, None))
+            row["decision"] = decision.action
+            row["rule"] = decision.rule
+            row["exempt"] = decision.rule.startswith("exempt:")
+            row["enforced"] = unenrolled.action in ("email", "deny")
+        else:
+            row.update(decision=None, rule="no such account on this system", exempt=False, enforced=False)
+        locked = bool(record and record.locked_until > now)
+        row["locked"] = locked
+        row["locked_until"] = _iso(record.locked_until) if locked else None
+        row["failures"] = len([t for t in record.failures if t > now - loaded.failure_window]) if record else 0
+        row["recovery_codes_left"] = len(record.recovery_hashes) if record and record.enrolled else 0
+        row["last_success"] = (
+            {"at": _iso(record.last_success_at), "rhost": record.last_success_rhost or None}
+            if record and record.last_success_at else None
+        )
+        row["email"] = record.email if record and record.email else None
+        rows.append(row)
+    return rows
+
+
+def cmd_status(args) -> int:
+    import json
+
+    loaded, store = _context(args)
+    if args.user is not None:
+        _known(store, args.user)
+    rows = status_rows(loaded, store, args.user)
+    if args.json:
+        print(json.dumps({"version": 1, "policy": loaded.path, "users": rows}, indent=2))
+        return 0
+    table = [("USER", "ENROLLED", "POLICY", "LOCKED", "RECOVERY", "LAST SUCCESS")]
+    for row in rows:
+        policy_text = "exempt" if row["exempt"] else ("enforced" if row["enforced"] else "optional")
+        if row["decision"] is None:
+            policy_text = "no account"
+        last = row["last_success"]
+        table.append((
+            row["user"],
+            row["enrolled_at"][:10] if row["enrolled"] else "no",
+            policy_text,
+            ("until " + row["locked_until"]) if row["locked"] else "no",
+            str(row["recovery_codes_left"]) if row["enrolled"] else "-",
+            f"{last['at']} from {last['rhost'] or '?'}" if last else "never",
+        ))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip())
+    if args.user is not None:
+        print(f"rule: {rows[0]['rule']}")
+    return 0
+
+
+def cmd_email(args) -> int:
+    from pam_twofa.mail import valid_address
+    from pam_twofa.record import Record
+
+    loaded, store = _context(args)
+    account, _record = _known(store, args.user)
+    if account is None:
+        raise UsageError(f"unknown user {args.user!r}")
+    if not valid_address(args.address):
+        raise UsageError(f"not a valid email address: {args.address!r} (expected name@domain)")
+
+    def set_address(current):
+        new = current.copy() if current is not None else Record(account.name)
+        new.email = args.address
+        return new
+
+    store.update(account.name, set_address)
+    _audit("email", args.user)
+    print(f"{args.user}: emailed codes go to {args.address}")
     return 0
 
 
@@ -95,11 +319,25 @@ def invoker() -> str:
     return os.environ.get("SUDO_USER") or "root"
 
 
+COMMANDS = {
+    "check": cmd_check,
+    "disable": cmd_disable,
+    "status": cmd_status,
+    "unlock": cmd_unlock,
+    "explain": cmd_explain,
+    "email": cmd_email,
+    "pam-config": cmd_pam_config,
+}
+
+
 def main(argv) -> int:
+    import os
+
+    # Root only, before anything is read; --help still works for everyone.
+    if os.geteuid() != 0 and not any(a in ("-h", "--help") for a in argv):
+        raise UsageError("must be run as root (try: sudo twofa-admin ...)")
     args = parser().parse_args(argv)
-    if args.command != "pam-config":
-        require_root("twofa-admin")
-    return {"check": cmd_check, "unlock": cmd_unlock, "pam-config": cmd_pam_config}[args.command](args)
+    return COMMANDS[args.command](args)
 
 
 def entry() -> int:

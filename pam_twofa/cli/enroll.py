@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from pam_twofa.cli import UsageError, require_root, run
+from pam_twofa.cli import Parser, UsageError, require_root, run
 from pam_twofa.policy import DEFAULT_PATH
 
 EPILOG = """exit codes: 0 enrolled, 1 usage, refused or wrong code, 2 policy invalid, 3 store unreadable
@@ -25,7 +25,7 @@ examples:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="twofa-enroll",
         description="Turn on two-factor authentication (TOTP) for an account.",
         epilog=EPILOG,

@@ -1,0 +1,171 @@
+"""pam-twofa benchmarks (SPEC §11): ratios measured in one run, never absolute budgets.
+
+Usage (as root, after scripts/install.sh):  /usr/bin/python3 bench/bench.py [--runs N]
+
+Every figure is whole ``pamtester`` processes under pam_wrapper + nss_wrapper
+(fake users, nothing written to the host's /etc), A and B alternated run by
+run so that machine noise hits both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from pam_twofa import totp  # noqa: E402  (code computation for the bench's own answers)
+
+PAM_PYTHON = "/lib/security/pam_python.so"
+PAM_PERMIT = "/lib/x86_64-linux-gnu/security/pam_permit.so"
+PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
+
+BARE_MODULE = '''
+def pam_sm_authenticate(pamh, flags, argv):
+    r = pamh.conversation(pamh.Message(pamh.PAM_PROMPT_ECHO_OFF, "Verification code: "))
+    return pamh.PAM_SUCCESS if r.resp else pamh.PAM_AUTH_ERR
+def pam_sm_setcred(pamh, flags, argv):
+    return pamh.PAM_IGNORE
+'''
+
+
+def installed_module() -> str:
+    out = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", "import pam_twofa.pamconfig as p; print(p.module_path())"],
+        capture_output=True, text=True, check=True,
+    )
+    return out.stdout.strip()
+
+
+class Bench:
+    def __init__(self, users: int, extra_users: int = 0) -> None:
+        self.dir = tempfile.mkdtemp(prefix="pam-twofa-bench-")
+        os.chmod(self.dir, 0o755)
+        self.state = os.path.join(self.dir, "state")
+        os.mkdir(self.state, 0o700)
+        self.policy = os.path.join(self.dir, "policy.yaml")
+        with open(self.policy, "w") as f:
+            f.write(f"version: 1\nstorage: {{state_dir: {self.state}}}\ntotp: {{window: 1}}\n")
+        self.svc = os.path.join(self.dir, "svc")
+        os.mkdir(self.svc)
+        bare = os.path.join(self.dir, "bare.py")
+        with open(bare, "w") as f:
+            f.write(BARE_MODULE)
+        services = {
+            "bare": f"auth required {PAM_PYTHON} {bare}",
+            "twofa": f"auth required {PAM_PYTHON} {installed_module()} policy={self.policy}",
+            "permit": f"auth required {PAM_PERMIT}",
+            "other": f"auth required {PAM_DENY}",
+        }
+        for name, line in services.items():
+            with open(os.path.join(self.svc, name), "w") as f:
+                f.write(line + "\n")
+        self.names = [f"user{i}" for i in range(users)]
+        self.keys = {}
+        with open(os.path.join(self.dir, "passwd"), "w") as pw, open(os.path.join(self.dir, "group"), "w") as gr:
+            pw.write("root:x:0:0:root:/root:/bin/sh\n")
+            gr.write("root:x:0:\n")
+            for i, name in enumerate(self.names):
+                pw.write(f"{name}:x:{10000 + i}:{10000 + i}::/nonexistent:/bin/sh\n")
+                gr.write(f"{name}:x:{10000 + i}:\n")
+        self.env = dict(
+            os.environ,
+            LD_PRELOAD="libpam_wrapper.so libnss_wrapper.so",
+            PAM_WRAPPER="1",
+            PAM_WRAPPER_SERVICE_DIR=self.svc,
+            NSS_WRAPPER_PASSWD=os.path.join(self.dir, "passwd"),
+            NSS_WRAPPER_GROUP=os.path.join(self.dir, "group"),
+        )
+        self._enroll(self.names + [f"ghost{i}" for i in range(extra_users)])
+        # Warm the policy cache and the page cache once.
+        self.run("twofa", self.names[0], "000000")
+
+    def _enroll(self, names) -> None:
+        """Write records directly through the store (the CLI per user would take hours at 100,000)."""
+        from pam_twofa.record import Record
+        from pam_twofa.store import FileStore
+
+        store = FileStore(self.state)
+        for name in names:
+            key = os.urandom(20)
+            self.keys[name] = key
+            store.update(name, lambda _old, name=name, key=key: Record(name, key=key, enrolled_at=int(time.time())))
+
+    def run(self, service: str, user: str, answer: str) -> tuple[float, int]:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            ["pamtester", service, user, "authenticate"],
+            input=answer + "\n", env=self.env, capture_output=True, text=True,
+        )
+        return time.perf_counter() - start, proc.returncode
+
+    def code(self, user: str) -> str:
+        return totp.totp(self.keys[user], time.time())
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def summary(samples) -> str:
+    return f"{min(samples) * 1000:6.1f} {statistics.median(samples) * 1000:6.1f} {max(samples) * 1000:6.1f}"
+
+
+def ab(bench: Bench, runs: int, b_side) -> tuple[list, list, int]:
+    """Alternate the bare module (A) and ``b_side(i) -> (seconds, rc)`` (B); count B failures."""
+    a, b, failures = [], [], 0
+    for i in range(runs):
+        t, _rc = bench.run("bare", bench.names[i % len(bench.names)], "123456")
+        a.append(t)
+        t, rc = b_side(i)
+        b.append(t)
+        failures += rc != 0
+    return a, b, failures
+
+
+def login_vs_bare(runs: int) -> list:
+    bench = Bench(users=runs)
+    rows = []
+    try:
+        def twofa(i):
+            user = bench.names[i]  # a fresh user each run: a code is accepted once
+            return bench.run("twofa", user, bench.code(user))
+
+        a, b, failures = ab(bench, runs, twofa)
+        rows.append(("(1) correct TOTP vs bare pam_python module", a, b, failures, 1.3))
+        a, b, _ = ab(bench, runs, lambda i: bench.run("permit", bench.names[i], ""))
+        rows.append(("    reference: pam_permit.so vs bare pam_python", a, b, 0, None))
+    finally:
+        bench.cleanup()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=60, help="A/B pairs per figure (default 60)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench.py: run as root (the store must be root-owned)", file=sys.stderr)
+        return 1
+    rows = login_vs_bare(args.runs)
+    print(f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+          f"Python {platform.python_version()} (PAM: /usr/bin/python3), {args.runs} alternating A/B runs")
+    print(f"{'figure':50} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}")
+    ok = True
+    for name, a, b, failures, budget in rows:
+        ratio = statistics.median(b) / statistics.median(a)
+        verdict = "" if budget is None else ("ok" if ratio <= budget and not failures else "OVER")
+        ok &= verdict != "OVER"
+        print(f"{name:50} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""Emailed one-time codes: the message and its delivery over real SMTP (SPEC §6).
+
+An adapter: ``smtplib`` with STARTTLS, implicit TLS and authentication as the
+policy says, bounded by ``email.smtp.timeout``. Imported only when a login
+needs to mail a code, never on the TOTP path.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import socket
+import ssl
+import stat
+import time
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+
+class MailError(Exception):
+    """The code could not be sent; the message is for the admin's log (no code in it)."""
+
+
+def mask(address: str) -> str:
+    """``alice@example.com`` -> ``a***@example.com``: enough to recognise, not to harvest."""
+    local, _at, domain = address.rpartition("@")
+    return (local[:1] or "?") + "***@" + domain
+
+
+def valid_address(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or len(address) > 254 or not address.isascii():
+        return False
+    if any(c.isspace() or not c.isprintable() or c in '<>,;\\"()[]' for c in address):
+        return False
+    return all(label and all(ch.isalnum() or ch == "-" for ch in label) for label in domain.split("."))
+
+
+def build_message(policy, user: str, address: str, code: str, rhost, now: float, hostname: str) -> EmailMessage:
+    sender = policy.email_from.format(hostname=hostname)
+    minutes = max(1, policy.code_ttl // 60)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = address
+    message["Subject"] = f"Your login code for {hostname}"
+    message["Date"] = format_datetime(time_to_datetime(now))
+    message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(
+        f"Someone is logging in to {hostname} as {user}\n"
+        f"from {rhost or 'an unknown address'} at {when}.\n\n"
+        f"Your one-time code is: {code}\n\n"
+        f"It works once, for this login only, and expires in {minutes} minute{'s' if minutes != 1 else ''}.\n\n"
+        f"If this was not you, do not use the code: your password may be known to someone else.\n"
+        f"Change it, and tell your administrator.\n\n"
+        f"To get codes from an authenticator app instead of email, log in and run: twofa-enroll\n"
+    )
+    return message
+
+
+def time_to_datetime(now: float):
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(now, tz=timezone.utc)
+
+
+def read_password(path: str) -> str:
+    """The SMTP password from a root-only file (refused if others can read it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise MailError(f"{path}: cannot open the SMTP password file ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            raise MailError(f"{path}: the SMTP password file must be a regular file owned by root, mode 0600")
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _tls_context(policy) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if policy.smtp_ca_file:
+        context.load_verify_locations(cafile=policy.smtp_ca_file)
+    return context
+
+
+def send(policy, message: EmailMessage) -> None:
+    """Deliver ``message``; MailError (never a code in it) on any failure or timeout."""
+    host, port, timeout = policy.smtp_host, policy.smtp_port, policy.smtp_timeout
+    deadline = time.monotonic() + timeout
+    try:
+        if policy.smtp_ssl:
+            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=_tls_context(policy))
+        else:
+            client = smtplib.SMTP(host, port, timeout=timeout)
+        try:
+            if policy.smtp_starttls:
+                client.starttls(context=_tls_context(policy))
+            if policy.smtp_username:
+                password = read_password(policy.smtp_password_file) if policy.smtp_password_file else ""
+                client.login(policy.smtp_username, password)
+            if client.sock is not None:
+                # The timeout bounds each read; this bounds what is left of the whole exchange.
+                client.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            client.send_message(message)
+        finally:
+            try:
+                client.quit()
+            except (smtplib.SMTPException, OSError):
+                client.close()
+    except MailError:
+        raise
+    except smtplib.SMTPAuthenticationError as exc:
+        raise MailError(f"SMTP {host}:{port} refused the login (code {exc.smtp_code})") from None
+    except smtplib.SMTPRecipientsRefused:
+        raise MailError(f"SMTP {host}:{port} refused the recipient") from None
+    except smtplib.SMTPResponseException as exc:
+        raise MailError(f"SMTP {host}:{port} answered {exc.smtp_code}") from None
+    except (socket.timeout, TimeoutError):
+        raise MailError(f"SMTP {host}:{port} did not answer within {timeout} s") from None
+    except ssl.SSLError as exc:
+        raise MailError(f"SMTP {host}:{port}: TLS failed ({exc.reason or exc.__class__.__name__})") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or exc.__class__.__name__
+        raise MailError(f"SMTP {host}:{port}: {reason}") from None

@@ -1,0 +1,253 @@
+"""twofa-admin check / unlock / pam-config, run through pam_twofa.cli.run as the entry point does."""
+
+import os
+
+import pytest
+
+from pam_twofa import accounts, log, pamconfig
+from pam_twofa.accounts import Account
+from pam_twofa.cli import admin, run
+from pam_twofa.record import Record
+from pam_twofa.store import FileStore
+
+KEY = bytes(range(20))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(capsys, *argv):
+    """(exit code, stdout, stderr) of ``twofa-admin ARGV``; never a traceback."""
+    try:
+        code = run(admin.main, list(argv))
+    except SystemExit as exc:  # argparse --help / usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out and "Traceback" not in err
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def fake_accounts(monkeypatch):
+    users = {"alice": Account("alice", 1001, 1001, {1001}, "/home/alice")}
+    monkeypatch.setattr(accounts, "lookup", lambda name: users.get(name))
+    monkeypatch.setattr(accounts, "group_ids", lambda names: {n: None for n in names})
+
+
+@pytest.fixture
+def logs(monkeypatch):
+    lines = []
+    monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
+    return lines
+
+
+# -- check ------------------------------------------------------------------------------
+
+
+def test_check_ok(capsys, make_policy):
+    path = make_policy("enforce:\n  mode: all\n")
+    code, out, err = cli(capsys, "--policy", path, "check")
+    assert code == 0
+    assert out.startswith(f"{path}: OK") and "all" in out
+    assert err == ""
+
+
+def test_check_accepts_policy_after_the_command(capsys, make_policy):
+    path = make_policy("enforce:\n  mode: groups\n  groups: [admins]\n")
+    code, out, err = cli(capsys, "check", "--policy", path)
+    assert code == 0 and out.startswith(f"{path}: OK") and err == ""
+
+
+def test_check_broken_policy(capsys, make_policy):
+    path = make_policy("version: 1\nenforce:\n  mode: sometimes\n  groups: admins\ncolour: blue\n")
+    code, out, err = cli(capsys, "--policy", path, "check")
+    assert code == 2
+    assert out == ""
+    assert err.splitlines() == [
+        f"{path}:3: enforce.mode: expected one of off, groups, all",
+        f"{path}:4: enforce.groups: expected a list of group names",
+        f"{path}:5: colour: unknown key; allowed here: version, enforce, exempt, totp, rate_limit, email, storage, on_error",
+    ]
+
+
+def test_check_yaml_syntax_error(capsys, make_policy):
+    path = make_policy("version: 1\nenforce:\n\tmode: all\n")
+    code, out, err = cli(capsys, "check", "--policy", path)
+    assert code == 2
+    assert err.splitlines() == [f"{path}:3: YAML syntax error: found character '\\t' that cannot start any token"]
+
+
+def test_check_revalidates_even_with_a_cache(capsys, make_policy):
+    path = make_policy("enforce:\n  mode: all\n")
+    assert cli(capsys, "check", "--policy", path)[0] == 0
+    path = make_policy("enforce:\n  mode: nope\n")
+    code, _out, err = cli(capsys, "check", "--policy", path)
+    assert code == 2 and err.startswith(f"{path}:2: enforce.mode:")
+
+
+@pytest.mark.parametrize("how", ["missing", "world-writable", "symlink"])
+def test_check_unusable_policy_file_is_one_line(capsys, tmp_path, make_policy, how):
+    path = make_policy("")
+    if how == "missing":
+        path = str(tmp_path / "etc" / "nope.yaml")
+    elif how == "world-writable":
+        os.chmod(path, 0o666)
+    else:
+        link = str(tmp_path / "etc" / "link.yaml")
+        os.symlink(path, link)
+        path = link
+    code, out, err = cli(capsys, "check", "--policy", path)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith(path + ": ")
+
+
+def test_not_root_is_a_clear_error(capsys, make_policy, monkeypatch):
+    path = make_policy("")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code, out, err = cli(capsys, "check", "--policy", path)
+    assert code == 1 and out == ""
+    assert len(err.splitlines()) == 1 and "root" in err
+
+
+# -- unlock -------------------------------------------------------------------------------
+
+
+def test_unlock_clears_failures_and_lockout(capsys, scratch_policy, state_dir, logs):
+    store = FileStore(state_dir)
+    before = Record("alice", key=KEY, last_step=77, failures=[1_700_000_000, 1_700_000_001], locked_until=4_000_000_000)
+    store.update("alice", lambda old: before)
+    code, out, err = cli(capsys, "unlock", "alice", "--policy", scratch_policy)
+    assert code == 0 and err == ""
+    assert "alice" in out and "unlocked" in out
+    after = store.load("alice")
+    assert after.failures == [] and after.locked_until == 0
+    assert after.key == KEY and after.last_step == 77  # nothing else changed
+    assert any("unlock" in line and "user=alice" in line for line in logs)
+
+
+def test_unlock_user_without_record(capsys, scratch_policy, state_dir):
+    code, out, err = cli(capsys, "--policy", scratch_policy, "unlock", "alice")
+    assert code == 0 and err == "" and "alice" in out
+    assert FileStore(state_dir).load("alice") is None
+
+
+@pytest.mark.parametrize("user", ["mallory", "../etc/passwd", "caf\u00e9", "x" * 300])
+def test_unlock_unknown_user_is_one_line_exit_1(capsys, scratch_policy, state_dir, user):
+    code, out, err = cli(capsys, "--policy", scratch_policy, "unlock", user)
+    assert code == 1, err
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "user" in err
+    assert not os.path.exists(os.path.join(state_dir, "users")) or os.listdir(os.path.join(state_dir, "users")) == []
+
+
+def test_unlock_known_only_to_the_store(capsys, scratch_policy, state_dir):
+    """An account deleted from the system can still be unlocked (its record is there)."""
+    FileStore(state_dir).update("ghost", lambda old: Record("ghost", key=KEY, failures=[1], locked_until=5))
+    code, _out, err = cli(capsys, "--policy", scratch_policy, "unlock", "ghost")
+    assert code == 0 and err == ""
+    assert FileStore(state_dir).load("ghost").failures == []
+
+
+def test_unlock_with_broken_policy(capsys, make_policy):
+    path = make_policy("on_error: maybe\n")
+    code, out, err = cli(capsys, "--policy", path, "unlock", "alice")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [f"{path}:1: on_error: expected one of deny, allow"]
+
+
+def test_unlock_with_corrupted_record(capsys, scratch_policy, state_dir):
+    store = FileStore(state_dir)
+    store.update("alice", lambda old: Record("alice", key=KEY, failures=[1]))
+    path = os.path.join(store.users_dir, "alice.rec")
+    with open(path, "w") as handle:
+        handle.write("garbage")
+    code, out, err = cli(capsys, "--policy", scratch_policy, "unlock", "alice")
+    assert code == 3 and out == ""
+    assert len(err.splitlines()) == 1 and path in err and "corrupted" in err
+
+
+def test_unlock_with_unsafe_state_dir(capsys, scratch_policy, state_dir):
+    os.chmod(state_dir, 0o777)
+    code, _out, err = cli(capsys, "--policy", scratch_policy, "unlock", "alice")
+    assert code == 3
+    assert len(err.splitlines()) == 1 and state_dir in err
+
+
+# -- pam-config -----------------------------------------------------------------------------
+
+
+def _auth_line(out):
+    lines = [line for line in out.splitlines() if "pam_python.so" in line and not line.startswith("#")]
+    assert len(lines) == 1, out
+    return lines[0].split()
+
+
+def test_pam_config_password_stack_default_policy(capsys):
+    code, out, err = cli(capsys, "pam-config")
+    assert code == 0 and err == ""
+    words = _auth_line(out)
+    assert words[:2] == ["auth", "required"]
+    assert os.path.isabs(words[2]) and words[2].endswith("/pam_python.so")
+    assert words[2] == pamconfig.pam_python_path()
+    assert words[3] == os.path.join(REPO, "pam_twofa", "pam_module.py") and os.path.isfile(words[3])
+    assert not any(w.startswith("policy=") for w in words)
+    assert "AuthenticationMethods keyboard-interactive" in out.splitlines()
+    assert "UsePAM yes" in out and "KbdInteractiveAuthentication yes" in out
+    assert "pam_permit.so" not in out
+
+
+def test_pam_config_password_stack_with_policy(capsys, scratch_policy):
+    code, out, err = cli(capsys, "--policy", scratch_policy, "pam-config", "--stack", "password")
+    assert code == 0 and err == ""
+    words = _auth_line(out)
+    assert words[4:] == ["policy=" + scratch_policy]
+    assert "AuthenticationMethods keyboard-interactive" in out.splitlines()
+
+
+def test_pam_config_key_stack(capsys, scratch_policy):
+    code, out, err = cli(capsys, "pam-config", "--stack", "key", "--policy", scratch_policy)
+    assert code == 0 and err == ""
+    words = _auth_line(out)
+    assert os.path.isabs(words[2]) and words[2].endswith("/pam_python.so")
+    assert words[3].endswith("/pam_twofa/pam_module.py") and os.path.isfile(words[3])
+    assert words[4:] == ["policy=" + scratch_policy]
+    lines = out.splitlines()
+    assert "AuthenticationMethods publickey,keyboard-interactive:pam" in lines
+    assert "auth required pam_permit.so" in lines
+    # the code module comes before pam_permit in the stack
+    assert lines.index(" ".join(words)) < lines.index("auth required pam_permit.so")
+    assert "PubkeyAuthentication yes" in lines
+
+
+def test_pam_config_relative_policy_is_made_absolute(capsys, scratch_policy, monkeypatch):
+    folder, name = os.path.split(scratch_policy)
+    monkeypatch.chdir(folder)
+    code, out, _err = cli(capsys, "pam-config", "--policy", name)
+    assert code == 0
+    assert _auth_line(out)[4:] == ["policy=" + scratch_policy]
+
+
+def test_pam_config_lines_are_usable_as_printed(capsys):
+    _code, out, _err = cli(capsys, "pam-config", "--stack", "key")
+    for line in out.splitlines():
+        if line.startswith("auth "):
+            assert len(line.split()) >= 3 and "\t" not in line
+
+
+# -- malformed arguments ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["bogus"], ["unlock"], ["pam-config", "--stack", "telnet"], ["check", "--policy"], ["unlock", "a", "b"]],
+)
+def test_malformed_arguments_exit_non_zero_without_traceback(capsys, argv):
+    code, _out, err = cli(capsys, *argv)
+    assert code not in (0, None)
+    assert err.strip()
+
+
+def test_help(capsys):
+    code, out, _err = cli(capsys, "--help")
+    assert code == 0
+    for command in ("check", "unlock", "pam-config"):
+        assert command in out

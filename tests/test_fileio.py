@@ -1,0 +1,196 @@
+"""write_atomic and friends (SPEC §4): temporary file in the same folder, fsync, rename; never through a symlink."""
+
+import multiprocessing
+import os
+import signal
+import stat
+import time
+
+import pytest
+
+from pam_twofa import fileio
+from pam_twofa.fileio import describe_mode, fsync_dir, is_private, write_atomic
+
+
+def listing(folder):
+    return sorted(os.listdir(folder))
+
+
+def test_creates_file_with_data_and_private_mode(tmp_path):
+    path = tmp_path / "a.rec"
+    old = os.umask(0)
+    try:
+        write_atomic(str(path), b"hello\n")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"hello\n"
+    st = os.lstat(path)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    assert listing(tmp_path) == ["a.rec"]
+
+
+def test_mode_is_exact_whatever_the_umask(tmp_path):
+    path = tmp_path / "cache"
+    old = os.umask(0o077)
+    try:
+        write_atomic(str(path), b"x", mode=0o644)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_replaces_by_rename_not_in_place(tmp_path):
+    path = tmp_path / "a.rec"
+    write_atomic(str(path), b"old")
+    os.link(path, tmp_path / "reader-view")  # what a reader that opened the old file sees
+    before = os.stat(path).st_ino
+    write_atomic(str(path), b"new contents")
+    assert path.read_bytes() == b"new contents"
+    assert (tmp_path / "reader-view").read_bytes() == b"old"
+    assert os.stat(path).st_ino != before
+    assert listing(tmp_path) == ["a.rec", "reader-view"]
+
+
+def test_large_data_written_completely(tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    write_atomic(str(tmp_path / "big"), data)
+    assert (tmp_path / "big").read_bytes() == data
+
+
+def test_empty_data(tmp_path):
+    write_atomic(str(tmp_path / "e"), b"")
+    assert (tmp_path / "e").read_bytes() == b""
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_stale_temporary_file_is_replaced(tmp_path, locked):
+    path = tmp_path / "a.rec"
+    stale = tmp_path / (".a.rec.tmp" if locked else f".a.rec.{os.getpid()}.tmp")
+    stale.write_bytes(b"half-written garbage from a crash")
+    os.chmod(stale, 0o644)
+    write_atomic(str(path), b"fresh", locked=locked)
+    assert path.read_bytes() == b"fresh"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert listing(tmp_path) == ["a.rec"]
+
+
+def test_unlocked_writers_use_their_own_temporary_name(tmp_path):
+    other = tmp_path / ".a.rec.1.tmp"  # another process's temporary file (pid 1 is never us)
+    other.write_bytes(b"theirs")
+    write_atomic(str(tmp_path / "a.rec"), b"mine", locked=False)
+    assert other.read_bytes() == b"theirs"
+    assert listing(tmp_path) == [".a.rec.1.tmp", "a.rec"]
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_symlink_planted_at_the_temporary_name_is_never_followed(tmp_path, dangling):
+    victim = tmp_path / "victim"
+    if not dangling:
+        victim.write_bytes(b"precious")
+        os.chmod(victim, 0o644)
+    os.symlink(victim, tmp_path / ".a.rec.tmp")
+    write_atomic(str(tmp_path / "a.rec"), b"record")
+    assert (tmp_path / "a.rec").read_bytes() == b"record"
+    assert not os.path.islink(tmp_path / "a.rec")
+    if dangling:
+        assert not os.path.lexists(victim)  # never created through the link
+        assert listing(tmp_path) == ["a.rec"]
+    else:
+        assert victim.read_bytes() == b"precious"
+        assert stat.S_IMODE(os.stat(victim).st_mode) == 0o644
+        assert listing(tmp_path) == ["a.rec", "victim"]
+
+
+def test_symlink_at_the_final_name_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    os.symlink(victim, tmp_path / "a.rec")
+    write_atomic(str(tmp_path / "a.rec"), b"record")
+    assert not os.path.islink(tmp_path / "a.rec")
+    assert (tmp_path / "a.rec").read_bytes() == b"record"
+    assert victim.read_bytes() == b"precious"
+
+
+def test_failure_before_rename_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "a.rec"
+    write_atomic(str(path), b"old")
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(fileio.os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        write_atomic(str(path), b"new")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old"
+    assert listing(tmp_path) == ["a.rec"]
+
+
+def test_failure_at_rename_leaves_no_temporary(tmp_path):
+    (tmp_path / "a.rec").mkdir()  # cannot rename a file over a folder
+    with pytest.raises(OSError):
+        write_atomic(str(tmp_path / "a.rec"), b"new")
+    assert listing(tmp_path) == ["a.rec"]
+    with pytest.raises(OSError):
+        write_atomic(str(tmp_path / "a.rec"), b"new", locked=False)
+    assert listing(tmp_path) == ["a.rec"]
+
+
+def _writer(path, contents, ready):
+    ready.set()
+    i = 0
+    while True:
+        write_atomic(path, contents[i % 2])
+        i += 1
+
+
+def test_readers_never_see_a_partial_file_and_sigkill_loses_nothing(tmp_path):
+    """A real writer process replacing the file in a loop, killed with SIGKILL at a random moment."""
+    path = str(tmp_path / "a.rec")
+    contents = (b"A" * 200_000, b"B" * 150_000)
+    write_atomic(path, contents[0])
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_writer, args=(path, contents, ready))
+    proc.start()
+    try:
+        assert ready.wait(10)
+        seen = set()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            with open(path, "rb") as handle:
+                data = handle.read()
+            assert data in contents
+            seen.add(data[:1])
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(10)
+    assert seen == {b"A", b"B"}  # the writer really was replacing the file meanwhile
+    with open(path, "rb") as handle:
+        assert handle.read() in contents
+    # a temporary file may be left by the kill; the next write removes it
+    write_atomic(path, b"after")
+    assert listing(tmp_path) == ["a.rec"]
+    with open(path, "rb") as handle:
+        assert handle.read() == b"after"
+
+
+def test_fsync_dir(tmp_path):
+    fsync_dir(str(tmp_path))
+    with pytest.raises(NotADirectoryError):
+        (tmp_path / "f").write_text("x")
+        fsync_dir(str(tmp_path / "f"))
+
+
+def test_is_private_and_describe_mode(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    os.chmod(path, 0o600)
+    assert is_private(os.stat(path), 0)
+    assert not is_private(os.stat(path), 1000)
+    for mode in (0o640, 0o604, 0o610, 0o601, 0o700 | 0o020):
+        os.chmod(path, mode)
+        assert not is_private(os.stat(path), 0)
+    os.chmod(path, 0o644)
+    os.chown(path, 65534, 65534)
+    assert describe_mode(os.stat(path)) == "mode 0644, owner uid 65534"

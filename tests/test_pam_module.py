@@ -1,0 +1,241 @@
+"""pam_module: the pam_python entry points, with a fake handle shaped like pam_python's."""
+
+import pytest
+
+from pam_twofa import accounts, log, login, pam_module, recovery, totp
+from pam_twofa.accounts import Account
+from pam_twofa.record import Record
+from pam_twofa.store import FileStore
+
+KEY = bytes.fromhex("0a1b2c3d4e5f60718293a4b5c6d7e8f901234567")
+T = 1_700_000_040.0
+CODE = totp.totp(KEY, T)
+WRONG = "%06d" % ((int(CODE) + 1) % 10**6)
+MODULE = "/usr/lib/python3/dist-packages/pam_twofa/pam_module.py"
+
+
+class PamException(Exception):
+    pass
+
+
+class Response:
+    def __init__(self, resp):
+        self.resp = resp
+        self.resp_retcode = 0
+
+
+class Handle:
+    """What pam_python passes as ``pamh`` (only what the module uses)."""
+
+    PAM_SUCCESS = 0
+    PAM_AUTH_ERR = 7
+    PAM_IGNORE = 25
+    PAM_PROMPT_ECHO_OFF = 1
+    PAM_PROMPT_ECHO_ON = 2
+    PAM_ERROR_MSG = 3
+    PAM_TEXT_INFO = 4
+    exception = PamException
+
+    def __init__(self, user="alice", answers=(), rhost="198.51.100.4", service="sshd"):
+        self.user = user
+        self.answers = list(answers)
+        self.rhost = rhost
+        self.service = service
+        self.sent = []  # (style, text)
+
+    class Message:
+        def __init__(self, msg_style, msg):
+            self.msg_style = msg_style
+            self.msg = msg
+
+    def get_user(self, prompt=None):
+        if isinstance(self.user, BaseException):
+            raise self.user
+        return self.user
+
+    def conversation(self, message):
+        self.sent.append((message.msg_style, message.msg))
+        if message.msg_style == self.PAM_PROMPT_ECHO_OFF:
+            answer = self.answers.pop(0) if self.answers else None
+            if isinstance(answer, BaseException):
+                raise answer
+            return Response(answer)
+        return Response(None)
+
+
+@pytest.fixture(autouse=True)
+def setup(monkeypatch):
+    users = {"alice": Account("alice", 1001, 1001, {1001}, "/home/alice"),
+             "bob": Account("bob", 1002, 1002, {1002}, "/home/bob")}
+    monkeypatch.setattr(accounts, "lookup", lambda name: users.get(name))
+    monkeypatch.setattr(accounts, "group_ids", lambda names: {n: None for n in names})
+    monkeypatch.setattr(login.Login, "now", lambda self: T)
+
+
+@pytest.fixture
+def logs(monkeypatch):
+    lines = []
+    monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
+    return lines
+
+
+@pytest.fixture
+def policy_path(scratch_policy, state_dir):
+    FileStore(state_dir).update("alice", lambda old: Record("alice", key=KEY))
+    return scratch_policy
+
+
+def auth(handle, *args):
+    return pam_module.pam_sm_authenticate(handle, 0, [MODULE, *args])
+
+
+def test_pass_maps_to_success(policy_path, logs):
+    handle = Handle(answers=[CODE])
+    assert auth(handle, "policy=" + policy_path) == 0
+    assert handle.sent == [(1, login.PROMPT)]
+    assert logs == ["pam_twofa(sshd:auth): user=alice rhost=198.51.100.4 result=success"]
+
+
+def test_fail_maps_to_auth_err_and_the_error_is_shown(policy_path):
+    handle = Handle(answers=[WRONG])
+    assert auth(handle, "policy=" + policy_path) == 7
+    assert handle.sent == [(1, login.PROMPT), (3, login.MSG_BAD)]
+
+
+def test_ignore_maps_to_pam_ignore(policy_path):
+    handle = Handle(user="bob")
+    assert auth(handle, "policy=" + policy_path) == 25
+    assert handle.sent == []
+
+
+def test_info_messages_use_text_info(policy_path, state_dir):
+    codes, salt, hashes = recovery.new_codes(2)
+    FileStore(state_dir).update("alice", lambda old: Record("alice", key=KEY, recovery_salt=salt, recovery_hashes=hashes))
+    handle = Handle(answers=[codes[0]])
+    assert auth(handle, "policy=" + policy_path) == 0
+    assert [style for style, _text in handle.sent] == [1, 4]
+
+
+def test_argv0_is_the_module_path_and_is_skipped(make_policy, logs):
+    broken = make_policy("enforce:\n  mode: sometimes\n")
+    # on_error=allow in argv[0] must not count: argv[0] is the module path
+    assert pam_module.pam_sm_authenticate(Handle(answers=[CODE]), 0, ["on_error=allow", "policy=" + broken]) == 7
+    assert pam_module.pam_sm_authenticate(Handle(answers=[CODE]), 0, [MODULE, "policy=" + broken, "on_error=allow"]) == 25
+    assert not any("ignored module arguments" in line for line in logs)
+
+
+def test_argv_with_only_the_module_path_uses_the_default_policy(monkeypatch):
+    seen = []
+
+    def fake_load(path):
+        seen.append(path)
+        from pam_twofa.policy import PolicyError
+
+        raise PolicyError([f"{path}: no such policy file"])
+
+    from pam_twofa import policy
+
+    monkeypatch.setattr(policy, "load", fake_load)
+    assert pam_module.pam_sm_authenticate(Handle(answers=[CODE]), 0, [MODULE]) == 7
+    assert seen == ["/etc/pam-twofa/policy.yaml"]
+
+
+def test_conversation_raising_pam_exception_is_no_answer(policy_path, state_dir):
+    handle = Handle(answers=[PamException("conversation failed")])
+    assert auth(handle, "policy=" + policy_path) == 7
+    assert FileStore(state_dir).load("alice").failures == []
+
+
+def test_error_message_that_cannot_be_shown_still_fails(policy_path):
+    class Mute(Handle):
+        def conversation(self, message):
+            if message.msg_style == self.PAM_ERROR_MSG:
+                raise PamException("no terminal")
+            return super().conversation(message)
+
+    assert auth(Mute(answers=[WRONG]), "policy=" + policy_path) == 7
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        "conversation-runtime-error",
+        "conversation-unicode-error",
+        "conversation-keyboard-interrupt-like",
+        "get_user-runtime-error",
+        "message-constructor",
+        "response-without-resp",
+        "lookup-raises",
+        "store-raises",
+    ],
+)
+@pytest.mark.parametrize("on_error", ["deny", "allow"])
+def test_exception_anywhere_is_auth_err_and_never_propagates(policy_path, monkeypatch, logs, breakage, on_error):
+    handle = Handle(answers=[CODE])
+    if breakage == "conversation-runtime-error":
+        handle.answers = [RuntimeError("boom")]
+    elif breakage == "conversation-unicode-error":
+        handle.answers = [UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")]
+    elif breakage == "conversation-keyboard-interrupt-like":
+        handle.answers = [ValueError("strange")]
+    elif breakage == "get_user-runtime-error":
+        handle.user = RuntimeError("no user")
+    elif breakage == "message-constructor":
+        def bad_message(*args):
+            raise TypeError("bad message")
+
+        handle.Message = bad_message
+    elif breakage == "response-without-resp":
+        handle.conversation = lambda message: object()
+    elif breakage == "lookup-raises":
+        monkeypatch.setattr(accounts, "lookup", lambda name: {}[name])
+    elif breakage == "store-raises":
+        def broken_load(self, user):
+            raise MemoryError("out of memory")
+
+        monkeypatch.setattr(FileStore, "load", broken_load)
+    rc = auth(handle, "policy=" + policy_path, "on_error=" + on_error)
+    if breakage == "conversation-unicode-error":
+        assert rc == 7  # not decodable: a wrong code, or an internal error: refused either way
+        return
+    assert rc == 7
+    assert any("internal error" in line and "login refused" in line for line in logs)
+    assert all(CODE not in line for line in logs)
+
+
+def test_get_user_raising_pam_exception_is_an_unknown_user(policy_path, logs):
+    handle = Handle(user=PamException("no user"), answers=[CODE])
+    assert auth(handle, "policy=" + policy_path) == 7
+    assert handle.sent == [(1, login.PROMPT), (3, login.MSG_BAD)]  # same as a wrong code
+    assert "result=unknown user" in logs[-1]
+
+
+def test_rhost_and_service_that_cannot_be_read(policy_path, logs):
+    class Odd(Handle):
+        @property
+        def rhost(self):
+            raise PamException("no rhost")
+
+        @rhost.setter
+        def rhost(self, value):
+            pass
+
+    handle = Odd(answers=[CODE], service=b"sshd")  # bytes, not a text: treated as unknown
+    assert auth(handle, "policy=" + policy_path) == 0
+    assert logs == ["pam_twofa(-:auth): user=alice rhost=- result=success"]
+
+
+def test_other_entry_points_ignore(policy_path):
+    for name in ("pam_sm_setcred", "pam_sm_acct_mgmt", "pam_sm_open_session", "pam_sm_close_session", "pam_sm_chauthtok"):
+        handle = Handle(answers=[CODE])
+        assert getattr(pam_module, name)(handle, 0, [MODULE, "policy=" + policy_path]) == 25, name
+        assert handle.sent == []
+
+
+def test_internal_error_when_logging_also_fails(policy_path, monkeypatch):
+    def no_syslog(priority, message):
+        raise OSError("syslog gone")
+
+    monkeypatch.setattr(log, "emit", no_syslog)
+    handle = Handle(answers=[RuntimeError("boom")])
+    assert auth(handle, "policy=" + policy_path) == 7

@@ -1,0 +1,420 @@
+"""Loading the policy on the login path: the compiled cache, and refusing unsafe files (SPEC §3, §4, §11)."""
+
+import contextlib
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import textwrap
+
+import pytest
+
+from pam_twofa import policy, policy_parse
+from pam_twofa.policy import CACHE_MAGIC, PolicyError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OFF = "enforce:\n  mode: off\n"
+ALL = "enforce:\n  mode: all\n"  # same size as OFF
+
+
+@pytest.fixture
+def folder(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    os.chmod(etc, 0o755)
+    return etc
+
+
+def write(path, text, mode=0o644):
+    with open(path, "w", encoding="utf-8") as handle:  # in place: same inode
+        handle.write(text)
+    os.chmod(path, mode)
+    return str(path)
+
+
+@pytest.fixture
+def parses(monkeypatch):
+    """Counts the full parses (YAML) that policy.load does."""
+    calls = []
+    real = policy_parse.parse
+
+    def counting(text, path):
+        calls.append(path)
+        return real(text, path)
+
+    monkeypatch.setattr(policy_parse, "parse", counting)
+    return calls
+
+
+@contextlib.contextmanager
+def no_block(seconds=5):
+    """Fail instead of hanging if the body blocks (opening a FIFO, a lock...)."""
+
+    def alarm(signum, frame):
+        raise TimeoutError("blocked")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def refused(path) -> str:
+    with no_block():
+        with pytest.raises(PolicyError) as info:
+            policy.load(str(path))
+    assert len(info.value.errors) == 1
+    return info.value.errors[0]
+
+
+# -- the cache ----------------------------------------------------------------
+
+
+def test_load_writes_a_private_cache_and_uses_it(folder, parses):
+    path = write(folder / "policy.yaml", "version: 1\nenforce:\n  mode: all\nexempt:\n  networks: [10.0.0.0/8]\n")
+    first = policy.load(path)
+    cache = folder / ".policy.yaml.cache"
+    st = os.lstat(cache)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    text = cache.read_text()
+    assert text.startswith(CACHE_MAGIC + "\n") and text.endswith("\nend\n")
+    assert f"path {path}\n" in text
+    assert parses == [path]
+    second = policy.load(path)
+    assert parses == [path]  # no second parse
+    assert second.as_dict() == first.as_dict()
+    assert second.mode == "all" and second.exempt_networks == ("10.0.0.0/8",)
+    assert second.path == path
+    assert sorted(os.listdir(folder)) == [".policy.yaml.cache", "policy.yaml"]  # no temporary file left
+
+
+def test_use_cache_false_always_parses(folder, parses):
+    path = write(folder / "policy.yaml", ALL)
+    policy.load(path)
+    assert policy.load(path, use_cache=False).mode == "all"
+    assert len(parses) == 2
+
+
+def test_cache_roundtrips_every_field(folder):
+    path = write(
+        folder / "policy.yaml",
+        textwrap.dedent(
+            """\
+            enforce: {mode: groups, groups: [admins, wheel], unenrolled: deny}
+            exempt: {users: [svc], groups: [], networks: ["2001:db8::/32", 192.0.2.0/24]}
+            totp: {issuer: "ACME corp {hostname}", digits: 8, period: 60, window: 0, algorithm: SHA512}
+            rate_limit: {max_failures: 9, per_seconds: 60}
+            email:
+              address: "{user} x@{hostname}"
+              smtp: {host: mail, port: 587, starttls: true, username: "relay user", password_file: /etc/pw}
+            storage: {state_dir: /srv/x y}
+            on_error: allow
+            """
+        ),
+    )
+    parsed = policy.load(path)
+    cached = policy.load(path)
+    assert cached.as_dict() == parsed.as_dict()
+    assert cached.smtp_username == "relay user" and cached.smtp_starttls is True and cached.smtp_ssl is False
+    assert cached.enforce_groups == ("admins", "wheel") and cached.exempt_groups == ()
+    assert cached.state_dir == "/srv/x y" and cached.totp_window == 0
+
+
+def test_second_process_loads_from_cache_without_yaml(folder):
+    """The login path in a fresh interpreter as pam_python runs it: no yaml, no policy_parse."""
+    path = write(folder / "policy.yaml", "enforce:\n  mode: groups\n  groups: [admins]\n")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {REPO!r})
+        from pam_twofa import policy
+        p = policy.load({path!r})
+        print(p.mode, ",".join(p.enforce_groups), "yaml" in sys.modules, "pam_twofa.policy_parse" in sys.modules)
+        """
+    )
+
+    def run():
+        done = subprocess.run(["/usr/bin/python3", "-I", "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert run() == ["groups", "admins", "True", "True"]  # first: parses, writes the cache
+    assert (folder / ".policy.yaml.cache").exists()
+    assert run() == ["groups", "admins", "False", "False"]  # then: from the cache only
+    os.utime(path, ns=(10**18, 10**18))  # touched: the cache no longer matches
+    assert run() == ["groups", "admins", "True", "True"]
+
+
+def test_changed_content_invalidates(folder, parses):
+    path = write(folder / "policy.yaml", OFF)
+    assert policy.load(path).mode == "off"
+    write(path, "enforce:\n  mode: groups\n  groups: [ops]\n")
+    assert policy.load(path).mode == "groups"
+    assert len(parses) == 2
+
+
+def test_same_size_new_mtime_invalidates(folder, parses):
+    path = write(folder / "policy.yaml", OFF)
+    os.utime(path, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    assert policy.load(path).mode == "off"
+    ino = os.stat(path).st_ino
+    write(path, ALL)  # same size, same inode
+    os.utime(path, ns=(1_600_000_001 * 10**9, 1_600_000_001 * 10**9))
+    assert os.stat(path).st_ino == ino and os.stat(path).st_size == len(OFF)
+    assert policy.load(path).mode == "all"
+    assert len(parses) == 2
+
+
+def test_same_size_same_mtime_still_invalidates_by_ctime(folder, parses):
+    """An edit that puts the old mtime back (cp -p, rsync -t) still changes the ctime."""
+    path = write(folder / "policy.yaml", OFF)
+    os.utime(path, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    assert policy.load(path).mode == "off"
+    write(path, ALL)
+    os.utime(path, ns=(1_600_000_000 * 10**9, 1_600_000_000 * 10**9))
+    assert policy.load(path).mode == "all"
+    assert len(parses) == 2
+
+
+def test_replaced_by_rename_invalidates(folder, parses):
+    path = write(folder / "policy.yaml", OFF)
+    stamp = os.stat(path).st_mtime_ns
+    assert policy.load(path).mode == "off"
+    new = write(folder / "policy.yaml.new", ALL)
+    os.utime(new, ns=(stamp, stamp))  # same size and mtime; only the inode differs
+    os.rename(new, path)
+    assert policy.load(path).mode == "all"
+    assert len(parses) == 2
+
+
+def test_edit_to_invalid_policy_is_not_hidden_by_the_cache(folder):
+    path = write(folder / "policy.yaml", ALL)
+    assert policy.load(path).mode == "all"
+    write(path, "enforce:\n  mode: sometimes\n")
+    with pytest.raises(PolicyError) as info:
+        policy.load(path)
+    assert info.value.errors == [f"{path}:2: enforce.mode: expected one of off, groups, all"]
+    with pytest.raises(PolicyError):
+        policy.load(path)  # an invalid policy is never cached
+
+
+def _cache_lines(folder):
+    return (folder / ".policy.yaml.cache").read_text().split("\n")
+
+
+def _put_cache(folder, text, mode=0o600):
+    cache = folder / ".policy.yaml.cache"
+    if cache.exists() or cache.is_symlink():
+        cache.unlink()
+    fd = os.open(cache, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(cache, mode)
+
+
+def _with(lines, key, value):
+    return [f"{key} {value}" if line.split(" ", 1)[0] == key else line for line in lines]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        pytest.param(lambda lines: "\n".join(lines)[: len("\n".join(lines)) // 2], id="truncated-half"),
+        pytest.param(lambda lines: "\n".join(lines[:-2]) + "\n", id="truncated-no-end"),
+        pytest.param(lambda lines: "\n".join(lines).rstrip("\n"), id="no-final-newline"),
+        pytest.param(lambda lines: "", id="empty"),
+        pytest.param(lambda lines: "\n".join(["garbage"] + lines[1:]), id="bad-magic"),
+        pytest.param(lambda lines: "\n".join(_with(lines, "totp.digits", "six")), id="bad-int"),
+        pytest.param(lambda lines: "\n".join(_with(lines, "identity", "1 2 3 4 5")), id="other-identity"),
+        pytest.param(lambda lines: "\n".join(l.replace("enforce.mode", "enforce.mood") for l in lines), id="renamed-key"),
+        pytest.param(lambda lines: "\n".join(lines[:4] + lines[5:]), id="missing-line"),
+        pytest.param(lambda lines: "\n".join(lines[:4] + ["extra 1"] + lines[4:]), id="extra-line"),
+        pytest.param(lambda lines: "\xff\xfe\x00garbage \u2603", id="garbage"),
+    ],
+)
+def test_damaged_cache_is_ignored(folder, parses, tamper):
+    path = write(folder / "policy.yaml", "version: 1\n" + ALL)
+    policy.load(path)
+    good = "\n".join(_cache_lines(folder))
+    # every damaged cache below also claims enforce.mode off: if it were used, the result would be "off"
+    lines = _with(_cache_lines(folder), "enforce.mode", "off")
+    _put_cache(folder, tamper(lines))
+    assert policy.load(path).mode == "all"
+    assert len(parses) == 2
+    assert (folder / ".policy.yaml.cache").read_text() == good  # rewritten by the parse
+
+
+def test_well_formed_cache_is_trusted(folder):
+    """Control for the tests above: an intact cache matching the file is used as it is (it is root-only)."""
+    path = write(folder / "policy.yaml", ALL)
+    policy.load(path)
+    _put_cache(folder, "\n".join(_with(_cache_lines(folder), "enforce.mode", "off")))
+    assert policy.load(path).mode == "off"
+
+
+@pytest.mark.parametrize("how", ["mode-0644", "mode-0640", "foreign-owner", "symlink", "fifo", "directory"])
+def test_unsafe_cache_is_ignored(folder, parses, how):
+    path = write(folder / "policy.yaml", ALL)
+    policy.load(path)
+    forged = "\n".join(_with(_cache_lines(folder), "enforce.mode", "off"))
+    cache = folder / ".policy.yaml.cache"
+    if how == "mode-0644":
+        _put_cache(folder, forged, 0o644)
+    elif how == "mode-0640":
+        _put_cache(folder, forged, 0o640)
+    elif how == "foreign-owner":
+        _put_cache(folder, forged)
+        os.chown(cache, 65534, 65534)
+    elif how == "symlink":
+        elsewhere = folder.parent / "forged.cache"
+        elsewhere.write_text(forged)
+        os.chmod(elsewhere, 0o600)
+        cache.unlink()
+        os.symlink(elsewhere, cache)
+    elif how == "fifo":
+        cache.unlink()
+        os.mkfifo(cache, 0o600)
+    elif how == "directory":
+        cache.unlink()
+        cache.mkdir(mode=0o700)
+    with no_block():
+        assert policy.load(path).mode == "all"
+    assert len(parses) == 2
+    # nothing left behind by the attempt to rewrite the cache
+    assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+    if how == "symlink":
+        assert (folder.parent / "forged.cache").read_text() == forged  # the link target is never written
+
+
+def test_cache_for_another_path_is_ignored(tmp_path, parses):
+    """Same inode (a hard link, so the same identity) seen under another path: the path line must match."""
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    for d in (one, two):
+        d.mkdir()
+        os.chmod(d, 0o755)
+    path1 = write(one / "policy.yaml", ALL)
+    path2 = str(two / "policy.yaml")
+    os.link(path1, path2)
+    policy.load(path1)
+    forged = _with(_cache_lines(one), "enforce.mode", "off")
+    _put_cache(two, "\n".join(forged))  # still says "path <one/policy.yaml>"
+    assert policy.load(path2).mode == "all"
+    assert len(parses) == 2
+    # control: the same cache naming path2 is accepted, so the path line is what made the difference
+    _put_cache(two, "\n".join(_with(forged, "path", path2)))
+    assert policy.load(path2).mode == "off"
+    assert len(parses) == 2
+
+
+def test_cache_write_failure_is_harmless(folder, monkeypatch):
+    path = write(folder / "policy.yaml", ALL)
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    import pam_twofa.fileio as fileio
+
+    monkeypatch.setattr(fileio, "write_atomic", broken)
+    assert policy.load(path).mode == "all"
+    assert not (folder / ".policy.yaml.cache").exists()
+
+
+# -- refusals ---------------------------------------------------------------------
+
+
+def test_symlinked_policy_is_refused(folder):
+    real = write(folder / "real.yaml", ALL)
+    link = folder / "policy.yaml"
+    os.symlink(real, link)
+    message = refused(link)
+    assert message == f"{link}: is a symbolic link; point policy= at the real file"
+
+
+def test_directory_is_refused(folder):
+    (folder / "policy.yaml").mkdir()
+    message = refused(folder / "policy.yaml")
+    assert message.startswith(f"{folder / 'policy.yaml'}: not a regular file")
+    assert "policy=" in message
+
+
+def test_fifo_is_refused_without_blocking(folder):
+    os.mkfifo(folder / "policy.yaml", 0o644)
+    message = refused(folder / "policy.yaml")
+    assert message.startswith(f"{folder / 'policy.yaml'}: not a regular file")
+
+
+def test_policy_owned_by_another_user_is_refused(folder):
+    path = write(folder / "policy.yaml", ALL)
+    os.chown(path, 65534, 65534)
+    assert refused(path) == f"{path}: the policy file must be owned by root (uid 0), not uid 65534: chown root {path}"
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666, 0o622])
+def test_writable_policy_is_refused(folder, mode):
+    path = write(folder / "policy.yaml", ALL, mode)
+    assert refused(path) == f"{path}: the policy file is mode {mode:04o}, writable by others: chmod go-w {path}"
+
+
+def test_readable_policy_is_fine(folder):
+    path = write(folder / "policy.yaml", ALL, 0o644)
+    assert policy.load(path).mode == "all"
+    os.chmod(path, 0o600)
+    assert policy.load(path).mode == "all"
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757, 0o777, 0o1777])
+def test_writable_folder_is_refused(folder, mode):
+    path = write(folder / "policy.yaml", ALL)
+    os.chmod(folder, mode)
+    assert refused(path) == (
+        f"{folder}: the policy folder is mode {mode & 0o7777:04o}, writable by others: chmod go-w {folder}"
+    )
+
+
+def test_folder_owned_by_another_user_is_refused(folder):
+    path = write(folder / "policy.yaml", ALL)
+    os.chown(folder, 65534, 65534)
+    assert refused(path) == f"{folder}: the policy folder must be owned by root (uid 0), not uid 65534: chown root {folder}"
+
+
+def test_missing_policy(folder):
+    path = folder / "policy.yaml"
+    message = refused(path)
+    assert message == f"{path}: no such policy file: create it (twofa-admin check shows the defaults) or pass policy=PATH"
+    message = refused(folder / "nowhere" / "policy.yaml")
+    assert message.startswith(f"{folder / 'nowhere' / 'policy.yaml'}: no such policy file")
+
+
+def test_too_large_policy(folder):
+    path = write(folder / "policy.yaml", "# x\n" * (policy.MAX_POLICY_BYTES // 4 + 1))
+    assert refused(path).startswith(f"{path}: larger than {policy.MAX_POLICY_BYTES} bytes")
+
+
+def test_not_utf8_policy_names_the_file(folder):
+    path = folder / "policy.yaml"
+    path.write_bytes(b"version: 1\n# caf\xe9\n")
+    os.chmod(path, 0o644)
+    message = refused(path)
+    assert message.startswith(f"{path}: ") and "UTF-8" in message
+
+
+def test_invalid_policy_errors_name_the_real_path(folder):
+    path = write(folder / "policy.yaml", "version: 1\nbogus: 1\n")
+    assert refused(path).startswith(f"{path}:2: bogus: unknown key")
+
+
+def test_cache_path():
+    assert policy.cache_path("/etc/pam-twofa/policy.yaml") == "/etc/pam-twofa/.policy.yaml.cache"
+    assert policy.cache_path("/x/other.yml") == "/x/.other.yml.cache"
+
+
+def test_refusal_leaves_no_cache(folder):
+    path = write(folder / "policy.yaml", ALL, 0o666)
+    refused(path)
+    assert not (folder / ".policy.yaml.cache").exists()
+    shutil.rmtree(folder)
