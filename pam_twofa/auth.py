@@ -74,8 +74,7 @@ def is_locked(record: Record, now: float) -> bool:
 
 def attempt(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
     """Verify ``typed`` for ``record`` at ``now``; return the result and the new record."""
-    new = record.copy()
-    new.failures = [t for t in new.failures if t > now - limits.per_seconds]
+    new = _prepare(record, now, limits)
     if is_locked(new, now):
         # Nothing is verified while locked: the answer must not tell whether the code was right.
         return Outcome(LOCKED, new)
@@ -106,12 +105,76 @@ def attempt(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
             del new.recovery_hashes[match]
             result = RECOVERY
     if result in (SUCCESS, RECOVERY):
-        new.failures = []
-        new.last_success_at = int(now)
-        return Outcome(result, new)
+        return _succeed(new, result, now)
+    return _fail(new, result, now, limits)
+
+
+def _succeed(new: Record, result: str, now: float) -> Outcome:
+    new.failures = []
+    new.last_success_at = int(now)
+    return Outcome(result, new)
+
+
+def _fail(new: Record, result: str, now: float, limits: Limits) -> Outcome:
+    """Count a failure; the ``max_failures``-th in the window locks the account."""
     new.failures.append(int(now))
     newly_locked = False
     if len(new.failures) >= limits.max_failures:
         new.locked_until = int(now) + limits.per_seconds
         newly_locked = True
     return Outcome(result, new, newly_locked)
+
+
+def _prepare(record: Record, now: float, limits: Limits) -> Record:
+    new = record.copy()
+    new.failures = [t for t in new.failures if t > now - limits.per_seconds]
+    return new
+
+
+# -- emailed one-time codes (enforced users who have not enrolled) -------------
+
+EXPIRED = "expired code"
+
+
+def next_send_at(record: Record, now: float, max_sends: int, per_seconds: int) -> float:
+    """0 if a code may be mailed now, else when the oldest send in the window leaves it."""
+    recent = sorted(t for t in record.email_sends if t > now - per_seconds)
+    if len(recent) < max_sends:
+        return 0
+    return recent[len(recent) - max_sends] + per_seconds
+
+
+def issue_email_code(record: Record, code: str, salt: bytes, now: float, ttl: int, per_seconds: int) -> Record:
+    """The record once ``code`` was mailed: it replaces any pending code (one valid code at a time)."""
+    new = record.copy()
+    new.email_sends = [t for t in new.email_sends if t > now - per_seconds] + [int(now)]
+    new.email_code_salt = salt
+    new.email_code_hash = hash_recovery_code(code, salt)
+    new.email_code_expires = int(now) + ttl
+    return new
+
+
+def _clear_email_code(new: Record) -> None:
+    new.email_code_salt = b""
+    new.email_code_hash = b""
+    new.email_code_expires = 0
+
+
+def attempt_email(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
+    """Verify a typed emailed code: single use, until it expires; failures count toward the lockout."""
+    new = _prepare(record, now, limits)
+    if is_locked(new, now):
+        return Outcome(LOCKED, new)
+    if new.locked_until:
+        new.locked_until = 0
+    code = normalize_code(typed)
+    salt = new.email_code_salt or _DUMMY_SALT
+    digest = hash_recovery_code(code or "-", salt)
+    matches = bool(new.email_code_hash) and _compare_digest(digest, new.email_code_hash)
+    if matches and code and now < new.email_code_expires:
+        _clear_email_code(new)
+        return _succeed(new, SUCCESS, now)
+    if matches and code:
+        _clear_email_code(new)
+        return _fail(new, EXPIRED, now, limits)
+    return _fail(new, BAD_CODE, now, limits)

@@ -32,9 +32,12 @@ MSG_NOT_ENROLLED = (
     "This account must use two-factor authentication but has none set up. "
     "Ask an administrator to enroll you (twofa-enroll), or to exempt this account."
 )
-MSG_EMAIL_UNAVAILABLE = (
-    "This account must use two-factor authentication but has none set up, and emailed codes "
-    "are not available. Ask an administrator to enroll you (twofa-enroll)."
+MSG_MAIL_FAILED = "Could not send the code. Try again later or contact your administrator."
+MSG_MAIL_LIMIT = "Too many codes were emailed to this account. Try again after {until} (UTC)."
+MSG_EXPIRED = "That code has expired. Log in again to get a new one."
+MSG_ENROLL_HINT = (
+    "This account must use two-factor authentication. A one-time code was emailed to you. "
+    "To use an authenticator app instead, run twofa-enroll once you are logged in."
 )
 
 
@@ -151,27 +154,93 @@ class Login:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64)
             if outcome.record != record:
                 store.save_locked(outcome.record)
+        return self.finish(outcome, policy, user)
+
+    def finish(self, outcome, policy, user: str, kind: str = "") -> str:
+        """Log the outcome, tell the user what they need to know, and give the result."""
+        from pam_twofa import auth
+
         result = outcome.result
         if outcome.ok:
-            self.log(log.INFO, result)
+            self.log(log.INFO, kind + result if kind else result)
             if result == auth.RECOVERY:
                 left = len(outcome.record.recovery_hashes)
                 self.conv.info(f"Recovery code accepted; {left} left. Run twofa-enroll --recovery-codes for a new set.")
             return PASS
         if result == auth.LOCKED or outcome.newly_locked:
             detail = f"until {int(outcome.record.locked_until)}"
-            self.log(log.WARNING, "locked" if result == auth.LOCKED else result + ", now locked", detail)
+            self.log(log.WARNING, "locked" if result == auth.LOCKED else f"{kind}{result}, now locked", detail)
             self.conv.error(MSG_LOCKED.format(until=_utc(outcome.record.locked_until), user=user))
             return FAIL
-        self.log(log.NOTICE, result, f"failure {len(outcome.record.failures)} of {policy.max_failures}")
-        self.conv.error(MSG_REPLAYED if result == auth.REPLAYED else MSG_BAD)
+        self.log(log.NOTICE, kind + result, f"failure {len(outcome.record.failures)} of {policy.max_failures}")
+        if result == auth.REPLAYED:
+            self.conv.error(MSG_REPLAYED)
+        elif result == auth.EXPIRED:
+            self.conv.error(MSG_EXPIRED)
+        else:
+            self.conv.error(MSG_BAD)
         return FAIL
 
     def email_code(self, policy, store, decision) -> str:
-        # Extension point for emailed one-time codes (enforce.unenrolled: email).
-        self.log(log.NOTICE, "denied: not enrolled", decision.rule + "; emailed codes are not available")
-        self.conv.error(MSG_EMAIL_UNAVAILABLE)
-        return FAIL
+        """Enforced but not enrolled, ``unenrolled: email``: mail a one-time code and ask for it."""
+        import socket
+
+        from pam_twofa import auth, mail
+        from pam_twofa.record import Record
+
+        user = self.user
+        hostname = socket.gethostname()
+        now = self.now()
+        with store.locked(user):
+            record = store.load(user) or Record(user)
+            address = record.email or policy.email_address.format(user=user, hostname=hostname)
+            if not mail.valid_address(address):
+                self.log(log.ERR, "mail failed", "no valid address for this user: set one with twofa-admin email")
+                self.conv.error(MSG_MAIL_FAILED)
+                return FAIL
+            if auth.is_locked(record, now):
+                self.log(log.WARNING, "locked", f"until {int(record.locked_until)}; no code mailed")
+                self.conv.error(MSG_LOCKED.format(until=_utc(record.locked_until), user=user))
+                return FAIL
+            retry = auth.next_send_at(record, now, policy.max_sends, policy.send_window)
+            if retry:
+                self.log(log.WARNING, "mail limit reached", f"{policy.max_sends} per {policy.send_window} s")
+                self.conv.error(MSG_MAIL_LIMIT.format(until=_utc(retry)))
+                return FAIL
+            code = _numeric_code(policy.code_digits)
+            message = mail.build_message(policy, user, address, code, self.rhost, now, hostname)
+            try:
+                mail.send(policy, message)
+            except mail.MailError as exc:
+                self.log(log.ERR, "mail failed", str(exc))
+                self.conv.error(MSG_MAIL_FAILED)
+                return FAIL
+            salt = _random_bytes(16)
+            store.save_locked(auth.issue_email_code(record, code, salt, now, policy.code_ttl, policy.send_window))
+        self.log(log.INFO, "code mailed", f"to {mail.mask(address)}; {decision.rule}")
+        typed = self.conv.prompt(f"Code sent to {mail.mask(address)}: ", MSG_ENROLL_HINT)
+        if typed is None:
+            self.log(log.NOTICE, "no answer", "the conversation returned no code")
+            return FAIL
+        with store.locked(user):
+            record = store.load(user) or Record(user)
+            outcome = auth.attempt_email(record, typed, self.now(), policy.limits())
+            if outcome.ok:
+                outcome.record.last_success_rhost = log.clean(self.rhost, 64)
+            if outcome.record != record:
+                store.save_locked(outcome.record)
+        return self.finish(outcome, policy, user, "emailed ")
+
+def _numeric_code(digits: int) -> str:
+    import secrets
+
+    return str(secrets.randbelow(10**digits)).rjust(digits, "0")
+
+
+def _random_bytes(count: int) -> bytes:
+    import os
+
+    return os.urandom(count)
 
 
 def gather_facts(policy, account, record, rhost):

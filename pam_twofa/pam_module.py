@@ -12,6 +12,8 @@ auth child has no PATH, Python finds ``/bin/python3`` through merged /usr),
 and then ``/usr/local/lib/python3.11/dist-packages`` is not on ``sys.path``.
 """
 
+from __future__ import annotations
+
 import sys
 
 
@@ -35,10 +37,18 @@ class _Conversation:
     def _say(self, style, text: str):
         return self.pamh.conversation(self.pamh.Message(style, text))
 
-    def prompt(self, text: str):
+    def prompt(self, text: str, info: str | None = None):
+        """Ask with echo off; ``info`` goes in the same conversation (sshd shows it with the prompt)."""
+        pamh = self.pamh
         try:
-            response = self._say(self.pamh.PAM_PROMPT_ECHO_OFF, text)
-        except self.pamh.exception:
+            if info:
+                responses = pamh.conversation(
+                    [pamh.Message(pamh.PAM_TEXT_INFO, info), pamh.Message(pamh.PAM_PROMPT_ECHO_OFF, text)]
+                )
+                response = responses[-1] if responses else None
+            else:
+                response = self._say(pamh.PAM_PROMPT_ECHO_OFF, text)
+        except pamh.exception:
             return None
         except UnicodeDecodeError:
             # pam_python decodes the answer as UTF-8; bytes that are not are a wrong code.

@@ -35,6 +35,10 @@ class Record:
         "last_success_at",
         "last_success_rhost",
         "email",  # per-user address for emailed codes, "" = policy template
+        "email_code_salt",  # bytes; the pending emailed code, stored only as a salted hash
+        "email_code_hash",  # bytes; b"" = no pending code
+        "email_code_expires",
+        "email_sends",  # list of int timestamps of mails sent in the window
     )
 
     def __init__(self, user: str, **fields) -> None:
@@ -52,6 +56,10 @@ class Record:
         self.last_success_at = 0
         self.last_success_rhost = ""
         self.email = ""
+        self.email_code_salt = b""
+        self.email_code_hash = b""
+        self.email_code_expires = 0
+        self.email_sends = []
         for name, value in fields.items():
             setattr(self, name, value)
 
@@ -82,8 +90,9 @@ _INT_FIELDS = (
     "last_step",
     "locked_until",
     "last_success_at",
+    "email_code_expires",
 )
-_HEX_FIELDS = ("key", "recovery_salt")
+_HEX_FIELDS = ("key", "recovery_salt", "email_code_salt", "email_code_hash")
 _TEXT_FIELDS = ("algorithm", "last_success_rhost", "email")
 
 
@@ -121,6 +130,7 @@ def dumps(record: Record) -> str:
         lines.append(f"{name} {_clean_text(getattr(record, name))}")
     lines.append("recovery_hashes " + ",".join(h.hex() for h in record.recovery_hashes))
     lines.append("failures " + ",".join(str(int(t)) for t in record.failures))
+    lines.append("email_sends " + ",".join(str(int(t)) for t in record.email_sends))
     lines.append("end")
     return "\n".join(lines) + "\n"
 
@@ -139,7 +149,7 @@ def loads(text: str, user: str) -> Record:
         if not sep or name in seen:
             raise RecordError("malformed or repeated line")
         seen[name] = value
-    expected = {"user", "recovery_hashes", "failures", *_INT_FIELDS, *_HEX_FIELDS, *_TEXT_FIELDS}
+    expected = {"user", "recovery_hashes", "failures", "email_sends", *_INT_FIELDS, *_HEX_FIELDS, *_TEXT_FIELDS}
     if set(seen) != expected:
         raise RecordError("unknown or missing fields")
     if seen["user"] != user:
@@ -155,6 +165,8 @@ def loads(text: str, user: str) -> Record:
     record.recovery_hashes = [_parse_hex(h) for h in hashes.split(",")] if hashes else []
     fails = seen["failures"]
     record.failures = [_parse_int(t) for t in fails.split(",")] if fails else []
+    sends = seen["email_sends"]
+    record.email_sends = [_parse_int(t) for t in sends.split(",")] if sends else []
     if record.algorithm not in ("SHA1", "SHA256", "SHA512"):
         raise RecordError("unknown TOTP algorithm")
     if not 6 <= record.digits <= 10 or not 1 <= record.period <= 3600:

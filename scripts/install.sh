@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo bash scripts/install.sh)" >&2; exit 1; fi
 
-DEPS="libpam-python python3-yaml python3-pyotp python3-qrcode python3-pampy python3-pip python3-setuptools python3-wheel"
+DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy python3-pip python3-setuptools python3-wheel"
 missing=$(for p in $DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq
@@ -21,6 +21,22 @@ trap 'rm -rf "$src"' EXIT
 cp -r pam_twofa setup.cfg pyproject.toml README.md "$src"/
 /usr/bin/python3 -m pip install --quiet --no-deps --no-build-isolation --no-cache-dir \
     --break-system-packages --root-user-action=ignore --upgrade --force-reinstall "$src"
+
+# Self-service enrollment: every user may run exactly this helper as root,
+# which acts only for the account sudo names in SUDO_UID (see README).
+install -d -m 0755 -o root -g root /usr/local/libexec/pam-twofa
+cat > /usr/local/libexec/pam-twofa/enroll-self <<'PY'
+#!/usr/bin/python3 -I
+from pam_twofa.cli.enroll import self_service_entry
+self_service_entry()
+PY
+chmod 0755 /usr/local/libexec/pam-twofa/enroll-self
+cat > /etc/sudoers.d/pam-twofa.tmp <<'SUDO'
+# pam-twofa: any user may enroll their own account (twofa-enroll re-runs itself through this).
+ALL ALL=(root) NOPASSWD: /usr/local/libexec/pam-twofa/enroll-self
+SUDO
+chmod 0440 /etc/sudoers.d/pam-twofa.tmp
+visudo -cqf /etc/sudoers.d/pam-twofa.tmp && mv /etc/sudoers.d/pam-twofa.tmp /etc/sudoers.d/pam-twofa
 
 install -d -m 0755 -o root -g root /etc/pam-twofa
 if [ ! -e /etc/pam-twofa/policy.yaml ]; then

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then echo "test.sh: run as root" >&2; exit 1; fi
 
-TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux"
+TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux openssh-client"
 missing=$(for p in $TEST_DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq
@@ -25,5 +25,12 @@ if [ ! -x "$VENV/bin/pytest" ] || ! cmp -s requirements-test.txt "$VENV/requirem
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r requirements-test.txt
     cp requirements-test.txt "$VENV/requirements-test.txt"
 fi
+
+# The end to end layer (tests/e2e): a Docker engine with host networking only,
+# and the Debian 12 base image (pulled, or built with debootstrap when no
+# registry can be reached) that docker/docker-compose.yml builds on.
+bash scripts/docker-engine.sh
+bash docker/base-image.sh pam-twofa-base:bookworm
+export PAM_TWOFA_BASE_IMAGE=pam-twofa-base:bookworm
 
 exec "$VENV/bin/python" -m pytest "$@"

@@ -48,3 +48,9 @@ def run(main, argv=None) -> int:
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; nothing was changed", file=sys.stderr)
         return 130
+    except EOFError:
+        print(f"\n{prog}: no input (terminal closed?); nothing was changed", file=sys.stderr)
+        return 130
+    except Exception as exc:  # never a traceback for the user (SPEC §7)
+        print(f"{prog}: unexpected error ({type(exc).__name__}); nothing was changed. Please report this.", file=sys.stderr)
+        return 4

@@ -1,50 +1,100 @@
-"""twofa-enroll: create and activate a user's TOTP secret (SPEC §5).
+"""twofa-enroll: turn on two-factor authentication for an account (SPEC §5).
 
-This version is the root provisioning path (``--user``, ``--secret``,
-``--code``); self-service enrollment by unprivileged users builds on it.
+Two ways in:
+
+* ``twofa-enroll`` run by a user: it re-runs itself through sudo as
+  ``/usr/local/libexec/pam-twofa/enroll-self`` (the installer's sudoers rule
+  lets every user run exactly that, without a password). That entry acts
+  only for the account sudo reports in ``SUDO_UID`` and refuses every
+  root-only option, so one user can never touch another's 2FA.
+* ``twofa-enroll`` run by root: the admin tool (``--user``, ``--secret``,
+  ``--code``, ``--import-google-authenticator``, ``--policy``).
+
+Nothing is stored until the user has typed a code that verifies: Ctrl-C or a
+closed terminal at any step leaves the previous state as it was.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import socket
 import sys
 import time
 
-from pam_twofa.cli import Parser, UsageError, require_root, run
+from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.policy import DEFAULT_PATH
 
-EPILOG = """exit codes: 0 enrolled, 1 usage, refused or wrong code, 2 policy invalid, 3 store unreadable
+SELF_SERVICE = "/usr/local/libexec/pam-twofa/enroll-self"
+PAM_SERVICE = "twofa-enroll"  # falls back to /etc/pam.d/other (common-auth) unless an admin creates it
+CODE_TRIES = 3
+PASSWORD_TRIES = 3
+
+EPILOG = """exit codes:
+  0 enrolled (or new recovery codes made)   1 refused, wrong password or code, usage
+  2 policy invalid   3 store unreadable   130 interrupted (nothing changed)
 
 examples:
-  twofa-enroll --user alice                      # shows the secret, asks for a code
-  twofa-enroll --user alice --secret JBSWY3DPEHPK3PXP --code 123456
+  twofa-enroll                          # enroll yourself: password, QR code, code from the app
+  twofa-enroll --qr ansi                # if the QR code looks broken in your terminal
+  twofa-enroll --recovery-codes         # new recovery codes (the old ones stop working)
+  twofa-enroll --user alice             # root: enroll alice (no password asked)
+  twofa-enroll --user alice --secret JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP --code 123456
+  twofa-enroll --user alice --import-google-authenticator /home/alice/.google_authenticator
 """
 
+ROOT_ONLY = ("user", "secret", "code", "import_google_authenticator", "policy", "issuer", "force")
 
-def parser() -> argparse.ArgumentParser:
+
+def parser() -> Parser:
     p = Parser(
         prog="twofa-enroll",
-        description="Turn on two-factor authentication (TOTP) for an account.",
+        description="Turn on two-factor authentication (TOTP) for your account, or (root) for another.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    p.add_argument("--user", required=True, help="account to enroll (root only)")
-    p.add_argument("--secret", metavar="BASE32", help="use this secret instead of a new one")
-    p.add_argument("--code", metavar="CODE", help="verification code (otherwise asked)")
-    p.add_argument("--force", action="store_true", help="replace an existing enrollment without asking")
-    p.add_argument("--policy", default=DEFAULT_PATH, metavar="PATH", help=f"policy file (default {DEFAULT_PATH})")
+    p.add_argument("--qr", choices=("utf8", "ansi", "none"), default="utf8",
+                   help="how to draw the QR code: utf8 half blocks (default), ansi colour blocks, or none")
+    p.add_argument("--recovery-codes", action="store_true",
+                   help="make a new set of recovery codes (voids the old set)")
+    p.add_argument("--user", help="root: the account to enroll (no password asked)")
+    p.add_argument("--secret", metavar="BASE32", help="root: use this secret instead of a new one")
+    p.add_argument("--code", metavar="CODE", help="root: the verification code, without a prompt")
+    p.add_argument("--import-google-authenticator", metavar="PATH",
+                   help="root: take the secret and scratch codes of a ~/.google_authenticator file")
+    p.add_argument("--issuer", help="root: the issuer shown in the app (default: totp.issuer of the policy)")
+    p.add_argument("--force", action="store_true", help="root: replace an existing enrollment without asking")
+    p.add_argument("--policy", metavar="PATH", help=f"root: policy file (default {DEFAULT_PATH})")
     return p
 
 
+class Session:
+    """Who is enrolling whom, and how to talk to them."""
+
+    def __init__(self, args, account, admin: bool, out=None, ask=None, ask_secret=None) -> None:
+        self.args = args
+        self.account = account
+        self.admin = admin
+        self.out = out or (lambda text="": print(text, flush=True))
+        self.ask = ask or input
+        self.ask_secret = ask_secret or _getpass
+
+    def now(self) -> float:
+        return time.time()
+
+
+def _getpass(prompt: str) -> str:
+    import getpass
+
+    return getpass.getpass(prompt)
+
+
 def decode_secret(text: str) -> bytes:
-    cleaned = "".join(text.split()).replace("-", "").upper()
-    if not cleaned or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567=" for c in cleaned):
+    cleaned = "".join(text.split()).replace("-", "").upper().rstrip("=")
+    if not cleaned or any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in cleaned):
         raise UsageError("--secret must be base32 (letters A-Z and digits 2-7)")
     try:
-        key = base64.b32decode(cleaned.rstrip("=") + "=" * (-len(cleaned.rstrip("=")) % 8))
+        key = base64.b32decode(cleaned + "=" * (-len(cleaned) % 8))
     except ValueError:
         raise UsageError("--secret is not valid base32") from None
     if len(key) < 10:
@@ -56,67 +106,260 @@ def group4(text: str) -> str:
     return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
-def expand(template: str, **values) -> str:
-    values.setdefault("hostname", socket.gethostname())
-    return template.format(**values)
+def provisioning_uri(key: bytes, user: str, hostname: str, issuer: str, digits: int, period: int, algorithm: str) -> str:
+    """``otpauth://totp/ISSUER:USER@HOST?secret=...&issuer=...`` (Key Uri Format).
+
+    ``:`` separates issuer and account in the label, so it is removed from
+    both; algorithm, digits and period appear only when not the defaults,
+    as some apps reject parameters they do not expect.
+    """
+    from urllib.parse import quote, urlencode
+
+    secret = base64.b32encode(key).decode().rstrip("=")
+    issuer = issuer.replace(":", "")
+    label = quote(issuer, safe="") + ":" + quote(f"{user}@{hostname}".replace(":", ""), safe="@")
+    params = {"secret": secret, "issuer": issuer}
+    if algorithm != "SHA1":
+        params["algorithm"] = algorithm
+    if digits != 6:
+        params["digits"] = str(digits)
+    if period != 30:
+        params["period"] = str(period)
+    return f"otpauth://totp/{label}?{urlencode(params, quote_via=quote)}"
 
 
-def main(argv) -> int:
-    from pam_twofa import accounts, auth, log, policy, recovery, totp
+def confirm_password(session: Session) -> None:
+    """The user's Unix password, checked through PAM (python-pam); UsageError after a few tries."""
+    import pam
+
+    checker = pam.pam()
+    for attempt in range(PASSWORD_TRIES):
+        password = session.ask_secret(f"Password for {session.account.name}: ")
+        if checker.authenticate(session.account.name, password, service=PAM_SERVICE):
+            return
+        time.sleep(2)  # slows down guessing from an unattended terminal
+        if attempt < PASSWORD_TRIES - 1:
+            session.out("Wrong password, try again.")
+    _log(session.account.name, "refused: wrong password")
+    raise UsageError("wrong password; nothing was changed")
+
+
+def _log(user: str, result: str) -> None:
+    from pam_twofa import log
+
+    log.emit(log.NOTICE, f"twofa-enroll: user={log.clean(user)} result={result}")
+
+
+def _verify(loaded, key: bytes, typed: str, now: float, digits: int, period: int, algorithm: str):
+    from pam_twofa import auth, totp
+
+    code = auth.normalize_code(typed)
+    if not code.isdigit():
+        return None
+    return totp.match_step(key, code, now, digits, period, loaded.totp_window, algorithm)
+
+
+def read_verified_code(session: Session, loaded, key, digits, period, algorithm) -> int:
+    """The time step of a code the user typed that verifies; UsageError after CODE_TRIES."""
+    if session.args.code is not None:
+        step = _verify(loaded, key, session.args.code, session.now(), digits, period, algorithm)
+        if step is None:
+            raise UsageError("the code does not match the secret; nothing was stored (check the device clock)")
+        return step
+    for attempt in range(CODE_TRIES):
+        typed = session.ask(f"Code from the app ({digits} digits): ")
+        step = _verify(loaded, key, typed, session.now(), digits, period, algorithm)
+        if step is not None:
+            return step
+        if attempt < CODE_TRIES - 1:
+            session.out("That code does not match. Check that the phone's clock is right, wait for the next code and try again.")
+    _log(session.account.name, "refused: no valid verification code")
+    raise UsageError("no valid code after 3 tries; nothing was stored. Run twofa-enroll again to start over.")
+
+
+def show_recovery_codes(session: Session, codes) -> None:
+    session.out("")
+    session.out("Recovery codes: each works once at the code prompt if you lose your phone.")
+    session.out("Keep them somewhere safe; they are not shown again.")
+    for first, second in zip(codes[0::2], codes[1::2]):
+        session.out(f"    {first}    {second}")
+
+
+def enroll(session: Session, loaded, store) -> int:
+    from pam_twofa import recovery
     from pam_twofa.record import Record
-    from pam_twofa.store import FileStore
 
-    args = parser().parse_args(argv)
-    require_root("twofa-enroll --user")
-    loaded = policy.load(args.policy)
-    account = accounts.lookup(args.user)
-    if account is None:
-        raise UsageError(f"unknown user {args.user!r}")
-    store = FileStore(loaded.state_dir)
-    old = store.load(account.name)
+    args, user = session.args, session.account.name
+    old = store.load(user)
     if old is not None and old.enrolled and not args.force:
-        if not sys.stdin.isatty():
-            raise UsageError(f"{account.name} is already enrolled; pass --force to replace the secret")
-        answer = input(f"{account.name} is already enrolled. Replace the secret? [y/N] ")
+        if not sys.stdin.isatty() and args.code is not None:
+            raise UsageError(f"{user} is already enrolled; pass --force to replace the secret")
+        answer = session.ask(f"2FA is already on for {user}. Replace the secret (the old one stops working)? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            raise UsageError("nothing changed")
-    key = decode_secret(args.secret) if args.secret else os.urandom(20)
-    secret_b32 = base64.b32encode(key).decode().rstrip("=")
+            session.out("Nothing changed.")
+            return 1
     digits, period, algorithm = loaded.totp_digits, loaded.totp_period, loaded.totp_algorithm
-    if not args.secret:
-        issuer = expand(loaded.totp_issuer)
-        print(f"Secret for {account.name}: {group4(secret_b32)}")
-        print(f"otpauth://totp/{issuer}:{account.name}?secret={secret_b32}&issuer={issuer}")
-    code = args.code if args.code is not None else input("Code from the authenticator app: ")
-    now = time.time()
-    used_step = totp.match_step(key, auth.normalize_code(code), now, digits, period, loaded.totp_window, algorithm)
-    if used_step is None:
-        log.emit(log.NOTICE, f"twofa-enroll: user={log.clean(account.name)} result=bad verification code")
-        raise UsageError("that code does not match the secret; nothing was stored (check the device clock)")
+    scratch = []
+    if args.import_google_authenticator:
+        imported = import_google_authenticator(session, args.import_google_authenticator)
+        key, scratch, period, digits, algorithm = imported.key, imported.scratch_codes, imported.period, 6, "SHA1"
+    elif args.secret:
+        key = decode_secret(args.secret)
+    else:
+        key = os.urandom(20)  # 160 bits, as RFC 4226 recommends
+    if not (args.secret or args.import_google_authenticator):
+        hostname = socket.gethostname()
+        issuer = (args.issuer or loaded.totp_issuer).format(hostname=hostname)
+        uri = provisioning_uri(key, user, hostname, issuer, digits, period, algorithm)
+        show_secret(session, uri, key)
+    step = read_verified_code(session, loaded, key, digits, period, algorithm)
     codes, salt, hashes = recovery.new_codes()
+    if scratch:
+        # Imported scratch codes keep working as recovery codes, beside the new ones.
+        hashes = hashes + recovery.hashes_for(scratch, salt)
 
     def activate(previous):
         return Record(
-            account.name,
-            key=key,
-            algorithm=algorithm,
-            digits=digits,
-            period=period,
-            enrolled_at=int(now),
-            recovery_salt=salt,
-            recovery_hashes=hashes,
-            last_step=used_step,  # the verification code counts as used
+            user, key=key, algorithm=algorithm, digits=digits, period=period,
+            enrolled_at=int(session.now()), recovery_salt=salt, recovery_hashes=hashes,
+            last_step=step,  # the code just typed counts as used
             email=previous.email if previous is not None else "",
         )
 
-    store.update(account.name, activate)
-    log.emit(log.NOTICE, f"twofa-enroll: user={log.clean(account.name)} result=enrolled")
-    print(f"2FA is now on for {account.name}.")
-    print("Recovery codes (each works once; keep them somewhere safe, they are not shown again):")
-    for item in codes:
-        print("  " + item)
+    store.update(user, activate)
+    _log(user, "enrolled" + (" (imported from google-authenticator)" if scratch or args.import_google_authenticator else ""))
+    session.out("")
+    session.out(f"Two-factor authentication is now on for {user}.")
+    if scratch:
+        session.out(f"Your {len(scratch)} google-authenticator scratch codes keep working as recovery codes.")
+    show_recovery_codes(session, codes)
     return 0
+
+
+def show_secret(session: Session, uri: str, key: bytes) -> None:
+    from pam_twofa import qr
+
+    secret = base64.b32encode(key).decode().rstrip("=")
+    session.out("Scan this QR code with your authenticator app (Google Authenticator, FreeOTP, Aegis, ...):")
+    picture = qr.render(uri, session.args.qr)
+    if picture:
+        session.out(picture)
+    session.out(f"Cannot scan it? Add an account by hand with this key (time-based):\n    {group4(secret)}")
+    session.out(f"or open this URI on the device:\n    {uri}")
+    session.out("")
+
+
+def import_google_authenticator(session: Session, path: str):
+    from pam_twofa import googleauth
+
+    account = session.account
+    groups = sorted(account.gids)
+    try:
+        text = googleauth.read_as_user(path, account.uid, account.gid, groups)
+        return googleauth.parse(text)
+    except googleauth.GoogleAuthenticatorError as exc:
+        raise UsageError(f"cannot import {path}: {exc}") from None
+
+
+def new_recovery_codes(session: Session, store) -> int:
+    from pam_twofa import recovery
+
+    user = session.account.name
+    record = store.load(user)
+    if record is None or not record.enrolled:
+        raise UsageError(f"2FA is not on for {user}: run twofa-enroll first")
+    codes, salt, hashes = recovery.new_codes()
+
+    def replace(current):
+        if current is None or not current.enrolled:
+            raise UsageError(f"2FA was turned off for {user} meanwhile; nothing changed")
+        current = current.copy()
+        current.recovery_salt, current.recovery_hashes = salt, hashes
+        return current
+
+    store.update(user, replace)
+    _log(user, "new recovery codes")
+    session.out("New recovery codes made; the old ones no longer work.")
+    show_recovery_codes(session, codes)
+    return 0
+
+
+def _load(policy_path: str):
+    from pam_twofa import policy
+    from pam_twofa.store import FileStore
+
+    loaded = policy.load(policy_path)
+    return loaded, FileStore(loaded.state_dir)
+
+
+def run_admin(args) -> int:
+    """Root: enroll ``--user`` (default: root itself) without a password."""
+    from pam_twofa import accounts
+
+    name = args.user or "root"
+    account = accounts.lookup(name)
+    if account is None:
+        raise UsageError(f"unknown user {name!r}")
+    loaded, store = _load(args.policy or DEFAULT_PATH)
+    session = Session(args, account, admin=True)
+    if args.recovery_codes:
+        return new_recovery_codes(session, store)
+    return enroll(session, loaded, store)
+
+
+def run_self_service(args) -> int:
+    """A user through sudo: their own account only, password first, no root-only option."""
+    from pam_twofa import accounts
+
+    used = [name for name in ROOT_ONLY if getattr(args, name) not in (None, False)]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise UsageError(f"{flags}: only root can use this; you can enroll your own account with plain twofa-enroll")
+    uid_text = os.environ.get("SUDO_UID", "")
+    if os.geteuid() != 0 or not uid_text.isdigit():
+        raise UsageError("this helper is run through sudo by twofa-enroll; run twofa-enroll instead")
+    import pwd
+
+    try:
+        name = pwd.getpwuid(int(uid_text)).pw_name
+    except KeyError:
+        raise UsageError("your account is not in the user database") from None
+    account = accounts.lookup(name)
+    if account is None or account.uid == 0:
+        raise UsageError("root enrolls with: twofa-enroll --user root")
+    loaded, store = _load(DEFAULT_PATH)
+    session = Session(args, account, admin=False)
+    session.out(f"Setting up two-factor authentication for {name} on {socket.gethostname()}.")
+    confirm_password(session)
+    if args.recovery_codes:
+        return new_recovery_codes(session, store)
+    return enroll(session, loaded, store)
+
+
+def main(argv) -> int:
+    args = parser().parse_args(argv)
+    if os.geteuid() == 0:
+        return run_admin(args)
+    # A user: the same request through sudo and the installer's rule.
+    used = [name for name in ROOT_ONLY if getattr(args, name) not in (None, False)]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise UsageError(f"{flags}: only root can use this; to enroll your own account run plain twofa-enroll")
+    if not os.path.exists(SELF_SERVICE):
+        raise UsageError(f"{SELF_SERVICE} is missing: ask your administrator to run the pam-twofa installer")
+    try:
+        os.execvp("sudo", ["sudo", "-n", SELF_SERVICE, *argv])
+    except FileNotFoundError:
+        raise UsageError("sudo is not installed: ask your administrator to run the pam-twofa installer") from None
+
+
+def self_service_main(argv) -> int:
+    return run_self_service(parser().parse_args(argv))
 
 
 def entry() -> int:
     raise SystemExit(run(main))
+
+
+def self_service_entry() -> int:
+    raise SystemExit(run(self_service_main))
