@@ -47,6 +47,7 @@ def installed_module() -> str:
 
 class Bench:
     def __init__(self, users: int, extra_users: int = 0) -> None:
+        self.extra_users = extra_users
         self.dir = tempfile.mkdtemp(prefix="pam-twofa-bench-")
         os.chmod(self.dir, 0o755)
         self.state = os.path.join(self.dir, "state")
@@ -84,20 +85,23 @@ class Bench:
             NSS_WRAPPER_PASSWD=os.path.join(self.dir, "passwd"),
             NSS_WRAPPER_GROUP=os.path.join(self.dir, "group"),
         )
-        self._enroll(self.names + [f"ghost{i}" for i in range(extra_users)])
+        self._enroll(self.names)
+        self._enroll(f"ghost{i}" for i in range(extra_users))  # enrolled, but not in passwd
         # Warm the policy cache and the page cache once.
         self.run("twofa", self.names[0], "000000")
 
     def _enroll(self, names) -> None:
-        """Write records directly through the store (the CLI per user would take hours at 100,000)."""
-        from pam_twofa.record import Record
-        from pam_twofa.store import FileStore
+        """Write records straight into the store's layout (the CLI per user would take hours at 100,000)."""
+        from pam_twofa.record import Record, dumps
 
-        store = FileStore(self.state)
+        users_dir = os.path.join(self.state, "users")
+        os.makedirs(users_dir, mode=0o700, exist_ok=True)
         for name in names:
             key = os.urandom(20)
             self.keys[name] = key
-            store.update(name, lambda _old, name=name, key=key: Record(name, key=key, enrolled_at=int(time.time())))
+            fd = os.open(os.path.join(users_dir, name + ".rec"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, dumps(Record(name, key=key, enrolled_at=int(time.time()))).encode())
+            os.close(fd)
 
     def run(self, service: str, user: str, answer: str) -> tuple[float, int]:
         start = time.perf_counter()
@@ -147,14 +151,92 @@ def login_vs_bare(runs: int) -> list:
     return rows
 
 
+def scale(runs: int) -> list:
+    """(2) the same login with 100,000 enrolled users against 10."""
+    small, large = Bench(users=runs), Bench(users=runs, extra_users=100_000 - runs)
+    try:
+        a, b, failures = [], [], 0
+        for i in range(runs):
+            user = small.names[i]
+            t, rc = small.run("twofa", user, small.code(user))
+            a.append(t)
+            failures += rc != 0
+            user = large.names[i]
+            t, rc = large.run("twofa", user, large.code(user))
+            b.append(t)
+            failures += rc != 0
+        return [("(2) correct TOTP, 100,000 enrolled vs 10", a, b, failures, 1.05)]
+    finally:
+        small.cleanup()
+        large.cleanup()
+
+
+def _parallel(bench: Bench, jobs) -> list:
+    """Start every (user, answer) at once; return (seconds, rc) per job."""
+    start = time.perf_counter()
+    procs = []
+    for user, answer in jobs:
+        proc = subprocess.Popen(
+            ["pamtester", "twofa", user, "authenticate"], env=bench.env,
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )
+        procs.append((proc, answer))
+    for proc, answer in procs:
+        proc.stdin.write(answer + "\n")
+        proc.stdin.close()
+    results = []
+    for proc, _answer in procs:
+        proc.wait()
+        results.append((time.perf_counter() - start, proc.returncode))
+    return results
+
+
+def concurrency(rounds: int) -> list:
+    """(3) 50 parallel logins of distinct users; (4) 20 parallel tries of one valid code."""
+    bench = Bench(users=50 * 3 + rounds)
+    lines = []
+    try:
+        durations, failures = [], 0
+        for r in range(3):
+            users = bench.names[r * 50 : (r + 1) * 50]
+            for seconds, rc in _parallel(bench, [(u, bench.code(u)) for u in users]):
+                durations.append(seconds)
+                failures += rc != 0
+        durations.sort()
+        p50 = statistics.median(durations)
+        p95 = durations[int(len(durations) * 0.95) - 1]
+        ok = failures == 0 and p95 <= 3 * p50
+        lines.append(f"(3) 50 parallel logins x3 rounds: {len(durations) - failures}/{len(durations)} succeeded, "
+                     f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, p95/p50 {p95 / p50:.2f} (budget <=3, all succeed) "
+                     + ("ok" if ok else "OVER"))
+        winners = []
+        for r in range(rounds):
+            user = bench.names[150 + r]  # a fresh user per round: its current code is unused
+            code = bench.code(user)
+            results = _parallel(bench, [(user, code)] * 20)
+            winners.append(sum(rc == 0 for _t, rc in results))
+        exact = all(w == 1 for w in winners)
+        lines.append(f"(4) 20 parallel tries of one valid code, {rounds} rounds: successes per round "
+                     f"{sorted(set(winners))} (budget: exactly 1 every round) " + ("ok" if exact else "OVER"))
+        return lines, ok and exact
+    finally:
+        bench.cleanup()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60, help="A/B pairs per figure (default 60)")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds of the same-code race (default 20)")
+    parser.add_argument("--ssh", action="store_true", help="also (5): SSH login through a Docker sshd (needs Docker)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench.py: run as root (the store must be root-owned)", file=sys.stderr)
         return 1
-    rows = login_vs_bare(args.runs)
+    rows = login_vs_bare(args.runs) + scale(args.runs)
+    if args.ssh:
+        from ssh_bench import ssh_rows
+
+        rows += ssh_rows(args.runs)
     print(f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
           f"Python {platform.python_version()} (PAM: /usr/bin/python3), {args.runs} alternating A/B runs")
     print(f"{'figure':50} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}")
@@ -164,7 +246,10 @@ def main() -> int:
         verdict = "" if budget is None else ("ok" if ratio <= budget and not failures else "OVER")
         ok &= verdict != "OVER"
         print(f"{name:50} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}")
-    return 0 if ok else 1
+    lines, concurrent_ok = concurrency(args.rounds)
+    for line in lines:
+        print(line)
+    return 0 if ok and concurrent_ok else 1
 
 
 if __name__ == "__main__":

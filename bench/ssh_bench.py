@@ -1,0 +1,92 @@
+"""(5) An SSH login with password + code against password only, through the same sshd.
+
+One container of the password-stack image on 127.0.0.1:2299. Runs alternate:
+A with the pam_python line commented out of /etc/pam.d/sshd, B with it (sshd
+reads the PAM stack at each connection, so it is the same sshd process).
+Each B run logs in a different enrolled user, as a code is accepted once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+
+IMAGE = os.environ.get("PAM_TWOFA_SSHD_IMAGE", "pam-twofa-sshd:password")
+NAME = "pam-twofa-bench-sshd"
+PORT = 2299
+
+SETUP = r"""
+import os, sys
+sys.path.insert(0, "/usr/local/lib/python3.11/dist-packages")
+from pam_twofa.record import Record
+from pam_twofa.store import FileStore
+n = int(sys.argv[1])
+store = FileStore("/var/lib/pam-twofa")
+for i in range(n):
+    name = f"bench{i}"
+    os.system(f"id {name} >/dev/null 2>&1 || useradd -M -s /bin/sh {name}")
+    key = bytes.fromhex(sys.argv[2]) + i.to_bytes(4, "big")
+    store.update(name, lambda old, name=name, key=key: Record(name, key=key))
+os.system("echo '" + "\n".join(f"bench{i}:pw" for i in range(n)) + "' | chpasswd")
+"""
+
+
+def _docker(*args, **kw):
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True, **kw)
+
+
+def _login(user: str, answers: dict) -> float:
+    import paramiko
+
+    start = time.perf_counter()
+    sock = socket.create_connection(("127.0.0.1", PORT))
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=10)
+
+        def handler(_title, _instructions, prompts):
+            return [answers["code" if "code" in p.lower() else "password"] for p, _echo in prompts]
+
+        transport.auth_interactive(user, handler)
+        if not transport.is_authenticated():
+            raise RuntimeError("not authenticated")
+    finally:
+        transport.close()
+    return time.perf_counter() - start
+
+
+def ssh_rows(runs: int) -> list:
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from pam_twofa import totp
+
+    subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
+    _docker("run", "-d", "--name", NAME, "--network", "host", IMAGE, "/usr/sbin/sshd", "-D", "-e", "-o", f"Port={PORT}")
+    try:
+        prefix = os.urandom(16)
+        _docker("exec", NAME, "python3", "-c", SETUP, str(runs + 1), prefix.hex())
+        _docker("exec", NAME, "cp", "/etc/pam.d/sshd", "/etc/pam.d/sshd.with-twofa")
+        _docker("exec", NAME, "sh", "-c", "sed 's/^auth required .*pam_python.*/# &/' /etc/pam.d/sshd > /etc/pam.d/sshd.password-only")
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        a, b, failures = [], [], 0
+        for i in range(runs):
+            _docker("exec", NAME, "cp", "/etc/pam.d/sshd.password-only", "/etc/pam.d/sshd")
+            a.append(_login("bench0", {"password": "pw"}))
+            _docker("exec", NAME, "cp", "/etc/pam.d/sshd.with-twofa", "/etc/pam.d/sshd")
+            user = f"bench{i + 1}"
+            key = prefix + (i + 1).to_bytes(4, "big")
+            try:
+                b.append(_login(user, {"password": "pw", "code": totp.totp(key, time.time())}))
+            except Exception:
+                failures += 1
+        return [("(5) SSH password+code vs password only", a, b or [float("nan")], failures, 1.25)]
+    finally:
+        subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
