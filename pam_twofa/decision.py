@@ -5,9 +5,6 @@ passes them in; ``decide`` returns what to do and the rule that decided it,
 which ``twofa-admin explain`` prints and syslog records.
 """
 
-from __future__ import annotations
-
-from pam_twofa.network import parse_address
 
 SKIP = "skip"  # not asked: steps 1 and 4
 TOTP = "totp"  # ask for the authenticator (or recovery) code: step 2
@@ -60,6 +57,8 @@ def decide(policy, facts: Facts) -> Decision:
     if group:
         return Decision(SKIP, f"exempt: member of group {group} listed in exempt.groups")
     if policy.exempt_networks:
+        from pam_twofa.network import parse_address
+
         address = parse_address(facts.rhost)
         if address is not None:
             for network in policy.networks():

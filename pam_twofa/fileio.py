@@ -1,6 +1,5 @@
 """Safe file primitives for root: atomic replace, no-follow opens, ownership checks."""
 
-from __future__ import annotations
 
 import os
 import stat

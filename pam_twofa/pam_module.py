@@ -12,7 +12,6 @@ auth child has no PATH, Python finds ``/bin/python3`` through merged /usr),
 and then ``/usr/local/lib/python3.11/dist-packages`` is not on ``sys.path``.
 """
 
-from __future__ import annotations
 
 import sys
 

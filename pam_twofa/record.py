@@ -7,7 +7,6 @@ more than its whole budget (SPEC §11). The classes use ``__slots__`` instead
 of ``dataclasses`` for the same reason (``import dataclasses`` costs ~17 ms).
 """
 
-from __future__ import annotations
 
 MAGIC = "pam-twofa-record 1"
 MAX_BYTES = 64 * 1024
@@ -67,7 +66,7 @@ class Record:
     def enrolled(self) -> bool:
         return bool(self.key)
 
-    def copy(self) -> Record:
+    def copy(self) -> "Record":
         new = Record(self.user)
         for name in self.__slots__:
             value = getattr(self, name)
