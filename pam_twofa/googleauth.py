@@ -38,7 +38,10 @@ def parse(text: str) -> GoogleAuthenticatorFile:
     secret = lines[0].replace(" ", "").upper()
     if any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in secret) or len(secret) < 16:
         raise GoogleAuthenticatorError("the first line is not a base32 secret of at least 16 characters")
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    try:
+        key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    except ValueError:  # binascii.Error: a length no base32 encoder produces (17, 19, 22... characters)
+        raise GoogleAuthenticatorError("the first line is not a complete base32 secret (truncated?)") from None
     scratch, period = [], 30
     for line in lines[1:]:
         if not line:
@@ -47,7 +50,10 @@ def parse(text: str) -> GoogleAuthenticatorFile:
             words = line[1:].split()
             if words and words[0] == "HOTP_COUNTER":
                 raise GoogleAuthenticatorError("the file is for counter-based codes (HOTP); only time-based (TOTP) can be imported")
-            if words[:1] == ["STEP_SIZE"] and len(words) == 2 and words[1].isdigit():
+            if words[:1] == ["STEP_SIZE"]:
+                # as google-authenticator-libpam: 1 to 60 seconds, else the file is refused
+                if len(words) != 2 or not (words[1].isascii() and words[1].isdigit() and len(words[1]) <= 3 and 1 <= int(words[1]) <= 60):
+                    raise GoogleAuthenticatorError("invalid STEP_SIZE option (expected 1 to 60 seconds)")
                 period = int(words[1])
             continue
         if len(line) == 8 and line.isascii() and line.isdigit():

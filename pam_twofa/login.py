@@ -150,7 +150,7 @@ class Login:
                 return FAIL
             outcome = auth.attempt(record, typed, self.now(), policy.limits())
             if outcome.ok:
-                outcome.record.last_success_rhost = log.clean(self.rhost, 64)
+                outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
             if outcome.record != record:
                 store.save_locked(outcome.record)
         return self.finish(outcome, policy, user)
@@ -225,7 +225,7 @@ class Login:
             record = store.load(user) or Record(user)
             outcome = auth.attempt_email(record, typed, self.now(), policy.limits())
             if outcome.ok:
-                outcome.record.last_success_rhost = log.clean(self.rhost, 64)
+                outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
             if outcome.record != record:
                 store.save_locked(outcome.record)
         return self.finish(outcome, policy, user, "emailed ")

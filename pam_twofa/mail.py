@@ -88,24 +88,61 @@ def _tls_context(policy) -> ssl.SSLContext:
     return context
 
 
+class _Bounded:
+    """smtplib client whose whole exchange fits in ``timeout``: every wait gets only what is left."""
+
+    def __init__(self, *args, deadline: float, **kwargs) -> None:
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("SMTP deadline passed")
+        return left
+
+    def _get_socket(self, host, port, timeout):
+        sock = smtplib.SMTP._get_socket(self, host, port, self._left())
+        if isinstance(self, smtplib.SMTP_SSL):
+            sock.settimeout(self._left())
+            sock = self.context.wrap_socket(sock, server_hostname=self._host)
+        return sock
+
+    def getreply(self):
+        if self.sock is not None:
+            self.sock.settimeout(self._left())
+        try:
+            return super().getreply()
+        except smtplib.SMTPServerDisconnected as exc:
+            # smtplib reports a read that timed out as a disconnection: say what happened
+            if isinstance(exc.__context__, TimeoutError):
+                raise TimeoutError("no SMTP reply in time") from None
+            raise
+
+
+class _SMTP(_Bounded, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_Bounded, smtplib.SMTP_SSL):
+    pass
+
+
 def send(policy, message: EmailMessage) -> None:
     """Deliver ``message``; MailError (never a code in it) on any failure or timeout."""
     host, port, timeout = policy.smtp_host, policy.smtp_port, policy.smtp_timeout
     deadline = time.monotonic() + timeout
     try:
         if policy.smtp_ssl:
-            client = smtplib.SMTP_SSL(host, port, timeout=timeout, context=_tls_context(policy))
+            client = _SMTP_SSL(host, port, timeout=timeout, context=_tls_context(policy), deadline=deadline)
         else:
-            client = smtplib.SMTP(host, port, timeout=timeout)
+            client = _SMTP(host, port, timeout=timeout, deadline=deadline)
         try:
             if policy.smtp_starttls:
                 client.starttls(context=_tls_context(policy))
             if policy.smtp_username:
                 password = read_password(policy.smtp_password_file) if policy.smtp_password_file else ""
                 client.login(policy.smtp_username, password)
-            if client.sock is not None:
-                # The timeout bounds each read; this bounds what is left of the whole exchange.
-                client.sock.settimeout(max(0.1, deadline - time.monotonic()))
             client.send_message(message)
         finally:
             try:

@@ -207,7 +207,8 @@ class _Validator:
             return _BAD
         if key in _ENUMS and node.style is None:
             # YAML 1.1 reads a bare `off` as false: take the text as written.
-            return int(node.value) if key == "version" and node.value.isdigit() else node.value
+            # (isascii: "²".isdigit() is true, but int("²") raises ValueError)
+            return int(node.value) if key == "version" and node.value.isascii() and node.value.isdigit() else node.value
         if kind in ("str", "optstr") and node.tag == _STR:
             return node.value
         if kind == "optstr" and node.tag == _NULL:

@@ -35,7 +35,6 @@ import email.policy
 import fcntl
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def docker_compose_project_name() -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e_lock():
+def e2e_lock(pytestconfig):
     """One e2e session at a time on this machine (fixed ports, fixed project): wait for another to end."""
     with open(LOCK_FILE, "w") as handle:
         deadline = time.monotonic() + LOCK_WAIT
@@ -103,7 +102,9 @@ def e2e_lock():
                 if time.monotonic() > deadline:
                     pytest.fail(f"another e2e run still holds {LOCK_FILE} after {LOCK_WAIT} s")
                 if not told:
-                    print(f"\ne2e: waiting for another e2e run to finish ({LOCK_FILE})", file=sys.stderr)
+                    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+                    if reporter is not None:
+                        reporter.write_line(f"e2e: waiting for another e2e run to finish ({LOCK_FILE})")
                     told = True
                 time.sleep(1)
         yield  # released (closed) after docker_services is torn down
@@ -135,13 +136,20 @@ def hosts(docker_services) -> dict[str, Host]:
     """The two running SSH hosts, by stack (``password``, ``key``)."""
     found = {}
     for service, stack, port in (("sshd-password", "password", PASSWORD_PORT), ("sshd-key", "key", KEY_PORT)):
-        docker_services.wait_until_responsive(check=lambda p=port: ssh_banner(p), timeout=60, pause=0.5)
         container = compose("ps", "-q", service).stdout.strip()
         assert container, f"no container for {service}"
-        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}", container],
-                               capture_output=True, text=True, check=True).stdout.split()
-        assert state == ["true", "host"], f"{service}: {state}"
-        found[stack] = Host(service, stack, port, container)
+        host = Host(service, stack, port, container)
+
+        def responsive(host=host):
+            if ssh_banner(host.port):
+                return True
+            if host.state()[0] != "true":  # sshd exited (bad config, port taken): say why now
+                pytest.fail(f"{host.service} is not running:\n{host.logs()}")
+            return False
+
+        docker_services.wait_until_responsive(check=responsive, timeout=60, pause=0.5)
+        assert host.state() == ["true", "host"], f"{service}: {host.state()}"
+        found[stack] = host
     for host in found.values():
         host.run(["rm", "-f", SYSLOG_FILE])
         subprocess.run(["docker", "exec", "-d", host.container, "python3", "-c", SYSLOG_LISTENER], check=True)

@@ -154,6 +154,12 @@ class Host:
         """The current length of the captured syslog, to read only what follows."""
         return len(self.syslog())
 
+    def state(self) -> list:
+        """[running ("true"/"false"), network mode]."""
+        done = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
+                               self.container], capture_output=True, text=True)
+        return done.stdout.split() or ["missing"]
+
     def logs(self, tail: int = 40) -> str:
         done = subprocess.run(["docker", "logs", "--tail", str(tail), self.container],
                               capture_output=True, text=True)

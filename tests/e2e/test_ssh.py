@@ -66,8 +66,7 @@ def test_containers_use_host_networking_only(hosts):
         assert mode == "host", host.service
     networks = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"],
                               capture_output=True, text=True, check=True).stdout.split()
-    assert not [n for n in networks if n.startswith(PROJECT.replace("-", ""))] and \
-        not [n for n in networks if n.startswith(PROJECT)], networks
+    assert not [n for n in networks if n.startswith(PROJECT)], networks
 
 
 def test_sshd_config_is_the_readme_one(hosts):

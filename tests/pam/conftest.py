@@ -49,6 +49,12 @@ def pam_env():
     env, cleanup = start_env()
     try:
         yield env
+        # Suite level (SPEC §8): every line of the whole session, against every secret of every test.
+        from syslog_audit import session_audit
+
+        problems, _lines, _secrets = session_audit(env)
+        if problems:
+            pytest.fail("syslog audit of the whole PAM session:\n  " + "\n  ".join(problems[:50]), pytrace=False)
     finally:
         cleanup()
 

@@ -243,6 +243,7 @@ class Env:
     def __init__(self, root: Path, listener: SyslogListener) -> None:
         self.root = root
         self.listener = listener
+        self.scratches: list = []  # every Scratch of the session, for the session-level syslog audit
         self.passwd = root / "passwd"
         self.group = root / "group"
         self.passdb = root / "passdb"
@@ -269,6 +270,62 @@ class Env:
                               env=self.base_env, timeout=timeout, cwd=cwd or str(self.root))
         lines = self.listener.since(mark)
         output = proc.stdout.decode("utf-8", "replace")
+        if proc.returncode == HARNESS_FAILED and "TWOFA-HARNESS" in output:
+            pytest.fail(f"harness: {output}")
+        return Result(proc.returncode, output, lines)
+
+    def run_interactive(self, argv, extra_env=None, first: bytes = b"", respond=None, timeout: float = 60,
+                        cwd=None) -> Result:
+        """``run`` with stdin kept open while the command runs.
+
+        ``first`` is written at once; then ``respond(proc)`` is called while the
+        command runs (``proc`` is the Popen, to notice an early exit) and the
+        bytes it returns, if any, are written before stdin is closed. For an
+        answer that exists only once the command has done something, such as
+        a code it emailed.
+        """
+        assignments = [f"{k}={v}" for k, v in (extra_env or {}).items()]
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, str(self.root),
+               "env", *assignments, *map(str, argv)]
+        mark = self.listener.mark()
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=self.base_env, cwd=cwd or str(self.root))
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), name="pamtester-output",
+                                  daemon=True)
+        reader.start()
+
+        def feed(data: bytes) -> None:
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass  # the command already gave up reading: its output says why
+
+        try:
+            if first:
+                feed(first)
+            more = respond(proc) if respond is not None else None
+            if more:
+                feed(more)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{argv[0]} did not finish within {timeout} s")
+        reader.join(timeout=10)
+        lines = self.listener.since(mark)
+        output = b"".join(chunks).decode("utf-8", "replace")
         if proc.returncode == HARNESS_FAILED and "TWOFA-HARNESS" in output:
             pytest.fail(f"harness: {output}")
         return Result(proc.returncode, output, lines)
@@ -374,6 +431,7 @@ class Scratch:
     def __init__(self, env: Env, root: Path, check_leaks: bool = True) -> None:
         self.env = env
         self.check_leaks = check_leaks
+        env.scratches.append(self)
         self.lines: list[str] = []  # every syslog line of every command of this scratch
         self.root = root
         os.chmod(root, 0o700)
@@ -482,6 +540,40 @@ on_error: {on_error}
             "NSS_WRAPPER_GROUP": str(self.env.group),
         }
         return self._checked(self.env.run(argv, env, stdin), answers)
+
+    def pamtester_interactive(self, service: str, user: str, answers=(), respond=None, rhost=None,
+                              timeout: float = 60) -> Result:
+        """``pamtester`` as above, but the last answer is given while it runs.
+
+        ``answers`` (a password, say) are written at once; ``respond(proc)``
+        is then called while pamtester runs and returns the next answer (a
+        code that was emailed during this very run) or None to just close
+        stdin. Every answer becomes a secret for the syslog leak check.
+        """
+        first = b"".join((a if isinstance(a, bytes) else a.encode()) + b"\n" for a in answers)
+        typed = list(answers)
+
+        def answer(proc):
+            text = respond(proc) if respond is not None else None
+            if text is None:
+                return None
+            typed.append(text)
+            if isinstance(text, str):
+                self.sensitive.add(text)
+            return (text if isinstance(text, bytes) else text.encode()) + b"\n"
+
+        argv = ["pamtester", "-v"]
+        if rhost is not None:
+            argv += ["-I", f"rhost={rhost}"]
+        argv += [service, user, "authenticate"]
+        env = {
+            "LD_PRELOAD": "libpam_wrapper.so libnss_wrapper.so",
+            "PAM_WRAPPER": "1",
+            "PAM_WRAPPER_SERVICE_DIR": str(self.service_dir),
+            "NSS_WRAPPER_PASSWD": str(self.env.passwd),
+            "NSS_WRAPPER_GROUP": str(self.env.group),
+        }
+        return self._checked(self.env.run_interactive(argv, env, first, answer, timeout=timeout), typed)
 
     def login(self, stack: str, user: str, code=None, password=None, rhost=None) -> Result:
         """A login through ``stack``: the password first in the password stack, then the code (if any)."""

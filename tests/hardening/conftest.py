@@ -1,0 +1,42 @@
+"""Fixtures of the adversarial (hardening) suite.
+
+``world``: an in-process login world (hardening_helpers.World). ``pam_env``
+and ``scratch``: the PAM harness of tests/pam (pam_harness), with its own
+session listener; at the end of the session every syslog line it captured
+is audited against every secret every test used (tests/pam/syslog_audit.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import hardening_helpers  # noqa: F401  (puts tests/pam on sys.path)
+from hardening_helpers import World
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch) -> World:
+    return World(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def pam_env():
+    from pam_harness import start_env
+
+    env, cleanup = start_env()
+    try:
+        yield env
+        from syslog_audit import session_audit
+
+        problems, _lines, _secrets = session_audit(env)
+        if problems:
+            pytest.fail("syslog audit of the whole hardening session:\n  " + "\n  ".join(problems[:50]), pytrace=False)
+    finally:
+        cleanup()
+
+
+@pytest.fixture
+def scratch(pam_env, tmp_path):
+    from pam_harness import Scratch
+
+    return Scratch(pam_env, tmp_path)
