@@ -67,6 +67,12 @@ def hash_recovery_code(code: str, salt: bytes) -> bytes:
     return pbkdf2_hmac("sha256", code.encode("ascii"), salt, RECOVERY_ITERATIONS)
 
 
+def refusal_cost() -> None:
+    """The one PBKDF2 of a wrong code, for refusals that verify nothing (locked account, unknown
+    user), so the time of a refusal does not tell which case it was."""
+    hash_recovery_code("-", _DUMMY_SALT)
+
+
 def is_locked(record: Record, now: float) -> bool:
     return record.locked_until > now
 
@@ -76,6 +82,7 @@ def attempt(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
     new = _prepare(record, now, limits)
     if is_locked(new, now):
         # Nothing is verified while locked: the answer must not tell whether the code was right.
+        refusal_cost()
         return Outcome(LOCKED, new)
     if new.locked_until:
         new.locked_until = 0

@@ -113,8 +113,11 @@ class Login:
         account = accounts.lookup(self.user) if self.user else None
         if account is None or not valid_user_name(account.name):
             # Ask anyway, then fail as for a wrong code: the answer must not
-            # tell an outsider which accounts exist.
+            # tell an outsider which accounts exist (nor take less time).
             self.ask()
+            from pam_twofa.auth import refusal_cost
+
+            refusal_cost()
             self.log(log.NOTICE, "unknown user")
             self.conv.error(MSG_BAD)
             return FAIL
@@ -128,7 +131,7 @@ class Login:
             self.conv.error(MSG_NOT_ENROLLED)
             return FAIL
         if decision.action == EMAIL:
-            return self.email_code(policy, store, decision)
+            return self.email_code(policy, store, decision, account.name)
         return self.check_totp(policy, store, account.name)
 
     def ask(self) -> str | None:
@@ -180,14 +183,17 @@ class Login:
             self.conv.error(MSG_BAD)
         return FAIL
 
-    def email_code(self, policy, store, decision) -> str:
-        """Enforced but not enrolled, ``unenrolled: email``: mail a one-time code and ask for it."""
+    def email_code(self, policy, store, decision, user: str) -> str:
+        """Enforced but not enrolled, ``unenrolled: email``: mail a one-time code and ask for it.
+
+        ``user`` is the account's name as NSS spells it (not as typed: with a
+        case-insensitive NSS, every spelling must share one record and lockout).
+        """
         import socket
 
         from pam_twofa import auth, mail
         from pam_twofa.record import Record
 
-        user = self.user
         hostname = socket.gethostname()
         now = self.now()
         with store.locked(user):

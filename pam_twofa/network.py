@@ -28,13 +28,15 @@ class Network:
 def parse_address(text: str | None) -> tuple[int, int] | None:
     """(bits, integer) of an IPv4/IPv6 address, or None for hostnames, garbage, None.
 
-    An IPv6 zone (``fe80::1%eth0``) is dropped, and IPv4-mapped IPv6
+    An IPv6 zone (``fe80::1%eth0``; letters, digits, ``_.-``) is dropped, and IPv4-mapped IPv6
     addresses (``::ffff:10.0.0.1``) count as their IPv4 address.
     """
     if not text or len(text) > 128 or not text.isascii():
         return None
     if ":" in text:
-        head = text.partition("%")[0]
+        head, percent, zone = text.partition("%")
+        if percent and not (zone and all(c.isalnum() or c in "_.-" for c in zone)):
+            return None  # not an interface name: no address (it would reach the log as an exempt client)
         try:
             raw = inet_pton(AF_INET6, head)
         except (OSError, ValueError):

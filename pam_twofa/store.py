@@ -74,7 +74,10 @@ class FileStore:
         except FileNotFoundError:
             if not create:
                 return False
-            os.mkdir(path, 0o700)
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:  # another login or enrollment made it meanwhile: check theirs
+                pass
             st = os.lstat(path)
         if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"{path}: expected a folder, found something else (a link?); move it away")
@@ -119,7 +122,8 @@ class FileStore:
         try:
             return loads(data.decode("utf-8"), user)
         except (RecordError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{path}: corrupted record ({exc}); restore it from backup or run twofa-admin disable {user} and re-enroll") from None
+            # (not "twofa-admin disable": it must read the record too, and refuses a corrupted one)
+            raise StoreError(f"{path}: corrupted record ({exc}); restore it from backup, or move it away (mv {path} {path}.corrupted) and re-enroll {user}") from None
 
     def update(self, user: str, change) -> Record | None:
         """Apply ``change(record_or_None) -> record_or_None`` atomically under the user's lock.

@@ -782,3 +782,28 @@ def test_pam_enroll_import_google_authenticator_refuses_links(scratch, kind):
         shutil.rmtree(folder, ignore_errors=True)
         if target.exists():
             target.unlink()
+
+
+@pytest.mark.pam
+def test_pam_corrupted_record_the_advice_given_works(scratch):
+    """The message for a corrupted record tells the admin what to do: doing exactly that must work."""
+    import re
+
+    from pam_harness import KEY as STACK, MSG_ERROR
+
+    alice = scratch.enroll("alice")
+    path = scratch.record_path("alice")
+    path.write_bytes(path.read_bytes()[:40])
+    result = scratch.login(STACK, "alice", alice.code())
+    assert result.denied and MSG_ERROR in result.output, result
+    advice = [line for line in result.syslog if "corrupted record" in line]
+    assert advice, result
+    if "twofa-admin disable" in advice[0]:
+        done = scratch.cli("disable", "alice", "--yes")
+        assert done.rc == 0, f"the log says to run twofa-admin disable, which fails:\n{done}"
+    else:
+        move = re.search(r"\(mv (\S+) (\S+)\)", advice[0])
+        assert move, advice[0]
+        os.rename(move.group(1), move.group(2))
+    again = scratch.enroll("alice")
+    assert scratch.login(STACK, "alice", again.code()).ok

@@ -444,7 +444,7 @@ def test_mailed_code_to_the_template_address_logs_in(scratch, smtp, stack):
 
     assert_mailed(attempt, "alice@example.com")
     assert result.ok, str(attempt)
-    assert MSG_HINT in result.output, str(attempt)  # how to enroll, alongside the prompt
+    assert result.output.count(MSG_HINT) == 1, str(attempt)  # how to enroll, once, alongside the prompt
     assert len(attempt.code) == 7
 
     hostname = socket.gethostname()
@@ -512,6 +512,19 @@ def test_a_code_logs_in_once_and_a_new_login_voids_it(scratch, smtp):
     # control: the code of the run itself works
     fourth = mail_login(scratch, box, "bob")
     assert fourth.result.ok, str(fourth)
+
+
+def test_a_code_is_tied_to_the_user_it_was_mailed_to(scratch, smtp):
+    port, box = smtp
+    email_policy(scratch, port, mode="all")
+    bob = mail_login(scratch, box, "bob", answer=lambda code: None)  # bob gets a code and does not answer
+    assert_mailed(bob, "bob@example.com")
+    assert bob.result.denied, str(bob)
+    assert record_field(scratch, "bob", "email_code_hash")  # still pending
+    frank = mail_login(scratch, box, "frank", answer=lambda code: bob.code)
+    assert_mailed(frank, "frank@example.com")
+    assert frank.result.denied and MSG_BAD in frank.result.output, str(frank)
+    assert frank.result.log_with("user=frank", "result=emailed bad code"), str(frank.result)
 
 
 def test_an_expired_code_fails(scratch, smtp):
