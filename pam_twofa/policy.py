@@ -112,7 +112,7 @@ def open_checked(path: str):
         _check_owned(os.stat(folder), folder, "the policy folder", 0o022)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise PolicyError([f"{path}: no such policy file: create it (twofa-admin check shows the defaults) or pass policy=PATH"]) from None
+        raise PolicyError([f"{path}: no such policy file: run the installer (scripts/install.sh writes the default) or pass policy=PATH"]) from None
     except OSError as exc:
         if exc.errno == 40:  # ELOOP: the policy is a symlink
             raise PolicyError([f"{path}: is a symbolic link; point policy= at the real file"]) from None

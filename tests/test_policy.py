@@ -385,7 +385,7 @@ def test_folder_owned_by_another_user_is_refused(folder):
 def test_missing_policy(folder):
     path = folder / "policy.yaml"
     message = refused(path)
-    assert message == f"{path}: no such policy file: create it (twofa-admin check shows the defaults) or pass policy=PATH"
+    assert message == f"{path}: no such policy file: run the installer (scripts/install.sh writes the default) or pass policy=PATH"
     message = refused(folder / "nowhere" / "policy.yaml")
     assert message.startswith(f"{folder / 'nowhere' / 'policy.yaml'}: no such policy file")
 

@@ -120,8 +120,8 @@ def cmd_disable(args) -> int:
 
     loaded, store = _context(args)
     account, record = _known(store, args.user)
-    if record is None or not record.enrolled:
-        print(f"{args.user}: 2FA is not enrolled; nothing to disable")
+    if record is None or (not record.enrolled and record == Record(record.user, email=record.email)):
+        print(f"{args.user}: 2FA is not enrolled and there is no login state; nothing to disable")
         return 0
     if not args.yes:
         if not sys.stdin.isatty():
@@ -140,7 +140,10 @@ def cmd_disable(args) -> int:
 
     store.update(args.user, wipe)
     _audit("disable", args.user)
-    print(f"{args.user}: 2FA disabled (secret, recovery codes and login state removed).")
+    if record.enrolled:
+        print(f"{args.user}: 2FA disabled (secret, recovery codes and login state removed).")
+    else:
+        print(f"{args.user}: was not enrolled; pending emailed code, failures and lockout removed.")
     if account is not None:
         decision = _decide(loaded, store, account, None)
         print(f"From the next login, the policy decides: {_DESCRIBE[decision.action]}")

@@ -294,3 +294,46 @@ def _diagnostics(request):
         tail = "\n".join(host.syslog().splitlines()[-30:])
         print(f"\n--- {host.service}: docker logs (sshd -e) ---\n{host.logs()}")
         print(f"--- {host.service}: syslog ---\n{tail}")
+
+
+# --------------------------------------------------------------------------
+# Enrollment and more scenarios (test_enroll.py, test_e2e_more.py)
+
+
+@pytest.fixture
+def make_user(scenario):
+    """``make_user(host, groups="") -> (name, password)``: a new account, removed after the test.
+
+    Each test gets users nobody else touched: no record, no state, a home of
+    their own. The password is ``pw-NAME``.
+    """
+    made = []
+
+    def make(host: Host, groups: str = "") -> tuple[str, str]:
+        name = "e2e" + os.urandom(4).hex()
+        password = f"pw-{name}"
+        host.run(f"useradd -m -s /bin/bash {name}" + (f" -G {groups}" if groups else "")
+                 + f" && echo {name}:{password} | chpasswd")
+        made.append((host, name))
+        return name, password
+
+    yield make
+    for host, name in made:
+        host.run(f"pkill -KILL -u {name}; userdel -r -f {name} 2>/dev/null;"
+                 f" rm -f /var/lib/pam-twofa/users/{name}.rec /var/lib/pam-twofa/users/{name}.lock", check=False)
+
+
+@pytest.fixture(scope="session")
+def google_authenticator_cli(password_host) -> Host:
+    """The google-authenticator CLI (Debian's libpam-google-authenticator) in the password host.
+
+    Test-only: installed here with apt, not in the image, so the image stays
+    what the README installs. The PAM module it ships is not configured.
+    """
+    password_host.run(
+        "command -v google-authenticator >/dev/null || { apt-get update -qq"
+        " && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
+        " libpam-google-authenticator >/dev/null; }",
+        timeout=300,
+    )
+    return password_host

@@ -208,11 +208,12 @@ class Login:
 
 
 def ssh_login(port: int, user: str, *, password: str | None = None, code=None, pkey: paramiko.PKey | None = None,
-              command: str | None = "id -un", timeout: float = 30) -> Login:
+              command: str | None = "id -un", timeout: float = 30, answer=None) -> Login:
     """One SSH connection: optional public key, then keyboard-interactive, then ``command``.
 
     ``code`` is a string or a callable called when the code prompt arrives.
-    Unknown prompts get an empty answer.
+    ``answer(prompt)``, if given, answers any other prompt (e.g. ``Code sent
+    to ...``) when it returns a string. Unknown prompts get an empty answer.
     """
     result = Login()
     sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
@@ -241,7 +242,8 @@ def ssh_login(port: int, user: str, *, password: str | None = None, code=None, p
                     result.codes_sent.append(value)
                     answers.append(value)
                 else:
-                    answers.append("")
+                    reply = answer(text) if answer is not None else None
+                    answers.append(reply if reply is not None else "")
             return answers
 
         if not transport.is_authenticated():

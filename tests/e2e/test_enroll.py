@@ -1,0 +1,539 @@
+"""Self-service enrollment (``twofa-enroll``, SPEC §5, issue 3) end to end.
+
+Real users with real passwords live only in the containers, so the tool runs
+there, as an unprivileged user on a real terminal: ``docker exec -it -u USER``
+(docker allocates a pty) driven by pexpect, or an OpenSSH session with a pty.
+That user's ``twofa-enroll`` goes through sudo and the installer's rule to
+the ``enroll-self`` helper, exactly as on an admin's host.
+
+Each test makes its own accounts (``make_user``), so nothing depends on the
+order of the tests. TOTP codes come from pyotp, independently of the
+product's ``totp`` module; QR codes are decoded by zbar's ``zbarimg``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shlex
+from urllib.parse import parse_qs, urlsplit
+
+import pyotp
+import pytest
+
+from e2e_harness import (
+    ALICE_SECRET,
+    CODE_PROMPT as LOGIN_CODE_PROMPT,
+    PASSWORD_PORT,
+    PASSWORDS,
+    current_code,
+    ssh_login,
+    totp_at,
+    wait_for_fresh_step,
+    wrong_code,
+)
+from e2e_terminal import (
+    CODE_PROMPT,
+    INTERRUPTED,
+    PASSWORD_PROMPT,
+    REPLACE_PROMPT,
+    SHELL_PROMPT,
+    WRONG_CODE,
+    WRONG_PASSWORD,
+    decode_qr,
+    enroll_terminal,
+    parse_screen,
+    qr_matrix_ansi,
+    qr_matrix_utf8,
+    record_fingerprint,
+    record_path,
+    recovery_codes,
+    ssh_terminal,
+    store_entries,
+    wait_no_enroll_process,
+)
+
+pytestmark = pytest.mark.e2e
+
+SELF_SERVICE = "/usr/local/libexec/pam-twofa/enroll-self"
+ENROLLED = "Two-factor authentication is now on for {user}."
+MSG_BAD = "Wrong verification code."
+
+
+def login(user: str, password: str, code):
+    return ssh_login(PASSWORD_PORT, user, password=password, code=code)
+
+
+def enroll_as_root(host, user: str, secret: str) -> list:
+    """Root's scripted enrollment with a known secret; returns the printed recovery codes.
+
+    The verification code is the previous step's, so the current one is free for a login.
+    """
+    wait_for_fresh_step()
+    done = host.run(["twofa-enroll", "--user", user, "--secret", secret, "--code", totp_at(secret, -1)])
+    assert ENROLLED.format(user=user) in done.stdout, done.stdout
+    codes = recovery_codes(done.stdout)
+    assert len(codes) == 10
+    return codes
+
+
+def check_uri(shown, user: str, hostname: str) -> None:
+    """The otpauth URI names the issuer (the policy's default: the host name) and user@host, with defaults left out."""
+    parts = urlsplit(shown.uri)
+    assert (parts.scheme, parts.netloc) == ("otpauth", "totp"), shown.uri
+    assert parts.path == f"/{hostname}:{user}@{hostname}", shown.uri
+    assert parse_qs(parts.query, strict_parsing=True) == {"secret": [shown.secret], "issuer": [hostname]}, shown.uri
+    assert re.fullmatch(r"([A-Z2-7]{4} ){7}[A-Z2-7]{4}", shown.grouped_secret), shown.grouped_secret
+    assert len(base64.b32decode(shown.secret)) == 20  # 160 bits
+
+
+@pytest.fixture(scope="module")
+def container_hostname(password_host) -> str:
+    return password_host.run(["hostname"]).stdout.strip()
+
+
+# --------------------------------------------------------------------------
+# 1. Enrolling yourself through a real terminal, then logging in
+
+
+def test_wrong_password_is_refused_and_nothing_is_stored(password_host, make_user):
+    user, password = make_user(password_host)
+    term = enroll_terminal(password_host, user)
+    try:
+        for attempt in range(3):
+            term.expect(PASSWORD_PROMPT.format(user=user))
+            term.send_line(f"not-{password}")
+            if attempt < 2:
+                term.expect(WRONG_PASSWORD)
+        status = term.wait_exit()
+    finally:
+        term.close()
+    assert status == 1, term.transcript
+    assert "wrong password; nothing was changed" in term.transcript
+    assert "otpauth://" not in term.transcript and "Scan this QR code" not in term.transcript
+    assert f"not-{password}" not in term.transcript, "the password must not be echoed"
+    assert store_entries(password_host, user) == []
+
+
+def test_self_service_enrollment_then_code_and_each_recovery_code_log_in(
+        password_host, make_user, container_hostname, tmp_path):
+    user, password = make_user(password_host)
+    term = enroll_terminal(password_host, user)
+    try:
+        term.expect(f"Setting up two-factor authentication for {user} on {container_hostname}.")
+        term.expect(PASSWORD_PROMPT.format(user=user))
+        term.send_line(f"wrong-{password}")
+        term.expect(WRONG_PASSWORD)
+        term.expect(PASSWORD_PROMPT.format(user=user))  # asked again
+        term.send_line(password)
+        term.expect(CODE_PROMPT)
+
+        shown = parse_screen(term.transcript)
+        check_uri(shown, user, container_hostname)
+        assert decode_qr(qr_matrix_utf8(shown.qr_lines), tmp_path / "qr.png") == shown.uri
+        assert store_entries(password_host, user) == [], "nothing is stored before a code verifies"
+
+        term.send_line(wrong_code(shown.secret))
+        term.expect(WRONG_CODE)
+        term.expect(CODE_PROMPT)  # asked again
+        assert store_entries(password_host, user) == []
+
+        wait_for_fresh_step()
+        term.send_line(totp_at(shown.secret, -1))  # pyotp; the current step stays free for the login
+        term.expect(ENROLLED.format(user=user))
+        status = term.wait_exit()
+    finally:
+        term.close()
+    assert status == 0, term.transcript
+    assert password not in term.transcript
+    codes = recovery_codes(term.transcript)
+    assert len(codes) == 10 and len(set(codes)) == 10, codes
+
+    # Stored root-only, with the recovery codes only as hashes.
+    assert record_fingerprint(password_host, user).split()[3:5] == ["root", "600"]
+    stored = password_host.run(["cat", record_path(user)]).stdout
+    assert not [code for code in codes if code in stored or code.replace("-", "") in stored]
+
+    first = login(user, password, lambda: current_code(shown.secret))
+    assert first.ok, first
+    assert first.prompts == ["Password: ", LOGIN_CODE_PROMPT]
+    assert first.output.strip() == user
+
+    # Each printed recovery code works exactly once at the code prompt.
+    for index, code in enumerate(codes):
+        used = login(user, password, code)
+        assert used.ok, (index, used)
+        assert f"Recovery code accepted; {len(codes) - index - 1} left." in used.text, used.messages
+        again = login(user, password, code)
+        assert not again.ok, (index, again)
+        assert again.asked_code and MSG_BAD in again.text, again.messages
+
+
+# --------------------------------------------------------------------------
+# 2. The printed QR code decodes, independently, to the printed URI
+
+
+@pytest.mark.parametrize("style", ["utf8", "ansi", "none"])
+def test_printed_qr_code_decodes_to_the_printed_uri(password_host, make_user, container_hostname, tmp_path, style):
+    user, password = make_user(password_host)
+    term = enroll_terminal(password_host, user, "--qr", style)
+    try:
+        term.expect(PASSWORD_PROMPT.format(user=user))
+        term.send_line(password)
+        term.expect(CODE_PROMPT)
+        term.interrupt()
+        status = term.wait_exit()
+    finally:
+        term.close()
+    assert status == 130
+    shown = parse_screen(term.transcript)
+    check_uri(shown, user, container_hostname)
+    if style == "none":
+        assert shown.qr_lines == []
+        return
+    modules = qr_matrix_utf8(shown.qr_lines) if style == "utf8" else qr_matrix_ansi(shown.qr_lines)
+    # a quiet zone of light modules around the code
+    assert not any(modules[0]) and not any(modules[1]) and not any(row[0] for row in modules), "no quiet zone"
+    assert decode_qr(modules, tmp_path / f"qr-{style}.png") == shown.uri
+
+
+# --------------------------------------------------------------------------
+# 3. Another user cannot reach alice's enrollment, whatever they pass
+
+
+@pytest.fixture
+def alice_with_google_file(password_host, enroll):
+    enroll(password_host, "alice", ALICE_SECRET)
+    password_host.run(
+        "install -m 0400 -o alice -g alice /dev/stdin /home/alice/.google_authenticator",
+        input=f'{ALICE_SECRET}\n" TOTP_AUTH\n12345678\n87654321\n',
+    )
+    yield password_host
+    password_host.run(["rm", "-f", "/home/alice/.google_authenticator"])
+
+
+def test_another_user_cannot_reach_alices_enrollment(alice_with_google_file, make_user):
+    host = alice_with_google_file
+    before = record_fingerprint(host, "alice")
+    assert before is not None
+    mallory, mallory_password = make_user(host)
+    alice_uid = host.run(["id", "-u", "alice"]).stdout.strip()
+    evil = f"/tmp/{mallory}-evil"
+    # mallory's own policy (state in her folder) and a Python package that would report if it ever ran as root
+    host.run(
+        f"mkdir -p {evil}/pam_twofa/cli && printf 'version: 1\\nstorage:\\n  state_dir: {evil}/state\\n' > {evil}/policy.yaml"
+        f" && printf 'open(\"{evil}/pwned\", \"w\").close()\\n' | tee {evil}/pam_twofa/__init__.py {evil}/sitecustomize.py"
+        f" > {evil}/pam_twofa/cli/__init__.py",
+        user=mallory,
+    )
+    gafile = "/home/alice/.google_authenticator"
+
+    outputs = []
+
+    def as_mallory(argv, env=()):
+        done = host.run(["env", *env, *argv], user=mallory, check=False, input="")
+        outputs.append(done.stdout + done.stderr)
+        return done
+
+    root_only = [
+        ["twofa-enroll", "--user", "alice"],
+        ["twofa-enroll", "--user=alice"],
+        ["twofa-enroll", "--use", "alice"],  # an abbreviation argparse expands
+        ["twofa-enroll", "--secret", ALICE_SECRET],
+        ["twofa-enroll", "--code", "123456"],
+        ["twofa-enroll", "--import-google-authenticator", gafile],
+        ["twofa-enroll", "--policy", f"{evil}/policy.yaml"],
+        ["twofa-enroll", "--issuer", "evil"],
+        ["twofa-enroll", "--force"],
+        ["twofa-enroll", "--recovery-codes", "--user", "alice"],
+        ["sudo", "-n", SELF_SERVICE, "--user", "alice"],
+        ["sudo", "-n", SELF_SERVICE, "--user", "alice", "--secret", ALICE_SECRET, "--code", "123456", "--force"],
+        ["sudo", "-n", SELF_SERVICE, "--import-google-authenticator", gafile],
+        ["sudo", "-n", SELF_SERVICE, "--policy", f"{evil}/policy.yaml"],
+        ["sudo", "-n", SELF_SERVICE, "--recovery-codes", "--user=alice"],
+    ]
+    for argv in root_only:
+        done = as_mallory(argv)
+        assert done.returncode == 1, (argv, done)
+        assert "only root can use this" in done.stderr, (argv, done.stderr)
+        assert "Password for" not in done.stdout + done.stderr, argv  # refused before anything else
+
+    # sudo lets her run the helper as root and nothing else, and sets SUDO_UID itself.
+    for argv in (
+        ["sudo", "-n", "twofa-enroll", "--user", "alice"],
+        ["sudo", "-n", "/usr/local/bin/twofa-enroll", "--user", "alice"],
+        ["sudo", "-n", "/usr/bin/python3", SELF_SERVICE, "--user", "alice"],
+        ["sudo", "-n", "-u", "alice", SELF_SERVICE],
+        ["sudo", "-n", f"SUDO_UID={alice_uid}", SELF_SERVICE],
+        ["sudo", "-n", "cat", record_path("alice")],
+    ):
+        done = as_mallory(argv)
+        assert done.returncode == 1, (argv, done)
+        assert "sudo:" in done.stderr, (argv, done.stderr)
+        assert "Password for" not in done.stdout, argv
+
+    # Whatever environment she passes, the helper acts for her account only and runs none of her code.
+    for argv, env in (
+        (["twofa-enroll"], [f"SUDO_UID={alice_uid}", "SUDO_USER=alice", "USER=alice", "LOGNAME=alice"]),
+        (["sudo", "-n", f"--preserve-env=PYTHONPATH,PYTHONSTARTUP,PYTHONINSPECT,PYTHONHOME", SELF_SERVICE],
+         [f"PYTHONPATH={evil}", f"PYTHONSTARTUP={evil}/sitecustomize.py", "PYTHONINSPECT=1"]),
+        (["twofa-enroll", "--recovery-codes"], [f"SUDO_UID={alice_uid}", "USER=alice"]),
+    ):
+        done = as_mallory(argv, env)
+        assert f"Password for {mallory}: " in done.stdout + done.stderr, (argv, done)
+        assert "Password for alice" not in done.stdout + done.stderr
+        assert done.returncode == 130, (argv, done)  # no input: nothing changed
+
+    # The store cannot be read directly.
+    for argv in (["ls", "/var/lib/pam-twofa"], ["cat", record_path("alice")], ["stat", record_path("alice")]):
+        done = as_mallory(argv)
+        assert done.returncode != 0 and "Permission denied" in done.stderr, (argv, done)
+
+    # On a real terminal: alice's password at mallory's prompt is wrong for mallory.
+    term = enroll_terminal(host, mallory)
+    try:
+        term.expect(PASSWORD_PROMPT.format(user=mallory))
+        term.send_line(PASSWORDS["alice"])
+        term.expect(WRONG_PASSWORD)
+        term.expect(PASSWORD_PROMPT.format(user=mallory))
+        term.interrupt()
+        assert term.wait_exit() == 130
+    finally:
+        term.close()
+    outputs.append(term.transcript)
+
+    # --recovery-codes renews mallory's own codes, never alice's.
+    mallory_secret = pyotp.random_base32(32)
+    enroll_as_root(host, mallory, mallory_secret)
+    mallory_before = record_fingerprint(host, mallory)
+    term = enroll_terminal(host, mallory, "--recovery-codes")
+    try:
+        term.expect(PASSWORD_PROMPT.format(user=mallory))
+        term.send_line(mallory_password)
+        term.expect("New recovery codes made")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    outputs.append(term.transcript)
+    assert len(recovery_codes(term.transcript)) == 10
+    assert record_fingerprint(host, mallory) != mallory_before
+
+    assert record_fingerprint(host, "alice") == before, "alice's record must be untouched"
+    assert store_entries(host, "evil") == []
+    leaked = [text for text in outputs if ALICE_SECRET in text or ALICE_SECRET[:16] in text]
+    assert not leaked, leaked
+    assert host.run(["test", "-e", f"{evil}/pwned"], check=False).returncode == 1, "her code ran as root"
+    assert host.run(["test", "-e", f"{evil}/state"], check=False).returncode == 1, "her policy was used"
+    still = login("alice", PASSWORDS["alice"], lambda: current_code(ALICE_SECRET))
+    assert still.ok and still.asked_code, still
+
+
+# --------------------------------------------------------------------------
+# 4. Importing a real google-authenticator file
+
+
+def test_google_authenticator_file_imports_and_its_secret_and_scratch_codes_log_in(
+        google_authenticator_cli, make_user):
+    host = google_authenticator_cli
+    user, password = make_user(host)
+    path = f"/home/{user}/.google_authenticator"
+    host.run(["google-authenticator", "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-q", "-s", path],
+             user=user)
+    assert host.run(["stat", "-c", "%U %a", path]).stdout.split() == [user, "400"]
+    lines = host.run(["cat", path], user=user).stdout.splitlines()
+    secret = lines[0]
+    scratch = [line for line in lines[1:] if re.fullmatch(r"\d{8}", line)]
+    assert re.fullmatch(r"[A-Z2-7]{16,}", secret), lines[0]
+    assert '" TOTP_AUTH' in lines and len(scratch) == 5, lines
+
+    wait_for_fresh_step()
+    done = host.run(["twofa-enroll", "--user", user, "--import-google-authenticator", path,
+                     "--code", totp_at(secret, -1)])
+    assert ENROLLED.format(user=user) in done.stdout, done.stdout
+    assert "Your 5 google-authenticator scratch codes keep working as recovery codes." in done.stdout
+
+    first = login(user, password, lambda: current_code(secret))
+    assert first.ok and first.prompts == ["Password: ", LOGIN_CODE_PROMPT], first
+    for code in scratch:
+        used = login(user, password, code)
+        assert used.ok, (code, used)
+        assert "Recovery code accepted" in used.text
+        again = login(user, password, code)
+        assert not again.ok and MSG_BAD in again.text, (code, again)
+
+
+def test_symlinked_google_authenticator_file_is_refused(password_host, make_user):
+    host = password_host
+    user, _password = make_user(host)
+    path = f"/home/{user}/.google_authenticator"
+    # A valid file only root can read: had root followed the link, it would import it.
+    bait_secret = pyotp.random_base32(32)
+    bait = f"/root/{user}-google-authenticator"
+    host.run(f"umask 077; printf '%s\\n\" TOTP_AUTH\\n11223344\\n' {bait_secret} > {bait}")
+    shadow_hashes = [line.split(":")[1] for line in host.run(["cat", "/etc/shadow"]).stdout.splitlines()
+                     if len(line.split(":")[1]) > 3]
+
+    def import_(source):
+        wait_for_fresh_step()
+        return host.run(["twofa-enroll", "--user", user, "--import-google-authenticator", source,
+                         "--code", totp_at(bait_secret, -1)], check=False)
+
+    try:
+        for target in ("/etc/shadow", bait):
+            host.run(["ln", "-sfn", target, path], user=user)
+            done = import_(path)
+            assert done.returncode == 1, (target, done)
+            assert "symbolic link" in done.stderr, (target, done.stderr)
+            text = done.stdout + done.stderr
+            assert "root:" not in text and bait_secret not in text
+            assert not [h for h in shadow_hashes if h in text]
+            assert store_entries(host, user) == [], target
+        # Through a symlinked folder, or named directly: opened with the user's rights, so refused.
+        host.run(["ln", "-sfn", "/root", f"/home/{user}/rootdir"], user=user)
+        for source in (f"/home/{user}/rootdir/{bait.rsplit('/', 1)[1]}", "/etc/shadow", bait):
+            done = import_(source)
+            assert done.returncode == 1, (source, done)
+            assert "Permission denied" in done.stderr, (source, done.stderr)
+            assert bait_secret not in done.stdout + done.stderr
+            assert store_entries(host, user) == [], source
+    finally:
+        host.run(["rm", "-f", bait])
+
+
+# --------------------------------------------------------------------------
+# 5. Interrupting at each step leaves the previous state as it was
+
+
+def drive_to(term, step: str, user: str, password: str, enrolled: bool) -> None:
+    """Take a twofa-enroll session to ``step``: password, replace (enrolled only), qr, code."""
+    term.expect(PASSWORD_PROMPT.format(user=user))
+    if step == "password":
+        return
+    term.send_line(password)
+    if enrolled:
+        term.expect(REPLACE_PROMPT)
+        if step == "replace":
+            return
+        term.send_line("y")
+    term.expect("or open this URI on the device:")
+    if step == "qr":
+        return
+    term.expect(CODE_PROMPT)
+    term.send_line(wrong_code(parse_screen(term.transcript).secret))
+    term.expect(WRONG_CODE)
+    term.expect(CODE_PROMPT)
+
+
+STEPS = {True: ("password", "replace", "qr", "code"), False: ("password", "qr", "code")}
+
+
+@pytest.fixture(params=[True, False], ids=["enrolled", "new"])
+def someone(request, password_host, make_user):
+    """(user, password, secret or None, recovery codes): enrolled by root, or not enrolled."""
+    user, password = make_user(password_host)
+    if not request.param:
+        return user, password, None, []
+    secret = pyotp.random_base32(32)
+    return user, password, secret, enroll_as_root(password_host, user, secret)
+
+
+def test_ctrl_c_at_each_step_changes_nothing(password_host, someone):
+    user, password, secret, _codes = someone
+    before = record_fingerprint(password_host, user)
+    entries = store_entries(password_host, user)
+    for step in STEPS[secret is not None]:
+        term = enroll_terminal(password_host, user)
+        try:
+            drive_to(term, step, user, password, enrolled=secret is not None)
+            term.interrupt()
+            status = term.wait_exit()
+        finally:
+            term.close()
+        assert status == 130, (step, term.transcript[-1000:])
+        assert f"interrupted; {INTERRUPTED}" in term.transcript, step
+        assert record_fingerprint(password_host, user) == before, step
+        assert store_entries(password_host, user) == entries, step
+    if secret is not None:
+        still = login(user, password, lambda: current_code(secret))
+        assert still.ok and still.asked_code, still
+
+
+def test_closed_terminal_at_each_step_changes_nothing(password_host, someone):
+    """The SSH connection goes away mid-enrollment: sshd hangs up the pty."""
+    user, password, secret, codes = someone
+    for index, step in enumerate(STEPS[secret is not None]):
+        # An enrolled user logs in with a recovery code (each login changes the record: read it after).
+        term = ssh_terminal(PASSWORD_PORT, user, password, code=codes[index] if secret else None)
+        before = record_fingerprint(password_host, user)
+        entries = store_entries(password_host, user)
+        try:
+            term.send_line("twofa-enroll")
+            drive_to(term, step, user, password, enrolled=secret is not None)
+        finally:
+            term.hang_up()
+        wait_no_enroll_process(password_host)
+        assert record_fingerprint(password_host, user) == before, step
+        assert store_entries(password_host, user) == entries, step
+    if secret is not None:
+        still = login(user, password, lambda: current_code(secret))
+        assert still.ok and still.asked_code, still
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "Ctrl-D"])
+def test_killed_or_closed_input_at_the_code_prompt_changes_nothing(password_host, make_user, how):
+    user, password = make_user(password_host)
+    secret = pyotp.random_base32(32)
+    enroll_as_root(password_host, user, secret)
+    before = record_fingerprint(password_host, user)
+    term = enroll_terminal(password_host, user)
+    try:
+        drive_to(term, "code", user, password, enrolled=True)
+        if how == "Ctrl-D":
+            term.child.sendeof()
+        else:
+            pids = password_host.run(["pgrep", "-f", f"^/usr/bin/python3 -I {SELF_SERVICE}"]).stdout.split()
+            assert len(pids) == 1, pids
+            password_host.run(["kill", f"-{how[3:]}", pids[0]])
+        status = term.wait_exit()
+    finally:
+        term.close()
+    assert status != 0
+    if how == "Ctrl-D":
+        assert status == 130 and INTERRUPTED in term.transcript, term.transcript[-500:]
+    wait_no_enroll_process(password_host)
+    assert record_fingerprint(password_host, user) == before
+    assert store_entries(password_host, user) == [record_path(user).replace(".rec", ".lock"), record_path(user)]
+    still = login(user, password, lambda: current_code(secret))
+    assert still.ok and still.asked_code, still
+
+
+# --------------------------------------------------------------------------
+# 6. Re-running when enrolled asks before replacing
+
+
+def test_rerun_when_enrolled_asks_and_no_keeps_the_old_secret(password_host, make_user):
+    user, password = make_user(password_host)
+    secret = pyotp.random_base32(32)
+    enroll_as_root(password_host, user, secret)
+    before = record_fingerprint(password_host, user)
+    for answer in ("n", ""):  # "no", and Enter (the default is no)
+        term = enroll_terminal(password_host, user)
+        try:
+            term.expect(PASSWORD_PROMPT.format(user=user))
+            term.send_line(password)
+            term.expect(f"2FA is already on for {user}. {REPLACE_PROMPT}")
+            term.send_line(answer)
+            term.expect("Nothing changed.")
+            status = term.wait_exit()
+        finally:
+            term.close()
+        assert status == 1, (answer, term.transcript)
+        assert "otpauth://" not in term.transcript
+        assert record_fingerprint(password_host, user) == before, answer
+    still = login(user, password, lambda: current_code(secret))
+    assert still.ok and still.asked_code, still
+
+
+def test_shell_prompt_marker_is_not_in_the_tool_output():
+    """The SSH terminal helper's prompt cannot be printed by twofa-enroll by accident."""
+    assert "E2E" not in SHELL_PROMPT.replace("E2E-SHELL> ", "") and shlex.quote(SHELL_PROMPT)
