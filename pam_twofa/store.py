@@ -24,6 +24,10 @@ class StoreError(Exception):
     """The store cannot be read or written safely; the message says which file and why."""
 
 
+class CorruptedRecord(StoreError):
+    """The record is a root-only regular file whose content does not parse: ``discard`` removes it."""
+
+
 def valid_user_name(user: str) -> bool:
     """Names that are safe as file names: what useradd, SSSD and AD accounts use."""
     if not user or len(user) > 200 or user[0] in ".-" or not user.isascii():
@@ -122,8 +126,7 @@ class FileStore:
         try:
             return loads(data.decode("utf-8"), user)
         except (RecordError, UnicodeDecodeError) as exc:
-            # (not "twofa-admin disable": it must read the record too, and refuses a corrupted one)
-            raise StoreError(f"{path}: corrupted record ({exc}); restore it from backup, or move it away (mv {path} {path}.corrupted) and re-enroll {user}") from None
+            raise CorruptedRecord(f"{path}: corrupted record ({exc}); restore it from backup or run twofa-admin disable {user} and re-enroll") from None
 
     def update(self, user: str, change) -> Record | None:
         """Apply ``change(record_or_None) -> record_or_None`` atomically under the user's lock.
@@ -161,6 +164,16 @@ class FileStore:
 
         self.update(user, drop)
         return existed[0]
+
+    def discard(self, user: str) -> bool:
+        """Remove the user's record under the lock WITHOUT reading it (a corrupted one, which
+        ``load`` refuses: ``twofa-admin disable``). True if there was one."""
+        path, lock = self._paths(user)
+        self._ready(create=True)
+        with _Lock(lock, self.uid):
+            existed = os.path.lexists(path)
+            self._remove(path)
+        return existed
 
     def users(self) -> list[str]:
         if not self._ready(create=False):

@@ -117,9 +117,24 @@ def cmd_disable(args) -> int:
     import sys
 
     from pam_twofa.record import Record
+    from pam_twofa.store import CorruptedRecord
 
     loaded, store = _context(args)
-    account, record = _known(store, args.user)
+    try:
+        account, record = _known(store, args.user)
+    except CorruptedRecord as exc:
+        # The login refuses it and says to run this: remove it without reading it.
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"{exc}\nrefusing to remove it without confirmation: pass --yes") from None
+            answer = input(f"{exc}\nRemove this record (2FA is off for {args.user} until they enroll again)? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing changed")
+                return 1
+        store.discard(args.user)
+        _audit("disable (corrupted record removed)", args.user)
+        print(f"{args.user}: corrupted record removed; 2FA is off until {args.user} enrolls again.")
+        return 0
     if record is None or (not record.enrolled and record == Record(record.user, email=record.email)):
         print(f"{args.user}: 2FA is not enrolled and there is no login state; nothing to disable")
         return 0

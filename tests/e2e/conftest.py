@@ -320,7 +320,8 @@ def make_user(scenario):
     yield make
     for host, name in made:
         host.run(f"pkill -KILL -u {name}; userdel -r -f {name} 2>/dev/null;"
-                 f" rm -f /var/lib/pam-twofa/users/{name}.rec /var/lib/pam-twofa/users/{name}.lock", check=False)
+                 f" rm -rf /tmp/{name}-* /var/lib/pam-twofa/users/{name}.rec /var/lib/pam-twofa/users/{name}.lock",
+                 check=False)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ The QR code the tool prints is rebuilt from the captured terminal output
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import shlex
@@ -261,7 +260,3 @@ def wait_no_enroll_process(host: Host, timeout: float = 15) -> None:
             return
         assert time.monotonic() < deadline, f"enrollment processes still running:\n{listing}"
         time.sleep(0.2)
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

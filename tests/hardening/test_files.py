@@ -453,7 +453,7 @@ WRONG_SHAPES = {
     "anchor-loop": "enforce: &a\n  mode: all\n  groups: *a\n",
     "python-tag": "rate_limit:\n  max_failures: !!python/object/apply:os.system [5]\n",
     "binary-tag": "on_error: !!binary ZGVueQ==\n",
-    "deep-nesting": "enforce: " + "[" * 5000 + "]" * 5000 + "\n",
+    "deep-nesting": "enforce: " + "[" * 1000 + "]" * 1000 + "\n",
     "null-key": "~: 1\n",
     "int-key": "1: 1\n",
     "duplicate-key": "on_error: deny\non_error: allow\n",
