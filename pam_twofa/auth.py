@@ -79,13 +79,9 @@ def is_locked(record: Record, now: float) -> bool:
 
 def attempt(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
     """Verify ``typed`` for ``record`` at ``now``; return the result and the new record."""
-    new = _prepare(record, now, limits)
-    if is_locked(new, now):
-        # Nothing is verified while locked: the answer must not tell whether the code was right.
-        refusal_cost()
-        return Outcome(LOCKED, new)
-    if new.locked_until:
-        new.locked_until = 0
+    new, locked = _prepare(record, now, limits)
+    if locked:
+        return locked
     code = normalize_code(typed)
     result = BAD_CODE
     if code and code.isdigit() and new.enrolled:
@@ -131,10 +127,19 @@ def _fail(new: Record, result: str, now: float, limits: Limits) -> Outcome:
     return Outcome(result, new, newly_locked)
 
 
-def _prepare(record: Record, now: float, limits: Limits) -> Record:
+def _prepare(record: Record, now: float, limits: Limits):
+    """(working copy with old failures dropped, the LOCKED outcome while locked or None).
+
+    Nothing is verified while locked: the answer must not tell whether the
+    code was right, and it costs what a refusal costs.
+    """
     new = record.copy()
     new.failures = [t for t in new.failures if t > now - limits.per_seconds]
-    return new
+    if is_locked(new, now):
+        refusal_cost()
+        return new, Outcome(LOCKED, new)
+    new.locked_until = 0
+    return new, None
 
 
 # -- emailed one-time codes (enforced users who have not enrolled) -------------
@@ -168,11 +173,9 @@ def _clear_email_code(new: Record) -> None:
 
 def attempt_email(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
     """Verify a typed emailed code: single use, until it expires; failures count toward the lockout."""
-    new = _prepare(record, now, limits)
-    if is_locked(new, now):
-        return Outcome(LOCKED, new)
-    if new.locked_until:
-        new.locked_until = 0
+    new, locked = _prepare(record, now, limits)
+    if locked:
+        return locked
     code = normalize_code(typed)
     salt = new.email_code_salt or _DUMMY_SALT
     digest = hash_recovery_code(code or "-", salt)

@@ -164,7 +164,7 @@ class Login:
 
         result = outcome.result
         if outcome.ok:
-            self.log(log.INFO, kind + result if kind else result)
+            self.log(log.INFO, kind + result)
             if result == auth.RECOVERY:
                 left = len(outcome.record.recovery_hashes)
                 self.conv.info(f"Recovery code accepted; {left} left. Run twofa-enroll --recovery-codes for a new set.")
