@@ -29,6 +29,11 @@ def line(service, user, rhost, result: str, detail: str = "") -> str:
     return text
 
 
+def set_ident(name: str) -> None:
+    """For the commands only (never on the PAM path, where the ident is sshd's)."""
+    syslog.openlog(name, syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+
+
 def emit(priority: int, message: str) -> None:
     syslog.syslog(syslog.LOG_AUTHPRIV | priority, message)
 

@@ -27,12 +27,14 @@ def require_root(command: str) -> None:
         raise UsageError(f"{command}: must be run as root (try: sudo {command} ...)")
 
 
-def run(main, argv=None) -> int:
+def run(main, argv=None, prog: str | None = None) -> int:
     """Run ``main(argv)``, turning expected errors into one line on stderr and an exit code."""
+    from pam_twofa import log
     from pam_twofa.policy import PolicyError
     from pam_twofa.store import StoreError
 
-    prog = os.path.basename(sys.argv[0]) if sys.argv else "twofa"
+    prog = prog or (os.path.basename(sys.argv[0]) if sys.argv else "twofa")
+    log.set_ident(prog)
     try:
         return main(sys.argv[1:] if argv is None else argv) or 0
     except UsageError as exc:

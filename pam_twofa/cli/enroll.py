@@ -362,4 +362,5 @@ def entry() -> int:
 
 
 def self_service_entry() -> int:
-    raise SystemExit(run(self_service_main))
+    # Runs as /usr/local/libexec/pam-twofa/enroll-self; the user typed twofa-enroll.
+    raise SystemExit(run(self_service_main, prog="twofa-enroll"))
