@@ -1,9 +1,11 @@
 """(5) An SSH login with password + code against password only, through the same sshd.
 
-One container of the password-stack image on 127.0.0.1:2299. Runs alternate:
-A with the pam_python line commented out of /etc/pam.d/sshd, B with it (sshd
-reads the PAM stack at each connection, so it is the same sshd process).
-Each B run logs in a different enrolled user, as a code is accepted once.
+One container of the password-stack image on 127.0.0.1:2299. Runs rotate
+between three PAM stacks (sshd reads the stack at each connection, so it is
+the same sshd process): A password only (the pam_python line commented out),
+F the floor (pam_python with a bare module that only prompts: interpreter
+start plus the second keyboard-interactive round trip), B pam-twofa. Each B
+run logs in a different enrolled user, as a code is accepted once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ import time
 IMAGE = os.environ.get("PAM_TWOFA_SSHD_IMAGE", "pam-twofa-sshd:password")
 NAME = "pam-twofa-bench-sshd"
 PORT = 2299
+
+BARE = """
+def pam_sm_authenticate(pamh, flags, argv):
+    r = pamh.conversation(pamh.Message(pamh.PAM_PROMPT_ECHO_OFF, "Verification code: "))
+    return pamh.PAM_SUCCESS if r.resp else pamh.PAM_AUTH_ERR
+def pam_sm_setcred(pamh, flags, argv):
+    return pamh.PAM_IGNORE
+"""
 
 SETUP = r"""
 import os, sys
@@ -70,16 +80,21 @@ def ssh_rows(runs: int) -> list:
         _docker("exec", NAME, "python3", "-c", SETUP, str(runs + 1), prefix.hex())
         _docker("exec", NAME, "cp", "/etc/pam.d/sshd", "/etc/pam.d/sshd.with-twofa")
         _docker("exec", NAME, "sh", "-c", "sed 's/^auth required .*pam_python.*/# &/' /etc/pam.d/sshd > /etc/pam.d/sshd.password-only")
+        _docker("exec", "-i", NAME, "sh", "-c", "cat > /etc/pam-twofa-bench-bare.py", input=BARE)
+        _docker("exec", NAME, "sh", "-c",
+                "sed 's|^\\(auth required .*pam_python.so\\) .*|\\1 /etc/pam-twofa-bench-bare.py|' /etc/pam.d/sshd > /etc/pam.d/sshd.floor")
         for _ in range(50):
             try:
                 socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.2)
-        a, b, failures = [], [], 0
+        a, f, b, failures = [], [], [], 0
         for i in range(runs):
             _docker("exec", NAME, "cp", "/etc/pam.d/sshd.password-only", "/etc/pam.d/sshd")
             a.append(_login("bench0", {"password": "pw"}))
+            _docker("exec", NAME, "cp", "/etc/pam.d/sshd.floor", "/etc/pam.d/sshd")
+            f.append(_login("bench0", {"password": "pw", "code": "1"}))
             _docker("exec", NAME, "cp", "/etc/pam.d/sshd.with-twofa", "/etc/pam.d/sshd")
             user = f"bench{i + 1}"
             key = prefix + (i + 1).to_bytes(4, "big")
@@ -87,6 +102,9 @@ def ssh_rows(runs: int) -> list:
                 b.append(_login(user, {"password": "pw", "code": totp.totp(key, time.time())}))
             except Exception:
                 failures += 1
-        return [("(5) SSH password+code vs password only", a, b or [float("nan")], failures, 1.25)]
+        return [
+            ("(5) SSH password+code vs password only", a, b or [float("nan")], failures, 1.25),
+            ("    floor: SSH bare pam_python vs password only", a, f, 0, None),
+        ]
     finally:
         subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
