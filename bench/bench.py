@@ -22,19 +22,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from floor import BARE_MODULE  # noqa: E402
 from pam_twofa import totp  # noqa: E402  (code computation for the bench's own answers)
 
 PAM_PYTHON = "/lib/security/pam_python.so"
 PAM_PERMIT = "/lib/x86_64-linux-gnu/security/pam_permit.so"
 PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
-
-BARE_MODULE = '''
-def pam_sm_authenticate(pamh, flags, argv):
-    r = pamh.conversation(pamh.Message(pamh.PAM_PROMPT_ECHO_OFF, "Verification code: "))
-    return pamh.PAM_SUCCESS if r.resp else pamh.PAM_AUTH_ERR
-def pam_sm_setcred(pamh, flags, argv):
-    return pamh.PAM_IGNORE
-'''
 
 
 def installed_module() -> str:

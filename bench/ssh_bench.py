@@ -15,17 +15,12 @@ import socket
 import subprocess
 import time
 
+from floor import BARE_MODULE
+
 IMAGE = os.environ.get("PAM_TWOFA_SSHD_IMAGE", "pam-twofa-sshd:password")
 NAME = "pam-twofa-bench-sshd"
 PORT = 2299
 
-BARE = """
-def pam_sm_authenticate(pamh, flags, argv):
-    r = pamh.conversation(pamh.Message(pamh.PAM_PROMPT_ECHO_OFF, "Verification code: "))
-    return pamh.PAM_SUCCESS if r.resp else pamh.PAM_AUTH_ERR
-def pam_sm_setcred(pamh, flags, argv):
-    return pamh.PAM_IGNORE
-"""
 
 SETUP = r"""
 import os, sys
@@ -80,7 +75,7 @@ def ssh_rows(runs: int) -> list:
         _docker("exec", NAME, "python3", "-c", SETUP, str(runs + 1), prefix.hex())
         _docker("exec", NAME, "cp", "/etc/pam.d/sshd", "/etc/pam.d/sshd.with-twofa")
         _docker("exec", NAME, "sh", "-c", "sed 's/^auth required .*pam_python.*/# &/' /etc/pam.d/sshd > /etc/pam.d/sshd.password-only")
-        _docker("exec", "-i", NAME, "sh", "-c", "cat > /etc/pam-twofa-bench-bare.py", input=BARE)
+        _docker("exec", "-i", NAME, "sh", "-c", "cat > /etc/pam-twofa-bench-bare.py", input=BARE_MODULE)
         _docker("exec", NAME, "sh", "-c",
                 "sed 's|^\\(auth required .*pam_python.so\\) .*|\\1 /etc/pam-twofa-bench-bare.py|' /etc/pam.d/sshd > /etc/pam.d/sshd.floor")
         for _ in range(50):

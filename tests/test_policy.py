@@ -1,14 +1,13 @@
 """Loading the policy on the login path: the compiled cache, and refusing unsafe files (SPEC §3, §4, §11)."""
 
-import contextlib
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import textwrap
 
 import pytest
+from blocking import no_block
 
 from pam_twofa import policy, policy_parse
 from pam_twofa.policy import CACHE_MAGIC, PolicyError
@@ -47,20 +46,6 @@ def parses(monkeypatch):
     return calls
 
 
-@contextlib.contextmanager
-def no_block(seconds=5):
-    """Fail instead of hanging if the body blocks (opening a FIFO, a lock...)."""
-
-    def alarm(signum, frame):
-        raise TimeoutError("blocked")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def refused(path) -> str:

@@ -1,13 +1,12 @@
 """The file store (SPEC §4, §12): one private record per user, atomic updates under a per-user fcntl lock."""
 
-import contextlib
 import multiprocessing
 import os
-import signal
 import stat
 import time
 
 import pytest
+from blocking import no_block
 
 from pam_twofa.record import MAX_BYTES, Record, dumps, loads
 from pam_twofa.store import FileStore, StoreError, valid_user_name
@@ -34,18 +33,6 @@ def rec_path(store, user="alice"):
     return os.path.join(store.users_dir, user + ".rec")
 
 
-@contextlib.contextmanager
-def no_block(seconds=5):
-    def alarm(signum, frame):
-        raise TimeoutError("blocked")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def refused(call, path) -> str:

@@ -21,18 +21,10 @@ def world(tmp_path, monkeypatch) -> World:
 
 @pytest.fixture(scope="session")
 def pam_env():
-    from pam_harness import start_env
+    from syslog_audit import audited_env
 
-    env, cleanup = start_env()
-    try:
+    with audited_env("hardening") as env:
         yield env
-        from syslog_audit import session_audit
-
-        problems, _lines, _secrets = session_audit(env)
-        if problems:
-            pytest.fail("syslog audit of the whole hardening session:\n  " + "\n  ".join(problems[:50]), pytrace=False)
-    finally:
-        cleanup()
 
 
 @pytest.fixture

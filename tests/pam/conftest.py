@@ -40,23 +40,16 @@ from pathlib import Path
 
 import pytest
 
-from pam_harness import USERS, Scratch, start_env
+from pam_harness import USERS, Scratch
 
 
 @pytest.fixture(scope="session")
 def pam_env():
     """Session: prerequisites checked, nss_wrapper users, the /dev replacement and the syslog listener."""
-    env, cleanup = start_env()
-    try:
-        yield env
-        # Suite level (SPEC §8): every line of the whole session, against every secret of every test.
-        from syslog_audit import session_audit
+    from syslog_audit import audited_env
 
-        problems, _lines, _secrets = session_audit(env)
-        if problems:
-            pytest.fail("syslog audit of the whole PAM session:\n  " + "\n  ".join(problems[:50]), pytrace=False)
-    finally:
-        cleanup()
+    with audited_env("PAM") as env:
+        yield env
 
 
 @pytest.fixture

@@ -21,7 +21,11 @@ matching, so a process id is never taken for a code.
 
 from __future__ import annotations
 
+import contextlib
+
 import re
+
+import pytest
 
 from pam_harness import LOG_AUTHPRIV, leaks
 
@@ -83,3 +87,18 @@ def session_audit(env) -> tuple[list[str], int, int]:
         sensitive.update(scratch.sensitive)
     lines = list(env.listener.lines)
     return audit(lines, sensitive), len(lines), len(sensitive)
+
+
+@contextlib.contextmanager
+def audited_env(what: str):
+    """A PAM test session whose syslog, all of it, is audited when it ends."""
+    from pam_harness import start_env
+
+    env, cleanup = start_env()
+    try:
+        yield env
+        problems, _lines, _secrets = session_audit(env)
+        if problems:
+            pytest.fail(f"syslog audit of the whole {what} session:\n  " + "\n  ".join(problems[:50]), pytrace=False)
+    finally:
+        cleanup()
