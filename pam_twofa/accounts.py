@@ -1,6 +1,5 @@
 """The system's user and group databases (an adapter: pwd, grp, getgrouplist)."""
 
-
 import os
 
 

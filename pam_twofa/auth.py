@@ -5,7 +5,6 @@ the time, and returns the result and the record to write back. No I/O, no
 clock: the caller passes ``now``.
 """
 
-
 from _operator import _compare_digest
 
 from pam_twofa import totp

@@ -1,6 +1,5 @@
 """Safe file primitives for root: atomic replace, no-follow opens, ownership checks."""
 
-
 import os
 import stat
 

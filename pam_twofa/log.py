@@ -7,7 +7,6 @@ name cannot forge log lines. ``openlog`` is never called on the PAM path:
 it would change the ident of the sshd process that loaded us.
 """
 
-
 import syslog
 
 INFO = syslog.LOG_INFO

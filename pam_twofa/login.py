@@ -8,7 +8,6 @@ The user's lock is held only while checking and writing the code, never
 while waiting for the user to type, so nobody can hold an account's lock.
 """
 
-
 import time
 
 from pam_twofa import log

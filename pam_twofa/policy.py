@@ -7,7 +7,6 @@ A login reads the cache with ``str`` methods only; a stale or missing cache
 means one full parse (``policy_parse``), which writes a new cache.
 """
 
-
 import os
 import stat
 

@@ -10,7 +10,6 @@ guards the current file). Every folder and file must be owned by root with no
 access for group or others, and nothing is opened through a symlink.
 """
 
-
 import os
 import stat
 

@@ -6,7 +6,6 @@ is a few lines over the interpreter's builtin ``_sha*`` modules. A test proves
 the codes equal ``pyotp``'s for many random secrets, times and digit counts.
 """
 
-
 from _operator import _compare_digest
 
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")

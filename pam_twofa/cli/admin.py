@@ -113,9 +113,16 @@ def cmd_unlock(args) -> int:
     return 0
 
 
-def cmd_disable(args) -> int:
+def _confirm(question: str, refusal: str) -> bool:
+    """Ask on the terminal; without one, refuse (the caller must pass --yes)."""
     import sys
 
+    if not sys.stdin.isatty():
+        raise UsageError(refusal)
+    return input(question + " [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_disable(args) -> int:
     from pam_twofa.record import Record
     from pam_twofa.store import CorruptedRecord
 
@@ -124,27 +131,21 @@ def cmd_disable(args) -> int:
         account, record = _known(store, args.user)
     except CorruptedRecord as exc:
         # The login refuses it and says to run this: remove it without reading it.
-        if not args.yes:
-            if not sys.stdin.isatty():
-                raise UsageError(f"{exc}\nrefusing to remove it without confirmation: pass --yes") from None
-            answer = input(f"{exc}\nRemove this record (2FA is off for {args.user} until they enroll again)? [y/N] ")
-            if answer.strip().lower() not in ("y", "yes"):
-                print("nothing changed")
-                return 1
+        question = f"{exc}\nRemove this record (the user must enroll again)?"
+        if not args.yes and not _confirm(question, f"{exc}\nrefusing to remove it without confirmation: pass --yes"):
+            print("nothing changed")
+            return 1
         store.discard(args.user)
         _audit("disable (corrupted record removed)", args.user)
-        print(f"{args.user}: corrupted record removed; 2FA is off until {args.user} enrolls again.")
-        return 0
+        print(f"{args.user}: corrupted record removed.")
+        return _print_next_decision(loaded, store, args.user)
     if record is None or (not record.enrolled and record == Record(record.user, email=record.email)):
         print(f"{args.user}: 2FA is not enrolled and there is no login state; nothing to disable")
         return 0
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError("refusing to disable without confirmation: pass --yes")
-        answer = input(f"Disable 2FA for {args.user} (removes the secret and recovery codes)? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing changed")
-            return 1
+    question = f"Disable 2FA for {args.user} (removes the secret and recovery codes)?"
+    if not args.yes and not _confirm(question, "refusing to disable without confirmation: pass --yes"):
+        print("nothing changed")
+        return 1
 
     def wipe(current):
         # Keep only the admin-recorded address, so an enforced user's emailed
@@ -159,6 +160,13 @@ def cmd_disable(args) -> int:
         print(f"{args.user}: 2FA disabled (secret, recovery codes and login state removed).")
     else:
         print(f"{args.user}: was not enrolled; pending emailed code, failures and lockout removed.")
+    return _print_next_decision(loaded, store, args.user)
+
+
+def _print_next_decision(loaded, store, user: str) -> int:
+    from pam_twofa import accounts
+
+    account = accounts.lookup(user)
     if account is not None:
         decision = _decide(loaded, store, account, None)
         print(f"From the next login, the policy decides: {_DESCRIBE[decision.action]}")
