@@ -49,3 +49,13 @@ def state_dir(tmp_path):
         state.mkdir(mode=0o700)
     os.chmod(state, 0o700)
     return str(state)
+
+
+@pytest.fixture
+def logs(monkeypatch):
+    """Every line the code under test sends to syslog, instead of sending it."""
+    from pam_twofa import log
+
+    lines = []
+    monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
+    return lines

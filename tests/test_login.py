@@ -49,13 +49,6 @@ def fake_accounts(monkeypatch):
 
 
 @pytest.fixture
-def logs(monkeypatch):
-    lines = []
-    monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
-    return lines
-
-
-@pytest.fixture
 def store(state_dir):
     return FileStore(state_dir)
 

@@ -73,13 +73,6 @@ def setup(monkeypatch):
 
 
 @pytest.fixture
-def logs(monkeypatch):
-    lines = []
-    monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
-    return lines
-
-
-@pytest.fixture
 def policy_path(scratch_policy, state_dir):
     FileStore(state_dir).update("alice", lambda old: Record("alice", key=KEY))
     return scratch_policy

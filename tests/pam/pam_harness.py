@@ -525,9 +525,8 @@ on_error: {on_error}
         assert not leaked, f"syslog contains a secret, password or code: {leaked}\n{result}"
         return result
 
-    def pamtester(self, service: str, user: str, answers=(), rhost=None) -> Result:
-        """``pamtester -v [-I rhost=ADDR] SERVICE USER authenticate``, answers on stdin one a line."""
-        stdin = b"".join((a if isinstance(a, bytes) else a.encode()) + b"\n" for a in answers)
+    def _pamtester_command(self, service: str, user: str, rhost):
+        """The argv and environment of one pamtester run under pam_wrapper and nss_wrapper."""
         argv = ["pamtester", "-v"]
         if rhost is not None:
             argv += ["-I", f"rhost={rhost}"]
@@ -539,6 +538,12 @@ on_error: {on_error}
             "NSS_WRAPPER_PASSWD": str(self.env.passwd),
             "NSS_WRAPPER_GROUP": str(self.env.group),
         }
+        return argv, env
+
+    def pamtester(self, service: str, user: str, answers=(), rhost=None) -> Result:
+        """``pamtester -v [-I rhost=ADDR] SERVICE USER authenticate``, answers on stdin one a line."""
+        stdin = b"".join((a if isinstance(a, bytes) else a.encode()) + b"\n" for a in answers)
+        argv, env = self._pamtester_command(service, user, rhost)
         return self._checked(self.env.run(argv, env, stdin), answers)
 
     def pamtester_interactive(self, service: str, user: str, answers=(), respond=None, rhost=None,
@@ -562,17 +567,7 @@ on_error: {on_error}
                 self.sensitive.add(text)
             return (text if isinstance(text, bytes) else text.encode()) + b"\n"
 
-        argv = ["pamtester", "-v"]
-        if rhost is not None:
-            argv += ["-I", f"rhost={rhost}"]
-        argv += [service, user, "authenticate"]
-        env = {
-            "LD_PRELOAD": "libpam_wrapper.so libnss_wrapper.so",
-            "PAM_WRAPPER": "1",
-            "PAM_WRAPPER_SERVICE_DIR": str(self.service_dir),
-            "NSS_WRAPPER_PASSWD": str(self.env.passwd),
-            "NSS_WRAPPER_GROUP": str(self.env.group),
-        }
+        argv, env = self._pamtester_command(service, user, rhost)
         return self._checked(self.env.run_interactive(argv, env, first, answer, timeout=timeout), typed)
 
     def login(self, stack: str, user: str, code=None, password=None, rhost=None) -> Result:
