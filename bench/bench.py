@@ -10,7 +10,6 @@ run so that machine noise hits both sides alike.
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import platform
 import shutil
@@ -23,6 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from floor import BARE_MODULE  # noqa: E402
+
 from pam_twofa import totp  # noqa: E402  (code computation for the bench's own answers)
 
 PAM_PYTHON = "/lib/security/pam_python.so"
@@ -33,7 +33,9 @@ PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
 def installed_module() -> str:
     out = subprocess.run(
         ["/usr/bin/python3", "-I", "-c", "import pam_twofa.pamconfig as p; print(p.module_path())"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.strip()
 
@@ -100,7 +102,10 @@ class Bench:
         start = time.perf_counter()
         proc = subprocess.run(
             ["pamtester", service, user, "authenticate"],
-            input=answer + "\n", env=self.env, capture_output=True, text=True,
+            input=answer + "\n",
+            env=self.env,
+            capture_output=True,
+            text=True,
         )
         return time.perf_counter() - start, proc.returncode
 
@@ -131,6 +136,7 @@ def login_vs_bare(runs: int) -> list:
     bench = Bench(users=runs)
     rows = []
     try:
+
         def twofa(i):
             user = bench.names[i]  # a fresh user each run: a code is accepted once
             return bench.run("twofa", user, bench.code(user))
@@ -170,8 +176,12 @@ def _parallel(bench: Bench, jobs) -> list:
     procs = []
     for user, answer in jobs:
         proc = subprocess.Popen(
-            ["pamtester", "twofa", user, "authenticate"], env=bench.env,
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+            ["pamtester", "twofa", user, "authenticate"],
+            env=bench.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         procs.append((proc, answer))
     for proc, answer in procs:
@@ -199,9 +209,11 @@ def concurrency(rounds: int) -> list:
         p50 = statistics.median(durations)
         p95 = durations[int(len(durations) * 0.95) - 1]
         ok = failures == 0 and p95 <= 3 * p50
-        lines.append(f"(3) 50 parallel logins x3 rounds: {len(durations) - failures}/{len(durations)} succeeded, "
-                     f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, p95/p50 {p95 / p50:.2f} (budget <=3, all succeed) "
-                     + ("ok" if ok else "OVER"))
+        lines.append(
+            f"(3) 50 parallel logins x3 rounds: {len(durations) - failures}/{len(durations)} succeeded, "
+            f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, p95/p50 {p95 / p50:.2f} (budget <=3, all succeed) "
+            + ("ok" if ok else "OVER")
+        )
         winners = []
         for r in range(rounds):
             user = bench.names[150 + r]  # a fresh user per round: its current code is unused
@@ -209,8 +221,10 @@ def concurrency(rounds: int) -> list:
             results = _parallel(bench, [(user, code)] * 20)
             winners.append(sum(rc == 0 for _t, rc in results))
         exact = all(w == 1 for w in winners)
-        lines.append(f"(4) 20 parallel tries of one valid code, {rounds} rounds: successes per round "
-                     f"{sorted(set(winners))} (budget: exactly 1 every round) " + ("ok" if exact else "OVER"))
+        lines.append(
+            f"(4) 20 parallel tries of one valid code, {rounds} rounds: successes per round "
+            f"{sorted(set(winners))} (budget: exactly 1 every round) " + ("ok" if exact else "OVER")
+        )
         return lines, ok and exact
     finally:
         bench.cleanup()
@@ -230,15 +244,19 @@ def main() -> int:
         from ssh_bench import ssh_rows
 
         rows += ssh_rows(args.runs)
-    print(f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
-          f"Python {platform.python_version()} (PAM: /usr/bin/python3), {args.runs} alternating A/B runs")
+    print(
+        f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()} (PAM: /usr/bin/python3), {args.runs} alternating A/B runs"
+    )
     print(f"{'figure':50} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}")
     ok = True
     for name, a, b, failures, budget in rows:
         ratio = statistics.median(b) / statistics.median(a)
         verdict = "" if budget is None else ("ok" if ratio <= budget and not failures else "OVER")
         ok &= verdict != "OVER"
-        print(f"{name:50} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}")
+        print(
+            f"{name:50} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}"
+        )
     lines, concurrent_ok = concurrency(args.rounds)
     for line in lines:
         print(line)

@@ -74,10 +74,21 @@ def ssh_rows(runs: int) -> list:
         prefix = os.urandom(16)
         _docker("exec", NAME, "python3", "-c", SETUP, str(runs + 1), prefix.hex())
         _docker("exec", NAME, "cp", "/etc/pam.d/sshd", "/etc/pam.d/sshd.with-twofa")
-        _docker("exec", NAME, "sh", "-c", "sed 's/^auth required .*pam_python.*/# &/' /etc/pam.d/sshd > /etc/pam.d/sshd.password-only")
+        _docker(
+            "exec",
+            NAME,
+            "sh",
+            "-c",
+            "sed 's/^auth required .*pam_python.*/# &/' /etc/pam.d/sshd > /etc/pam.d/sshd.password-only",
+        )
         _docker("exec", "-i", NAME, "sh", "-c", "cat > /etc/pam-twofa-bench-bare.py", input=BARE_MODULE)
-        _docker("exec", NAME, "sh", "-c",
-                "sed 's|^\\(auth required .*pam_python.so\\) .*|\\1 /etc/pam-twofa-bench-bare.py|' /etc/pam.d/sshd > /etc/pam.d/sshd.floor")
+        _docker(
+            "exec",
+            NAME,
+            "sh",
+            "-c",
+            "sed 's|^\\(auth required .*pam_python.so\\) .*|\\1 /etc/pam-twofa-bench-bare.py|' /etc/pam.d/sshd > /etc/pam.d/sshd.floor",
+        )
         for _ in range(50):
             try:
                 socket.create_connection(("127.0.0.1", PORT), timeout=1).close()

@@ -84,9 +84,7 @@ def attempt(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
     code = normalize_code(typed)
     result = BAD_CODE
     if code and code.isdigit() and new.enrolled:
-        step = totp.match_step(
-            new.key, code, now, new.digits, new.period, limits.window, new.algorithm
-        )
+        step = totp.match_step(new.key, code, now, new.digits, new.period, limits.window, new.algorithm)
         if step is not None:
             if step <= new.last_step:
                 result = REPLAYED

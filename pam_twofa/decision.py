@@ -5,7 +5,6 @@ passes them in; ``decide`` returns what to do and the rule that decided it,
 which ``twofa-admin explain`` prints and syslog records.
 """
 
-
 SKIP = "skip"  # not asked: steps 1 and 4
 TOTP = "totp"  # ask for the authenticator (or recovery) code: step 2
 EMAIL = "email"  # enforced, not enrolled, unenrolled: email: step 3

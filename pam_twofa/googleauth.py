@@ -49,17 +49,23 @@ def parse(text: str) -> GoogleAuthenticatorFile:
         if line.startswith('"'):
             words = line[1:].split()
             if words and words[0] == "HOTP_COUNTER":
-                raise GoogleAuthenticatorError("the file is for counter-based codes (HOTP); only time-based (TOTP) can be imported")
+                raise GoogleAuthenticatorError(
+                    "the file is for counter-based codes (HOTP); only time-based (TOTP) can be imported"
+                )
             if words[:1] == ["STEP_SIZE"]:
                 # as google-authenticator-libpam: 1 to 60 seconds, else the file is refused
-                if len(words) != 2 or not (words[1].isascii() and words[1].isdigit() and len(words[1]) <= 3 and 1 <= int(words[1]) <= 60):
+                if len(words) != 2 or not (
+                    words[1].isascii() and words[1].isdigit() and len(words[1]) <= 3 and 1 <= int(words[1]) <= 60
+                ):
                     raise GoogleAuthenticatorError("invalid STEP_SIZE option (expected 1 to 60 seconds)")
                 period = int(words[1])
             continue
         if len(line) == 8 and line.isascii() and line.isdigit():
             scratch.append(line)
         else:
-            raise GoogleAuthenticatorError("unexpected line after the secret (expected options or 8-digit scratch codes)")
+            raise GoogleAuthenticatorError(
+                "unexpected line after the secret (expected options or 8-digit scratch codes)"
+            )
     return GoogleAuthenticatorFile(key, scratch, period=period)
 
 

@@ -235,6 +235,7 @@ class Login:
                 store.save_locked(outcome.record)
         return self.finish(outcome, policy, user, "emailed ")
 
+
 def _numeric_code(digits: int) -> str:
     import secrets
 

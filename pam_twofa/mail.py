@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import smtplib
-import socket
 import ssl
 import stat
 import time
@@ -157,7 +156,7 @@ def send(policy, message: EmailMessage) -> None:
         raise MailError(f"SMTP {host}:{port} refused the recipient") from None
     except smtplib.SMTPResponseException as exc:
         raise MailError(f"SMTP {host}:{port} answered {exc.smtp_code}") from None
-    except (socket.timeout, TimeoutError):
+    except TimeoutError:
         raise MailError(f"SMTP {host}:{port} did not answer within {timeout} s") from None
     except ssl.SSLError as exc:
         raise MailError(f"SMTP {host}:{port}: TLS failed ({exc.reason or exc.__class__.__name__})") from None

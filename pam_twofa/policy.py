@@ -94,7 +94,9 @@ def cache_path(path: str) -> str:
 
 def _check_owned(st, path: str, what: str, forbidden_bits: int) -> None:
     if st.st_uid != os.geteuid():
-        raise PolicyError([f"{path}: {what} must be owned by root (uid {os.geteuid()}), not uid {st.st_uid}: chown root {path}"])
+        raise PolicyError(
+            [f"{path}: {what} must be owned by root (uid {os.geteuid()}), not uid {st.st_uid}: chown root {path}"]
+        )
     if st.st_mode & forbidden_bits:
         mode = stat.S_IMODE(st.st_mode)
         raise PolicyError([f"{path}: {what} is mode {mode:04o}, writable by others: chmod go-w {path}"])
@@ -111,7 +113,11 @@ def open_checked(path: str):
         _check_owned(os.stat(folder), folder, "the policy folder", 0o022)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise PolicyError([f"{path}: no such policy file: run the installer (scripts/install.sh writes the default) or pass policy=PATH"]) from None
+        raise PolicyError(
+            [
+                f"{path}: no such policy file: run the installer (scripts/install.sh writes the default) or pass policy=PATH"
+            ]
+        ) from None
     except OSError as exc:
         if exc.errno == 40:  # ELOOP: the policy is a symlink
             raise PolicyError([f"{path}: is a symbolic link; point policy= at the real file"]) from None

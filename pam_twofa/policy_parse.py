@@ -248,9 +248,13 @@ def parse(text: str, path: str) -> Policy:
         validator.mapping(nodes[0], _tree(), "")
     values = validator.values
     if values.get("smtp_ssl") and values.get("smtp_starttls"):
-        validator.errors.append(f"{path}:{validator.lines['smtp_ssl']}: email.smtp: ssl and starttls exclude each other; choose one")
+        validator.errors.append(
+            f"{path}:{validator.lines['smtp_ssl']}: email.smtp: ssl and starttls exclude each other; choose one"
+        )
     if values.get("smtp_password_file") and not values.get("smtp_username"):
-        validator.errors.append(f"{path}:{validator.lines['smtp_password_file']}: email.smtp.password_file: needs email.smtp.username")
+        validator.errors.append(
+            f"{path}:{validator.lines['smtp_password_file']}: email.smtp.password_file: needs email.smtp.username"
+        )
     if validator.errors:
         raise PolicyError(validator.errors)
     return Policy(path, **values)

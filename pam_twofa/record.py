@@ -7,7 +7,6 @@ more than its whole budget (SPEC §11). The classes use ``__slots__`` instead
 of ``dataclasses`` for the same reason (``import dataclasses`` costs ~17 ms).
 """
 
-
 MAGIC = "pam-twofa-record 1"
 MAX_BYTES = 64 * 1024
 
@@ -74,9 +73,7 @@ class Record:
         return new
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Record) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__
-        )
+        return isinstance(other, Record) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
 
     def __repr__(self) -> str:  # never shows the secret or hashes
         return f"Record(user={self.user!r}, enrolled={self.enrolled}, failures={len(self.failures)})"

@@ -48,7 +48,9 @@ class _Lock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot open the lock file ({exc.strerror}); remove it if it is a link") from None
+            raise StoreError(
+                f"{self.path}: cannot open the lock file ({exc.strerror}); remove it if it is a link"
+            ) from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or not is_private(st, self.uid):
             os.close(fd)
@@ -85,12 +87,16 @@ class FileStore:
         if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"{path}: expected a folder, found something else (a link?); move it away")
         if not is_private(st, self.uid):
-            raise StoreError(f"{path}: must be owned by root with mode 0700 ({describe_mode(st)}): chown root {path}; chmod 700 {path}")
+            raise StoreError(
+                f"{path}: must be owned by root with mode 0700 ({describe_mode(st)}): chown root {path}; chmod 700 {path}"
+            )
         return True
 
     def _ready(self, create: bool) -> bool:
         if not self._check_dir(self.state_dir, create=False):
-            raise StoreError(f"{self.state_dir}: state folder is missing: mkdir -m 700 {self.state_dir} (the installer does this)")
+            raise StoreError(
+                f"{self.state_dir}: state folder is missing: mkdir -m 700 {self.state_dir} (the installer does this)"
+            )
         return self._check_dir(self.users_dir, create)
 
     def _paths(self, user: str) -> tuple[str, str]:
@@ -125,7 +131,9 @@ class FileStore:
         try:
             return loads(data.decode("utf-8"), user)
         except (RecordError, UnicodeDecodeError) as exc:
-            raise CorruptedRecord(f"{path}: corrupted record ({exc}); restore it from backup or run twofa-admin disable {user} and re-enroll") from None
+            raise CorruptedRecord(
+                f"{path}: corrupted record ({exc}); restore it from backup or run twofa-admin disable {user} and re-enroll"
+            ) from None
 
     def update(self, user: str, change) -> Record | None:
         """Apply ``change(record_or_None) -> record_or_None`` atomically under the user's lock.
@@ -177,7 +185,9 @@ class FileStore:
     def users(self) -> list[str]:
         if not self._ready(create=False):
             return []
-        return sorted(name[:-4] for name in os.listdir(self.users_dir) if name.endswith(".rec") and not name.startswith("."))
+        return sorted(
+            name[:-4] for name in os.listdir(self.users_dir) if name.endswith(".rec") and not name.startswith(".")
+        )
 
     def _remove(self, path: str) -> None:
         try:

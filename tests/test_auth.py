@@ -33,6 +33,7 @@ def wrong_code(now=NOW) -> str:
 
 # --- TOTP success, replay, bad code -----------------------------------------------
 
+
 def test_correct_code_succeeds_and_updates_last_step():
     rec = enrolled(failures=[NOW - 100, NOW - 50], last_step=STEP - 10)
     out = attempt(rec, code(), NOW, LIMITS)
@@ -118,6 +119,7 @@ def test_record_digits_period_algorithm_are_used():
 
 
 # --- lockout --------------------------------------------------------------------
+
 
 def fail_n(rec, n, start=NOW, spacing=1):
     outs = []
@@ -239,6 +241,7 @@ def test_success_clears_failures_before_lock():
 
 # --- recovery codes --------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def recovery():
     return new_codes(4)
@@ -337,6 +340,7 @@ def test_empty_code_never_matches_an_empty_code_hash():
 
 
 # --- normalize_code --------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "typed, expected",

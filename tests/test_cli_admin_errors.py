@@ -55,15 +55,18 @@ def pol(make_policy):
 # -- root only ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["status"],
-    ["check"],
-    ["disable", "alice", "--yes"],
-    ["unlock", "alice"],
-    ["explain", "alice", "--rhost", "10.0.0.1"],
-    ["email", "alice", "alice@example.org"],
-    ["pam-config"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["check"],
+        ["disable", "alice", "--yes"],
+        ["unlock", "alice"],
+        ["explain", "alice", "--rhost", "10.0.0.1"],
+        ["email", "alice", "alice@example.org"],
+        ["pam-config"],
+    ],
+)
 def test_non_root_gets_one_line_and_exit_1_before_anything_is_read(argv):
     # The policy does not exist: had the command read it, the error would be
     # about the policy (exit 2), not about root.
@@ -103,15 +106,18 @@ def test_top_level_help_documents_the_exit_codes_and_every_command():
 # -- unknown users --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["disable", UNKNOWN, "--yes"],
-    ["status", UNKNOWN],
-    ["status", UNKNOWN, "--json"],
-    ["unlock", UNKNOWN],
-    ["explain", UNKNOWN],
-    ["explain", UNKNOWN, "--rhost", "192.0.2.1"],
-    ["email", UNKNOWN, "someone@example.org"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["disable", UNKNOWN, "--yes"],
+        ["status", UNKNOWN],
+        ["status", UNKNOWN, "--json"],
+        ["unlock", UNKNOWN],
+        ["explain", UNKNOWN],
+        ["explain", UNKNOWN, "--rhost", "192.0.2.1"],
+        ["email", UNKNOWN, "someone@example.org"],
+    ],
+)
 def test_unknown_user_is_one_line_exit_1(pol, tmp_path, argv):
     code, out, err = admin(*argv, "--policy", pol)
     assert code == 1, (code, out, err)
@@ -123,8 +129,9 @@ def test_unknown_user_is_one_line_exit_1(pol, tmp_path, argv):
 
 @pytest.mark.parametrize("name", ["../etc", "a b", "-rf"])
 def test_invalid_user_name_is_one_line_exit_1(pol, name):
-    code, out, err = admin("status", "--policy", pol, "--", name) if name.startswith("-") else \
-        admin("status", name, "--policy", pol)
+    code, out, err = (
+        admin("status", "--policy", pol, "--", name) if name.startswith("-") else admin("status", name, "--policy", pol)
+    )
     assert code == 1, (code, out, err)
     assert "user name" in one_line(err)
     assert out == ""
@@ -133,8 +140,17 @@ def test_invalid_user_name_is_one_line_exit_1(pol, name):
 # -- the policy -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["status"], ["check"], ["explain", "root"], ["disable", "root", "--yes"],
-                                  ["unlock", "root"], ["email", "root", "root@example.org"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["check"],
+        ["explain", "root"],
+        ["disable", "root", "--yes"],
+        ["unlock", "root"],
+        ["email", "root", "root@example.org"],
+    ],
+)
 def test_missing_policy_is_exit_2_naming_the_file(tmp_path, argv):
     missing = tmp_path / "etc" / "no-policy.yaml"
     (tmp_path / "etc").mkdir(mode=0o755)
@@ -148,20 +164,15 @@ def test_missing_policy_is_exit_2_naming_the_file(tmp_path, argv):
 @pytest.mark.parametrize("command", [["check"], ["status"], ["explain", "root"]])
 def test_broken_policy_is_exit_2_with_file_line_key_errors(make_policy, command):
     path = make_policy(
-        "version: 1\n"
-        "enforce:\n"
-        "  mode: sometimes\n"
-        "  groups: staff\n"
-        "exempt:\n"
-        "  networks: ['10.0.0.0/33']\n"
-        "colour: blue\n"
+        "version: 1\nenforce:\n  mode: sometimes\n  groups: staff\nexempt:\n  networks: ['10.0.0.0/33']\ncolour: blue\n"
     )
     code, out, err = admin(*command, "--policy", path)
     assert code == 2, (code, out, err)
     lines = err.splitlines()
     assert len(lines) == 4, err
-    for line, (number, key) in zip(lines, [(3, "enforce.mode"), (4, "enforce.groups"),
-                                           (6, "exempt.networks"), (7, "colour")]):
+    for line, (number, key) in zip(
+        lines, [(3, "enforce.mode"), (4, "enforce.groups"), (6, "exempt.networks"), (7, "colour")]
+    ):
         assert re.match(rf"{re.escape(path)}:{number}: {re.escape(key)}\b", line), line
     assert out == ""
 
@@ -182,16 +193,19 @@ def test_check_ok_is_exit_0(pol):
 # -- malformed arguments -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["frobnicate"],
-    ["pam-config", "--stack", "telepathy"],
-    ["status", "--colour"],
-    ["disable"],
-    ["email", "root"],
-    ["explain", "root", "--rhost"],
-    ["unlock", "root", "extra"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["pam-config", "--stack", "telepathy"],
+        ["status", "--colour"],
+        ["disable"],
+        ["email", "root"],
+        ["explain", "root", "--rhost"],
+        ["unlock", "root", "extra"],
+    ],
+)
 def test_malformed_arguments_are_one_line_exit_1(pol, argv):
     code, out, err = admin(*argv, "--policy", pol)
     assert code == 1, (code, out, err)
@@ -205,8 +219,9 @@ def test_bad_stack_names_the_choices(pol):
     assert "telepathy" in err and "password" in err and "key" in err, err
 
 
-@pytest.mark.parametrize("address", ["not-an-address", "a@", "@example.org", "a b@example.org",
-                                     "x@exa_mple.org", "a@b@"])
+@pytest.mark.parametrize(
+    "address", ["not-an-address", "a@", "@example.org", "a b@example.org", "x@exa_mple.org", "a@b@"]
+)
 def test_invalid_email_address_is_exit_1_and_stores_nothing(pol, tmp_path, address):
     code, out, err = admin("email", "root", address, "--policy", pol)
     assert code == 1, (code, out, err)
@@ -239,8 +254,17 @@ def test_disable_without_yes_and_without_a_terminal_is_refused_and_keeps_the_rec
 # -- the store ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [["status"], ["status", "root"], ["unlock", "root"], ["disable", "root", "--yes"],
-                                  ["explain", "root"], ["email", "root", "root@example.org"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status"],
+        ["status", "root"],
+        ["unlock", "root"],
+        ["disable", "root", "--yes"],
+        ["explain", "root"],
+        ["email", "root", "root@example.org"],
+    ],
+)
 def test_state_folder_readable_by_others_is_exit_3(pol, tmp_path, argv):
     state = tmp_path / "state"
     os.chmod(state, 0o755)

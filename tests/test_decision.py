@@ -200,7 +200,13 @@ CASES = [
     ),
     # --- step 2: enrolled users are always asked ------------------------------------
     ("enrolled-mode-off", dict(mode="off"), dict(enrolled=True), TOTP, ENROLLED),
-    ("enrolled-mode-groups-not-member", dict(mode="groups", enforce_groups=("ops",)), dict(enrolled=True), TOTP, ENROLLED),
+    (
+        "enrolled-mode-groups-not-member",
+        dict(mode="groups", enforce_groups=("ops",)),
+        dict(enrolled=True),
+        TOTP,
+        ENROLLED,
+    ),
     ("enrolled-mode-all", dict(mode="all", unenrolled="deny"), dict(enrolled=True), TOTP, ENROLLED),
     # --- step 3: enforced and not enrolled -> email or deny ---------------------------
     ("all-email", dict(mode="all"), dict(), EMAIL, "enforced: enforce.mode is all" + EMAIL_TAIL),
@@ -235,7 +241,13 @@ CASES = [
     ),
     # --- step 4: not enforced -> no code -----------------------------------------------
     ("off-not-enrolled", dict(mode="off"), dict(), SKIP, NOT_ENFORCED.format(mode="off")),
-    ("off-deny-still-skip", dict(mode="off", unenrolled="deny"), dict(primary=OPS), SKIP, NOT_ENFORCED.format(mode="off")),
+    (
+        "off-deny-still-skip",
+        dict(mode="off", unenrolled="deny"),
+        dict(primary=OPS),
+        SKIP,
+        NOT_ENFORCED.format(mode="off"),
+    ),
     (
         "groups-not-member",
         dict(mode="groups", enforce_groups=("ops", "dev"), unenrolled="deny"),

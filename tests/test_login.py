@@ -84,8 +84,10 @@ def test_not_enrolled_not_enforced_is_ignored_without_prompt(policy_path, store,
     assert result == IGNORE
     assert conv.prompts == [] and conv.errors == [] and conv.infos == []
     assert store.load("bob") is None
-    assert logs == ["pam_twofa(sshd:auth): user=bob rhost=192.0.2.10 result=not asked "
-                    "(not asked: not enrolled and not enforced (enforce.mode is off))"]
+    assert logs == [
+        "pam_twofa(sshd:auth): user=bob rhost=192.0.2.10 result=not asked "
+        "(not asked: not enrolled and not enforced (enforce.mode is off))"
+    ]
 
 
 def test_enrolled_right_code_passes(policy_path, store, logs):
@@ -142,7 +144,19 @@ def test_wrong_code_fails(policy_path, store, logs):
 
 @pytest.mark.parametrize(
     "typed",
-    ["", " ", "abcdef", "12345", "1234567", "9" * 1000, "\uff11\uff12\uff13\uff14\uff15\uff16", "\u0661" * 6, "12\x0034", "-1", "1e5"],
+    [
+        "",
+        " ",
+        "abcdef",
+        "12345",
+        "1234567",
+        "9" * 1000,
+        "\uff11\uff12\uff13\uff14\uff15\uff16",
+        "\u0661" * 6,
+        "12\x0034",
+        "-1",
+        "1e5",
+    ],
 )
 def test_bad_input_is_a_wrong_code(policy_path, store, typed):
     enroll(store)
@@ -168,6 +182,7 @@ def test_lockout_after_max_failures_then_admin_unlock(policy_path, store, logs):
     assert result == FAIL and conv.errors[0].startswith("Too many wrong codes")
     assert store.load("alice").last_step == -1
     assert "result=locked" in logs[-1]
+
     # the admin clears the lockout (what twofa-admin unlock does)
     def clear(record):
         record = record.copy()
@@ -220,7 +235,9 @@ def test_exempt_network_is_ignored_without_prompt(make_policy, store, logs):
 
 
 def test_exempt_user_and_groups(make_policy, store):
-    path = make_policy("enforce:\n  mode: all\n  unenrolled: deny\nexempt:\n  users: [bob]\n  groups: [robots, admins]\n")
+    path = make_policy(
+        "enforce:\n  mode: all\n  unenrolled: deny\nexempt:\n  users: [bob]\n  groups: [robots, admins]\n"
+    )
     enroll(store, "alice")
     enroll(store, "carol")
     for user in ("bob", "alice", "carol"):  # listed; supplementary group; primary group
@@ -348,8 +365,19 @@ def test_no_log_line_contains_a_code_or_the_key(policy_path, store, logs):
         run(policy_path, "alice", [answer], now=T + i)
     run(policy_path, "mallory", ["424242"])
     assert len(logs) >= len(typed) + 1
-    secrets = {CODE, wrong, "424242", KEY.hex(), KEY.hex().upper(), base64.b32encode(KEY).decode().rstrip("="),
-               repr(KEY), *codes, *(c.replace("-", "") for c in codes), salt.hex(), *(h.hex() for h in hashes)}
+    secrets = {
+        CODE,
+        wrong,
+        "424242",
+        KEY.hex(),
+        KEY.hex().upper(),
+        base64.b32encode(KEY).decode().rstrip("="),
+        repr(KEY),
+        *codes,
+        *(c.replace("-", "") for c in codes),
+        salt.hex(),
+        *(h.hex() for h in hashes),
+    }
     for line in logs:
         for secret in secrets:
             assert secret not in line, (secret, line)

@@ -12,9 +12,26 @@ import textwrap
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FORBIDDEN = {
-    "yaml", "json", "re", "dataclasses", "hashlib", "hmac", "base64", "ipaddress",
-    "typing", "enum", "pyotp", "qrcode", "socket", "pam_twofa.policy_parse",
-    "contextlib", "argparse", "secrets", "random", "smtplib", "email",
+    "yaml",
+    "json",
+    "re",
+    "dataclasses",
+    "hashlib",
+    "hmac",
+    "base64",
+    "ipaddress",
+    "typing",
+    "enum",
+    "pyotp",
+    "qrcode",
+    "socket",
+    "pam_twofa.policy_parse",
+    "contextlib",
+    "argparse",
+    "secrets",
+    "random",
+    "smtplib",
+    "email",
 }
 
 SCRIPT = textwrap.dedent(

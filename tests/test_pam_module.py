@@ -65,8 +65,10 @@ class Handle:
 
 @pytest.fixture(autouse=True)
 def setup(monkeypatch):
-    users = {"alice": Account("alice", 1001, 1001, {1001}, "/home/alice"),
-             "bob": Account("bob", 1002, 1002, {1002}, "/home/bob")}
+    users = {
+        "alice": Account("alice", 1001, 1001, {1001}, "/home/alice"),
+        "bob": Account("bob", 1002, 1002, {1002}, "/home/bob"),
+    }
     monkeypatch.setattr(accounts, "lookup", lambda name: users.get(name))
     monkeypatch.setattr(accounts, "group_ids", lambda names: {n: None for n in names})
     monkeypatch.setattr(login.Login, "now", lambda self: T)
@@ -103,7 +105,9 @@ def test_ignore_maps_to_pam_ignore(policy_path):
 
 def test_info_messages_use_text_info(policy_path, state_dir):
     codes, salt, hashes = recovery.new_codes(2)
-    FileStore(state_dir).update("alice", lambda old: Record("alice", key=KEY, recovery_salt=salt, recovery_hashes=hashes))
+    FileStore(state_dir).update(
+        "alice", lambda old: Record("alice", key=KEY, recovery_salt=salt, recovery_hashes=hashes)
+    )
     handle = Handle(answers=[codes[0]])
     assert auth(handle, "policy=" + policy_path) == 0
     assert [style for style, _text in handle.sent] == [1, 4]
@@ -113,7 +117,9 @@ def test_argv0_is_the_module_path_and_is_skipped(make_policy, logs):
     broken = make_policy("enforce:\n  mode: sometimes\n")
     # on_error=allow in argv[0] must not count: argv[0] is the module path
     assert pam_module.pam_sm_authenticate(Handle(answers=[CODE]), 0, ["on_error=allow", "policy=" + broken]) == 7
-    assert pam_module.pam_sm_authenticate(Handle(answers=[CODE]), 0, [MODULE, "policy=" + broken, "on_error=allow"]) == 25
+    assert (
+        pam_module.pam_sm_authenticate(Handle(answers=[CODE]), 0, [MODULE, "policy=" + broken, "on_error=allow"]) == 25
+    )
     assert not any("ignored module arguments" in line for line in logs)
 
 
@@ -174,6 +180,7 @@ def test_exception_anywhere_is_auth_err_and_never_propagates(policy_path, monkey
     elif breakage == "get_user-runtime-error":
         handle.user = RuntimeError("no user")
     elif breakage == "message-constructor":
+
         def bad_message(*args):
             raise TypeError("bad message")
 
@@ -183,6 +190,7 @@ def test_exception_anywhere_is_auth_err_and_never_propagates(policy_path, monkey
     elif breakage == "lookup-raises":
         monkeypatch.setattr(accounts, "lookup", lambda name: {}[name])
     elif breakage == "store-raises":
+
         def broken_load(self, user):
             raise MemoryError("out of memory")
 
@@ -219,7 +227,13 @@ def test_rhost_and_service_that_cannot_be_read(policy_path, logs):
 
 
 def test_other_entry_points_ignore(policy_path):
-    for name in ("pam_sm_setcred", "pam_sm_acct_mgmt", "pam_sm_open_session", "pam_sm_close_session", "pam_sm_chauthtok"):
+    for name in (
+        "pam_sm_setcred",
+        "pam_sm_acct_mgmt",
+        "pam_sm_open_session",
+        "pam_sm_close_session",
+        "pam_sm_chauthtok",
+    ):
         handle = Handle(answers=[CODE])
         assert getattr(pam_module, name)(handle, 0, [MODULE, "policy=" + policy_path]) == 25, name
         assert handle.sent == []

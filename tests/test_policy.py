@@ -46,8 +46,6 @@ def parses(monkeypatch):
     return calls
 
 
-
-
 def refused(path) -> str:
     with no_block():
         with pytest.raises(PolicyError) as info:
@@ -215,7 +213,9 @@ def _with(lines, key, value):
         pytest.param(lambda lines: "\n".join(["garbage"] + lines[1:]), id="bad-magic"),
         pytest.param(lambda lines: "\n".join(_with(lines, "totp.digits", "six")), id="bad-int"),
         pytest.param(lambda lines: "\n".join(_with(lines, "identity", "1 2 3 4 5")), id="other-identity"),
-        pytest.param(lambda lines: "\n".join(l.replace("enforce.mode", "enforce.mood") for l in lines), id="renamed-key"),
+        pytest.param(
+            lambda lines: "\n".join(line.replace("enforce.mode", "enforce.mood") for line in lines), id="renamed-key"
+        ),
         pytest.param(lambda lines: "\n".join(lines[:4] + lines[5:]), id="missing-line"),
         pytest.param(lambda lines: "\n".join(lines[:4] + ["extra 1"] + lines[4:]), id="extra-line"),
         pytest.param(lambda lines: "\xff\xfe\x00garbage \u2603", id="garbage"),
@@ -364,13 +364,19 @@ def test_writable_folder_is_refused(folder, mode):
 def test_folder_owned_by_another_user_is_refused(folder):
     path = write(folder / "policy.yaml", ALL)
     os.chown(folder, 65534, 65534)
-    assert refused(path) == f"{folder}: the policy folder must be owned by root (uid 0), not uid 65534: chown root {folder}"
+    assert (
+        refused(path)
+        == f"{folder}: the policy folder must be owned by root (uid 0), not uid 65534: chown root {folder}"
+    )
 
 
 def test_missing_policy(folder):
     path = folder / "policy.yaml"
     message = refused(path)
-    assert message == f"{path}: no such policy file: run the installer (scripts/install.sh writes the default) or pass policy=PATH"
+    assert (
+        message
+        == f"{path}: no such policy file: run the installer (scripts/install.sh writes the default) or pass policy=PATH"
+    )
     message = refused(folder / "nowhere" / "policy.yaml")
     assert message.startswith(f"{folder / 'nowhere' / 'policy.yaml'}: no such policy file")
 

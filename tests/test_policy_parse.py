@@ -123,7 +123,9 @@ def test_every_key_with_non_default_values():
     got = policy.as_dict()
     assert {attr: got[attr] for attr in expected} == expected
     # fields added later (not in this text) keep their defaults
-    assert {a: v for a, v in got.items() if a not in expected} == {a: v for a, v in DEFAULTS.items() if a not in expected}
+    assert {a: v for a, v in got.items() if a not in expected} == {
+        a: v for a, v in DEFAULTS.items() if a not in expected
+    }
     assert [n.prefix for n in policy.networks()] == [8, 32, 32, 128]
 
 
@@ -137,7 +139,12 @@ def test_ssl_alone_and_username_without_password_file_are_fine():
             username: relay
         """
     )
-    assert (policy.smtp_ssl, policy.smtp_starttls, policy.smtp_port, policy.smtp_username) == (True, False, 465, "relay")
+    assert (policy.smtp_ssl, policy.smtp_starttls, policy.smtp_port, policy.smtp_username) == (
+        True,
+        False,
+        465,
+        "relay",
+    )
     assert policy.smtp_password_file is None
 
 
@@ -241,7 +248,10 @@ def test_yaml_anchors_are_followed():
 
 
 def test_list_item_error_names_index_and_line():
-    assert error("version: 1\nenforce:\n  groups: [admins, 3]\n") == "P:3: enforce.groups[1]: expected a list of group names"
+    assert (
+        error("version: 1\nenforce:\n  groups: [admins, 3]\n")
+        == "P:3: enforce.groups[1]: expected a list of group names"
+    )
     assert (
         error("enforce:\n  groups:\n    - admins\n    - [x]\n")
         == "P:4: enforce.groups[1]: expected a list of group names"
@@ -265,7 +275,9 @@ def test_unknown_nested_key():
     assert error("enforce:\n  mode: all\n  group: [admins]\n") == (
         "P:3: enforce.group: unknown key; allowed here: mode, groups, unenrolled"
     )
-    assert error("email:\n  smtp:\n    tls: true\n").startswith("P:3: email.smtp.tls: unknown key; allowed here: host, port,")
+    assert error("email:\n  smtp:\n    tls: true\n").startswith(
+        "P:3: email.smtp.tls: unknown key; allowed here: host, port,"
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -281,7 +293,9 @@ def test_unknown_key_property(name):
         return
     with pytest.raises(PolicyError) as info:
         parse(f"totp:\n  digits: 6\n  {name}: 1\n", "P")
-    assert info.value.errors == [f"P:3: totp.{name}: unknown key; allowed here: issuer, digits, period, window, algorithm"]
+    assert info.value.errors == [
+        f"P:3: totp.{name}: unknown key; allowed here: issuer, digits, period, window, algorithm"
+    ]
 
 
 def test_repeated_key():
@@ -323,7 +337,10 @@ def test_key_that_is_not_a_name():
         ("exempt:\n  networks: 10.0.0.0/8\n", "P:2: exempt.networks: expected a list of networks (CIDR)"),
         ("exempt:\n  groups: [[a]]\n", "P:2: exempt.groups[0]: expected a list of group names"),
         ("enforce: all\n", "P:1: enforce: expected a mapping of mode, groups, unenrolled"),
-        ("- version\n", "P:1: expected a mapping of version, enforce, exempt, totp, rate_limit, email, storage, on_error"),
+        (
+            "- version\n",
+            "P:1: expected a mapping of version, enforce, exempt, totp, rate_limit, email, storage, on_error",
+        ),
         ("version: 2\n", "P:1: version: expected one of 1"),
         ("version: '1'\n", "P:1: version: expected a whole number"),
         ("on_error: off\n", "P:1: on_error: expected one of deny, allow"),
@@ -360,11 +377,15 @@ def test_invalid_cidr(network, why):
 
 
 @pytest.mark.parametrize("name", ["bad name", "-x", "1abc", "a;b", "a/b", "", "alice\n", "caf\u00e9", "x" * 70, "a$b"])
-@pytest.mark.parametrize("key, kind", [("exempt.users", "user"), ("exempt.groups", "group"), ("enforce.groups", "group")])
+@pytest.mark.parametrize(
+    "key, kind", [("exempt.users", "user"), ("exempt.groups", "group"), ("enforce.groups", "group")]
+)
 def test_invalid_user_and_group_names(key, kind, name):
     section, leaf = key.split(".")
-    text = f"{section}:\n  {leaf}: [ok_name, {name!r}]\n".replace("'", '"') if "\n" in name else (
-        f"{section}:\n  {leaf}: [ok_name, '{name}']\n"
+    text = (
+        f"{section}:\n  {leaf}: [ok_name, {name!r}]\n".replace("'", '"')
+        if "\n" in name
+        else (f"{section}:\n  {leaf}: [ok_name, '{name}']\n")
     )
     assert error(text) == f"P:2: {key}: {name!r} is not a valid {kind} name"
 
@@ -494,9 +515,32 @@ def test_several_errors_are_reported_at_once_in_file_order():
         st.one_of(
             st.sampled_from(
                 [
-                    "version: 1", "enforce:", "  mode: all", "  groups: [a", "exempt:", "  networks:",
-                    "    - 10.0.0.0/8", "    - x", "totp: {digits: 7}", "- a", "  - b", "&x a: *x", "? [a]",
-                    ": b", "'", '"', "{", "}", "[", "]", "---", "...", "!!int x", "\t", "#", "on_error: allow",
+                    "version: 1",
+                    "enforce:",
+                    "  mode: all",
+                    "  groups: [a",
+                    "exempt:",
+                    "  networks:",
+                    "    - 10.0.0.0/8",
+                    "    - x",
+                    "totp: {digits: 7}",
+                    "- a",
+                    "  - b",
+                    "&x a: *x",
+                    "? [a]",
+                    ": b",
+                    "'",
+                    '"',
+                    "{",
+                    "}",
+                    "[",
+                    "]",
+                    "---",
+                    "...",
+                    "!!int x",
+                    "\t",
+                    "#",
+                    "on_error: allow",
                 ]
             ),
             st.text(max_size=20),

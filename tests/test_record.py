@@ -52,6 +52,7 @@ def replace_line(name, value, rec=None):
 
 # --- roundtrip ----------------------------------------------------------------
 
+
 def test_roundtrip_sample():
     rec = sample()
     text = dumps(rec)
@@ -82,8 +83,7 @@ def test_equality_is_field_by_field():
 
 
 printable = st.text(
-    alphabet=st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp", "Cf", "Co", "Cn", "Zs"))
-    | st.just(" "),
+    alphabet=st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp", "Cf", "Co", "Cn", "Zs")) | st.just(" "),
     max_size=60,
 ).filter(str.isprintable)
 ints = st.integers(min_value=-(10**20) + 1, max_value=10**20 - 1)
@@ -107,8 +107,20 @@ ints = st.integers(min_value=-(10**20) + 1, max_value=10**20 - 1)
     email=printable,
 )
 def test_roundtrip_property(
-    user, key, algorithm, digits, period, enrolled_at, salt, hashes, last_step,
-    failures, locked_until, last_success_at, rhost, email,
+    user,
+    key,
+    algorithm,
+    digits,
+    period,
+    enrolled_at,
+    salt,
+    hashes,
+    last_step,
+    failures,
+    locked_until,
+    last_success_at,
+    rhost,
+    email,
 ):
     rec = Record(
         user,
@@ -153,6 +165,7 @@ def test_copy_is_deep_for_lists():
 
 
 # --- what loads refuses ---------------------------------------------------------
+
 
 def test_truncated_at_every_character_offset():
     text = dumps(sample(email="jöe@exämple.org", user="jösé"))
@@ -249,7 +262,24 @@ def test_other_users_record():
 
 
 INT_FIELDS = ["digits", "period", "enrolled_at", "last_step", "locked_until", "last_success_at"]
-BAD_INTS = ["+1", "1_0", " 1", "1 ", "", "-", "--1", "0x10", "1e3", "1.0", "٣", "１", "²", "一", "+", "99999999999999999999999"]
+BAD_INTS = [
+    "+1",
+    "1_0",
+    " 1",
+    "1 ",
+    "",
+    "-",
+    "--1",
+    "0x10",
+    "1e3",
+    "1.0",
+    "٣",
+    "１",
+    "²",
+    "一",
+    "+",
+    "99999999999999999999999",
+]
 
 
 @pytest.mark.parametrize("name", INT_FIELDS)
@@ -294,7 +324,9 @@ def test_bad_algorithm(bad):
         loads(replace_line("algorithm", bad), "alice")
 
 
-@pytest.mark.parametrize("name, bad", [("digits", "5"), ("digits", "11"), ("digits", "-6"), ("period", "0"), ("period", "3601")])
+@pytest.mark.parametrize(
+    "name, bad", [("digits", "5"), ("digits", "11"), ("digits", "-6"), ("period", "0"), ("period", "3601")]
+)
 def test_out_of_range_totp_parameters(name, bad):
     with pytest.raises(RecordError):
         loads(replace_line(name, bad), "alice")
@@ -320,6 +352,7 @@ def test_record_error_is_value_error():
 
 
 # --- repr never shows the secret -------------------------------------------------
+
 
 @settings(max_examples=200, deadline=None)
 @given(key=st.binary(min_size=10, max_size=64), hashes=st.lists(st.binary(min_size=16, max_size=32), max_size=3))

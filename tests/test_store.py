@@ -33,8 +33,6 @@ def rec_path(store, user="alice"):
     return os.path.join(store.users_dir, user + ".rec")
 
 
-
-
 def refused(call, path) -> str:
     with no_block():
         with pytest.raises(StoreError) as info:
@@ -143,7 +141,23 @@ def test_valid_user_names_roundtrip(store, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["../x", "", ".hidden", "a/b", "caf\u00e9", "x" * 300, "x" * 201, "-rf", "a b", "a\nb", "a\0b", "..", "/etc/passwd", "a*"]
+    "name",
+    [
+        "../x",
+        "",
+        ".hidden",
+        "a/b",
+        "caf\u00e9",
+        "x" * 300,
+        "x" * 201,
+        "-rf",
+        "a b",
+        "a\nb",
+        "a\0b",
+        "..",
+        "/etc/passwd",
+        "a*",
+    ],
 )
 def test_invalid_user_names_are_refused(store, name):
     assert not valid_user_name(name)
@@ -391,7 +405,7 @@ def _increment(state_dir, worker, start):
 
         def change(old):
             new = old.copy()
-            new.failures.append(worker * 1000 + i)
+            new.failures.append(worker * 1000 + i)  # noqa: B023 (called before the loop moves on)
             return new
 
         store.update("alice", change)

@@ -43,13 +43,29 @@ def test_rfc6238_appendix_b(now, step, sha1, sha256, sha512):
 
 # RFC 4226 Appendix D: secret "12345678901234567890", counters 0..9, 6 digits.
 RFC4226_HOTP = [
-    "755224", "287082", "359152", "969429", "338314",
-    "254676", "287922", "162583", "399871", "520489",
+    "755224",
+    "287082",
+    "359152",
+    "969429",
+    "338314",
+    "254676",
+    "287922",
+    "162583",
+    "399871",
+    "520489",
 ]
 # ... and the truncated 31-bit values (Table "Truncated") the codes come from.
 RFC4226_TRUNCATED = [
-    1284755224, 1094287082, 137359152, 1726969429, 1640338314,
-    868254676, 1918287922, 82162583, 673399871, 645520489,
+    1284755224,
+    1094287082,
+    137359152,
+    1726969429,
+    1640338314,
+    868254676,
+    1918287922,
+    82162583,
+    673399871,
+    645520489,
 ]
 
 
@@ -62,9 +78,7 @@ def test_rfc4226_hotp(counter):
 
 def test_rfc4226_hmac_sha1_intermediate():
     # RFC 4226 Appendix D, HMAC-SHA-1 value for count 0
-    assert totp.hmac_digest(SEED["SHA1"], (0).to_bytes(8, "big")).hex() == (
-        "cc93cf18508d94934c64b65d8ba7667fb7cde4b0"
-    )
+    assert totp.hmac_digest(SEED["SHA1"], (0).to_bytes(8, "big")).hex() == ("cc93cf18508d94934c64b65d8ba7667fb7cde4b0")
 
 
 def test_codes_are_zero_padded():

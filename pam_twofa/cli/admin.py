@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--policy", default=DEFAULT_PATH, metavar="PATH", help=f"policy file (default {DEFAULT_PATH})")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     def command(name, help_text):
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
@@ -51,8 +52,9 @@ def parser() -> argparse.ArgumentParser:
     email.add_argument("user")
     email.add_argument("address")
     config = command("pam-config", "print the /etc/pam.d/sshd and sshd_config lines for this install")
-    config.add_argument("--stack", choices=("password", "key"), default="password",
-                        help="password+code (default) or SSH key+code")
+    config.add_argument(
+        "--stack", choices=("password", "key"), default="password", help="password+code (default) or SSH key+code"
+    )
     return top
 
 
@@ -261,7 +263,8 @@ def status_rows(loaded, store, only: str | None = None) -> list:
         row["recovery_codes_left"] = len(record.recovery_hashes) if record and record.enrolled else 0
         row["last_success"] = (
             {"at": _iso(record.last_success_at), "rhost": record.last_success_rhost or None}
-            if record and record.last_success_at else None
+            if record and record.last_success_at
+            else None
         )
         row["email"] = record.email if record and record.email else None
         rows.append(row)
@@ -284,14 +287,16 @@ def cmd_status(args) -> int:
         if row["decision"] is None:
             policy_text = "no account"
         last = row["last_success"]
-        table.append((
-            row["user"],
-            row["enrolled_at"][:10] if row["enrolled"] else "no",
-            policy_text,
-            ("until " + row["locked_until"]) if row["locked"] else "no",
-            str(row["recovery_codes_left"]) if row["enrolled"] else "-",
-            f"{last['at']} from {last['rhost'] or '?'}" if last else "never",
-        ))
+        table.append(
+            (
+                row["user"],
+                row["enrolled_at"][:10] if row["enrolled"] else "no",
+                policy_text,
+                ("until " + row["locked_until"]) if row["locked"] else "no",
+                str(row["recovery_codes_left"]) if row["enrolled"] else "-",
+                f"{last['at']} from {last['rhost'] or '?'}" if last else "never",
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip())

@@ -53,15 +53,21 @@ def parser() -> Parser:
         epilog=EPILOG,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
-    p.add_argument("--qr", choices=("utf8", "ansi", "none"), default="utf8",
-                   help="how to draw the QR code: utf8 half blocks (default), ansi colour blocks, or none")
-    p.add_argument("--recovery-codes", action="store_true",
-                   help="make a new set of recovery codes (voids the old set)")
+    p.add_argument(
+        "--qr",
+        choices=("utf8", "ansi", "none"),
+        default="utf8",
+        help="how to draw the QR code: utf8 half blocks (default), ansi colour blocks, or none",
+    )
+    p.add_argument("--recovery-codes", action="store_true", help="make a new set of recovery codes (voids the old set)")
     p.add_argument("--user", help="root: the account to enroll (no password asked)")
     p.add_argument("--secret", metavar="BASE32", help="root: use this secret instead of a new one")
     p.add_argument("--code", metavar="CODE", help="root: the verification code, without a prompt")
-    p.add_argument("--import-google-authenticator", metavar="PATH",
-                   help="root: take the secret and scratch codes of a ~/.google_authenticator file")
+    p.add_argument(
+        "--import-google-authenticator",
+        metavar="PATH",
+        help="root: take the secret and scratch codes of a ~/.google_authenticator file",
+    )
     p.add_argument("--issuer", help="root: the issuer shown in the app (default: totp.issuer of the policy)")
     p.add_argument("--force", action="store_true", help="root: replace an existing enrollment without asking")
     p.add_argument("--policy", metavar="PATH", help=f"root: policy file (default {DEFAULT_PATH})")
@@ -106,7 +112,9 @@ def group4(text: str) -> str:
     return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
-def provisioning_uri(key: bytes, user: str, hostname: str, issuer: str, digits: int, period: int, algorithm: str) -> str:
+def provisioning_uri(
+    key: bytes, user: str, hostname: str, issuer: str, digits: int, period: int, algorithm: str
+) -> str:
     """``otpauth://totp/ISSUER:USER@HOST?secret=...&issuer=...`` (Key Uri Format).
 
     ``:`` separates issuer and account in the label, so it is removed from
@@ -172,7 +180,9 @@ def read_verified_code(session: Session, loaded, key, digits, period, algorithm)
         if step is not None:
             return step
         if attempt < CODE_TRIES - 1:
-            session.out("That code does not match. Check that the phone's clock is right, wait for the next code and try again.")
+            session.out(
+                "That code does not match. Check that the phone's clock is right, wait for the next code and try again."
+            )
     _log(session.account.name, "refused: no valid verification code")
     raise UsageError("no valid code after 3 tries; nothing was stored. Run twofa-enroll again to start over.")
 
@@ -220,14 +230,23 @@ def enroll(session: Session, loaded, store) -> int:
 
     def activate(previous):
         return Record(
-            user, key=key, algorithm=algorithm, digits=digits, period=period,
-            enrolled_at=int(session.now()), recovery_salt=salt, recovery_hashes=hashes,
+            user,
+            key=key,
+            algorithm=algorithm,
+            digits=digits,
+            period=period,
+            enrolled_at=int(session.now()),
+            recovery_salt=salt,
+            recovery_hashes=hashes,
             last_step=step,  # the code just typed counts as used
             email=previous.email if previous is not None else "",
         )
 
     store.update(user, activate)
-    _log(user, "enrolled" + (" (imported from google-authenticator)" if scratch or args.import_google_authenticator else ""))
+    _log(
+        user,
+        "enrolled" + (" (imported from google-authenticator)" if scratch or args.import_google_authenticator else ""),
+    )
     session.out("")
     session.out(f"Two-factor authentication is now on for {user}.")
     if scratch:

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import paramiko
 import pytest
-
 from e2e_harness import (
     BASE_IMAGE,
     BOB_SECRET,
@@ -256,8 +255,9 @@ def smtp_server():
 
     class Collect:
         async def handle_DATA(self, _server, _session, envelope):
-            message = email.message_from_bytes(envelope.original_content or envelope.content,
-                                               policy=email.policy.default)
+            message = email.message_from_bytes(
+                envelope.original_content or envelope.content, policy=email.policy.default
+            )
             message.envelope_from = envelope.mail_from
             message.envelope_to = list(envelope.rcpt_tos)
             with server._lock:
@@ -312,16 +312,21 @@ def make_user(scenario):
     def make(host: Host, groups: str = "") -> tuple[str, str]:
         name = "e2e" + os.urandom(4).hex()
         password = f"pw-{name}"
-        host.run(f"useradd -m -s /bin/bash {name}" + (f" -G {groups}" if groups else "")
-                 + f" && echo {name}:{password} | chpasswd")
+        host.run(
+            f"useradd -m -s /bin/bash {name}"
+            + (f" -G {groups}" if groups else "")
+            + f" && echo {name}:{password} | chpasswd"
+        )
         made.append((host, name))
         return name, password
 
     yield make
     for host, name in made:
-        host.run(f"pkill -KILL -u {name}; userdel -r -f {name} 2>/dev/null;"
-                 f" rm -rf /tmp/{name}-* /var/lib/pam-twofa/users/{name}.rec /var/lib/pam-twofa/users/{name}.lock",
-                 check=False)
+        host.run(
+            f"pkill -KILL -u {name}; userdel -r -f {name} 2>/dev/null;"
+            f" rm -rf /tmp/{name}-* /var/lib/pam-twofa/users/{name}.rec /var/lib/pam-twofa/users/{name}.lock",
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,9 @@ def wrong_code(secret: str) -> str:
 def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["docker-compose", "-f", str(COMPOSE_FILE), "-p", PROJECT, *args],
-        capture_output=True, text=True, check=check,
+        capture_output=True,
+        text=True,
+        check=check,
     )
 
 
@@ -123,8 +125,9 @@ class Host:
     port: int
     container: str
 
-    def run(self, command, *, input: str | None = None, check: bool = True, user: str | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(
+        self, command, *, input: str | None = None, check: bool = True, user: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         """``docker exec`` a command (argv list, or a string for bash -c) in the container."""
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
         docker = ["docker", "exec", "-i"] + (["-u", user] if user else []) + [self.container]
@@ -156,13 +159,15 @@ class Host:
 
     def state(self) -> list:
         """[running ("true"/"false"), network mode]."""
-        done = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}",
-                               self.container], capture_output=True, text=True)
+        done = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Running}} {{.HostConfig.NetworkMode}}", self.container],
+            capture_output=True,
+            text=True,
+        )
         return done.stdout.split() or ["missing"]
 
     def logs(self, tail: int = 40) -> str:
-        done = subprocess.run(["docker", "logs", "--tail", str(tail), self.container],
-                              capture_output=True, text=True)
+        done = subprocess.run(["docker", "logs", "--tail", str(tail), self.container], capture_output=True, text=True)
         return done.stdout + done.stderr
 
 
@@ -207,8 +212,17 @@ class Login:
         return "\n".join(self.messages)
 
 
-def ssh_login(port: int, user: str, *, password: str | None = None, code=None, pkey: paramiko.PKey | None = None,
-              command: str | None = "id -un", timeout: float = 30, answer=None) -> Login:
+def ssh_login(
+    port: int,
+    user: str,
+    *,
+    password: str | None = None,
+    code=None,
+    pkey: paramiko.PKey | None = None,
+    command: str | None = "id -un",
+    timeout: float = 30,
+    answer=None,
+) -> Login:
     """One SSH connection: optional public key, then keyboard-interactive, then ``command``.
 
     ``code`` is a string or a callable called when the code prompt arrives.
@@ -299,5 +313,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
-
-

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pexpect
-
 from e2e_harness import LOOPBACK, Host
 
 STATE_USERS = "/var/lib/pam-twofa/users"
@@ -53,8 +52,15 @@ class Terminal:
 
     def __init__(self, argv: list, timeout: float = 30) -> None:
         self._log = io.StringIO()
-        self.child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", codec_errors="replace",
-                                   dimensions=(60, 200), timeout=timeout, echo=True)
+        self.child = pexpect.spawn(
+            argv[0],
+            argv[1:],
+            encoding="utf-8",
+            codec_errors="replace",
+            dimensions=(60, 200),
+            timeout=timeout,
+            echo=True,
+        )
         self.child.logfile_read = self._log
 
     @property
@@ -105,13 +111,34 @@ def ssh_terminal(port: int, user: str, password: str, code: str | None = None, t
     The password is typed at the password prompt and ``code``, if given, at
     the verification code prompt that follows.
     """
-    term = Terminal([
-        "ssh", "-tt", "-F", "/dev/null", "-p", str(port),
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-        "-o", "PreferredAuthentications=keyboard-interactive", "-o", "PubkeyAuthentication=no",
-        "-o", "IdentityAgent=none", "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10",
-        f"{user}@{LOOPBACK}",
-    ], timeout=timeout)
+    term = Terminal(
+        [
+            "ssh",
+            "-tt",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "PreferredAuthentications=keyboard-interactive",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "ConnectTimeout=10",
+            f"{user}@{LOOPBACK}",
+        ],
+        timeout=timeout,
+    )
     term.expect("Password: ")
     term.send_line(password)
     if code is not None:
@@ -254,8 +281,11 @@ def wait_no_enroll_process(host: Host, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while True:
         listing = host.run(["ps", "-eo", "stat=,args="]).stdout
-        live = [line for line in listing.splitlines()
-                if ("enroll-self" in line or "twofa-enroll" in line) and not line.lstrip().startswith("Z")]
+        live = [
+            line
+            for line in listing.splitlines()
+            if ("enroll-self" in line or "twofa-enroll" in line) and not line.lstrip().startswith("Z")
+        ]
         if not live:
             return
         assert time.monotonic() < deadline, f"enrollment processes still running:\n{listing}"

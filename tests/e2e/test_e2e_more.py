@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from e2e_harness import (
     CODE_PROMPT,
     PASSWORD_PORT,
@@ -26,6 +25,8 @@ from e2e_harness import (
 )
 from e2e_terminal import (
     CODE_PROMPT as ENROLL_CODE_PROMPT,
+)
+from e2e_terminal import (
     PASSWORD_PROMPT,
     SHELL_PROMPT,
     WRONG_CODE,
@@ -59,8 +60,7 @@ def email_policy(scenario, password_host, smtp_server):
     original = password_host.run(["cat", "/etc/pam-twofa/policy.yaml"]).stdout
     assert "unenrolled: deny" in original and "\nemail:" not in original
     password_host.write_policy(
-        original.replace("unenrolled: deny", "unenrolled: email")
-        + "email:\n"
+        original.replace("unenrolled: deny", "unenrolled: email") + "email:\n"
         '  address: "{user}@example.com"\n'
         '  from: "pam-twofa@{hostname}"\n'
         "  smtp:\n"
@@ -110,8 +110,9 @@ def test_enforced_unenrolled_user_logs_in_with_the_emailed_code(password_host, e
 
     # The same code again: refused (a new login mails a new code, and the used one is spent).
     smtp.clear()
-    again = ssh_login(PASSWORD_PORT, user, password=password,
-                      answer=lambda prompt: code if mail_prompt(prompt) else None)
+    again = ssh_login(
+        PASSWORD_PORT, user, password=password, answer=lambda prompt: code if mail_prompt(prompt) else None
+    )
     assert not again.ok, again
     assert len(again.prompts) == 2 and mail_prompt(again.prompts[1]), again.prompts
     assert MSG_BAD in again.text, again.messages

@@ -20,10 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyotp
 import pytest
-
 from e2e_harness import (
     ALICE_SECRET,
-    CODE_PROMPT as LOGIN_CODE_PROMPT,
     PASSWORD_PORT,
     PASSWORDS,
     current_code,
@@ -31,6 +29,9 @@ from e2e_harness import (
     totp_at,
     wait_for_fresh_step,
     wrong_code,
+)
+from e2e_harness import (
+    CODE_PROMPT as LOGIN_CODE_PROMPT,
 )
 from e2e_terminal import (
     CODE_PROMPT,
@@ -121,7 +122,8 @@ def test_wrong_password_is_refused_and_nothing_is_stored(password_host, make_use
 
 
 def test_self_service_enrollment_then_code_and_each_recovery_code_log_in(
-        password_host, make_user, container_hostname, tmp_path):
+    password_host, make_user, container_hostname, tmp_path
+):
     user, password = make_user(password_host)
     term = enroll_terminal(password_host, user)
     try:
@@ -246,7 +248,7 @@ def test_another_user_cannot_reach_alices_enrollment(alice_with_google_file, mak
     # mallory's own policy (state in her folder) and a Python package that would report if it ever ran as root
     host.run(
         f"mkdir -p {evil}/pam_twofa/cli && printf 'version: 1\\nstorage:\\n  state_dir: {evil}/state\\n' > {evil}/policy.yaml"
-        f" && printf 'import os\\nif os.geteuid() == 0: open(\"{evil}/pwned\", \"w\").close()\\n'"
+        f' && printf \'import os\\nif os.geteuid() == 0: open("{evil}/pwned", "w").close()\\n\''
         f" | tee {evil}/pam_twofa/__init__.py {evil}/sitecustomize.py"
         f" > {evil}/pam_twofa/cli/__init__.py",
         user=mallory,
@@ -364,13 +366,11 @@ def test_another_user_cannot_reach_alices_enrollment(alice_with_google_file, mak
 # 4. Importing a real google-authenticator file
 
 
-def test_google_authenticator_file_imports_and_its_secret_and_scratch_codes_log_in(
-        google_authenticator_cli, make_user):
+def test_google_authenticator_file_imports_and_its_secret_and_scratch_codes_log_in(google_authenticator_cli, make_user):
     host = google_authenticator_cli
     user, password = make_user(host)
     path = f"/home/{user}/.google_authenticator"
-    host.run(["google-authenticator", "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-q", "-s", path],
-             user=user)
+    host.run(["google-authenticator", "-t", "-d", "-f", "-r", "3", "-R", "30", "-w", "3", "-q", "-s", path], user=user)
     assert host.run(["stat", "-c", "%U %a", path]).stdout.split() == [user, "400"]
     lines = host.run(["cat", path], user=user).stdout.splitlines()
     secret = lines[0]
@@ -379,8 +379,9 @@ def test_google_authenticator_file_imports_and_its_secret_and_scratch_codes_log_
     assert '" TOTP_AUTH' in lines and len(scratch) == 5, lines
 
     wait_for_fresh_step()
-    done = host.run(["twofa-enroll", "--user", user, "--import-google-authenticator", path,
-                     "--code", totp_at(secret, -1)])
+    done = host.run(
+        ["twofa-enroll", "--user", user, "--import-google-authenticator", path, "--code", totp_at(secret, -1)]
+    )
     assert ENROLLED.format(user=user) in done.stdout, done.stdout
     assert "Your 5 google-authenticator scratch codes keep working as recovery codes." in done.stdout
 
@@ -403,13 +404,26 @@ def test_symlinked_google_authenticator_file_is_refused(password_host, make_user
     bait_secret = pyotp.random_base32(32)
     bait = f"/root/{user}-google-authenticator"
     host.run(f"umask 077; printf '%s\\n\" TOTP_AUTH\\n11223344\\n' {bait_secret} > {bait}")
-    shadow_hashes = [line.split(":")[1] for line in host.run(["cat", "/etc/shadow"]).stdout.splitlines()
-                     if len(line.split(":")[1]) > 3]
+    shadow_hashes = [
+        line.split(":")[1]
+        for line in host.run(["cat", "/etc/shadow"]).stdout.splitlines()
+        if len(line.split(":")[1]) > 3
+    ]
 
     def import_(source):
         wait_for_fresh_step()
-        return host.run(["twofa-enroll", "--user", user, "--import-google-authenticator", source,
-                         "--code", totp_at(bait_secret, -1)], check=False)
+        return host.run(
+            [
+                "twofa-enroll",
+                "--user",
+                user,
+                "--import-google-authenticator",
+                source,
+                "--code",
+                totp_at(bait_secret, -1),
+            ],
+            check=False,
+        )
 
     try:
         for target in ("/etc/shadow", bait):
@@ -568,4 +582,3 @@ def test_rerun_when_enrolled_asks_and_no_keeps_the_old_secret(password_host, mak
         assert record_fingerprint(password_host, user) == before, answer
     still = login(user, password, lambda: current_code(secret))
     assert still.ok and still.asked_code, still
-

@@ -14,7 +14,6 @@ import subprocess
 from email.message import EmailMessage
 
 import pytest
-
 from e2e_harness import (
     ALICE_SECRET,
     CODE_PROMPT,
@@ -61,11 +60,16 @@ def dave(key_host, enroll):
 
 def test_containers_use_host_networking_only(hosts):
     for host in hosts.values():
-        mode = subprocess.run(["docker", "inspect", "-f", "{{.HostConfig.NetworkMode}}", host.container],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        mode = subprocess.run(
+            ["docker", "inspect", "-f", "{{.HostConfig.NetworkMode}}", host.container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert mode == "host", host.service
-    networks = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"],
-                              capture_output=True, text=True, check=True).stdout.split()
+    networks = subprocess.run(
+        ["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert not [n for n in networks if n.startswith(PROJECT)], networks
 
 
@@ -77,8 +81,10 @@ def test_sshd_config_is_the_readme_one(hosts):
         assert "kbdinteractiveauthentication yes" in effective
         assert "usepam yes" in effective
         assert f"authenticationmethods {methods}" in effective
-        assert any(line.startswith("auth required") and "pam_python.so" in line
-                   for line in hosts[stack].run(["cat", "/etc/pam.d/sshd"]).stdout.splitlines())
+        assert any(
+            line.startswith("auth required") and "pam_python.so" in line
+            for line in hosts[stack].run(["cat", "/etc/pam.d/sshd"]).stdout.splitlines()
+        )
 
 
 # --------------------------------------------------------------------------
@@ -244,13 +250,38 @@ def openssh(key_file, user, askpass_dir, code: str, command: str = "id -un"):
     askpass.chmod(0o700)
     env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
     done = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(key_file), "-p", str(KEY_PORT),
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "BatchMode=no",
-         "-o", "PreferredAuthentications=publickey,keyboard-interactive",
-         "-o", "NumberOfPasswordPrompts=1", "-o", "ConnectTimeout=10",
-         f"{user}@127.0.0.1", command],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(key_file),
+            "-p",
+            str(KEY_PORT),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PreferredAuthentications=publickey,keyboard-interactive",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+            "-o",
+            "ConnectTimeout=10",
+            f"{user}@127.0.0.1",
+            command,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     prompts = prompts_file.read_text().splitlines() if prompts_file.exists() else []
     return done, prompts
@@ -294,13 +325,19 @@ def test_smtp_server_reachable_from_the_containers(hosts, smtp_server):
     smtp_server.clear()
     for host in hosts.values():
         host.run(
-            ["python3", "-c",
-             "import smtplib, sys\n"
-             "from email.message import EmailMessage\n"
-             "m = EmailMessage(); m['From'] = 'pam-twofa@' + sys.argv[3]; m['To'] = 'alice@example.com'\n"
-             "m['Subject'] = 'hello from ' + sys.argv[3]; m.set_content('test')\n"
-             "with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=10) as s: s.send_message(m)\n",
-             smtp_server.host, str(smtp_server.port), host.service])
+            [
+                "python3",
+                "-c",
+                "import smtplib, sys\n"
+                "from email.message import EmailMessage\n"
+                "m = EmailMessage(); m['From'] = 'pam-twofa@' + sys.argv[3]; m['To'] = 'alice@example.com'\n"
+                "m['Subject'] = 'hello from ' + sys.argv[3]; m.set_content('test')\n"
+                "with smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=10) as s: s.send_message(m)\n",
+                smtp_server.host,
+                str(smtp_server.port),
+                host.service,
+            ]
+        )
     # and from the test process itself
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = "tests@localhost", "bob@example.com", "from pytest"

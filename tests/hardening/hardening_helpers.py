@@ -177,7 +177,11 @@ class Sentinel:
         assert self.path.read_bytes() == self.content, f"{self.path} was written through"
         # (st_nlink is not compared: the tests plant hard links to sentinels)
         assert (st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns) == (
-            self.stat.st_ino, self.stat.st_mode, self.stat.st_uid, self.stat.st_gid, self.stat.st_mtime_ns,
+            self.stat.st_ino,
+            self.stat.st_mode,
+            self.stat.st_uid,
+            self.stat.st_gid,
+            self.stat.st_mtime_ns,
         ), f"{self.path} changed: {st} != {self.stat}"
 
 
@@ -229,6 +233,23 @@ def record_text(user: str, key: bytes = KEY, **fields) -> bytes:
 
 
 __all__ = [
-    "CODE", "Conv", "EVIL_CODE", "EVIL_KEY", "KEY", "POLICY", "REPO", "Record", "Sentinel", "T", "USERS",
-    "VALID_NOW", "WRONG", "World", "login", "plant", "record_text", "snapshot", "totp",
+    "CODE",
+    "Conv",
+    "EVIL_CODE",
+    "EVIL_KEY",
+    "KEY",
+    "POLICY",
+    "REPO",
+    "Record",
+    "Sentinel",
+    "T",
+    "USERS",
+    "VALID_NOW",
+    "WRONG",
+    "World",
+    "login",
+    "plant",
+    "record_text",
+    "snapshot",
+    "totp",
 ]

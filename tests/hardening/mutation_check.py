@@ -30,109 +30,293 @@ H = "tests/hardening/"
 # name: (class, [(file, old, new), ...], [tests that must fail])
 MUTANTS = {
     # --- files ------------------------------------------------------------------------------
-    "store-follows-symlinks": ("files", [
-        ("pam_twofa/store.py", "_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK",
-         "_OPEN_FLAGS = os.O_CLOEXEC | os.O_NONBLOCK"),
-    ], [H + "test_files.py::test_planted_store_paths"]),
-    "tmp-file-follows-symlinks": ("files", [
-        ("pam_twofa/fileio.py", "_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC",
-         "_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC"),
-    ], [H + "test_files.py::test_planted_store_paths", H + "test_files.py::test_planted_policy_cache_temporary_name"]),
-    "store-ignores-owner-and-mode": ("files", [
-        ("pam_twofa/fileio.py", "return st.st_uid == uid and not st.st_mode & 0o077", "return True"),
-    ], [H + "test_files.py::test_state_with_wrong_owner_or_mode_fails_closed_naming_the_file"]),
-    "policy-writable-by-others-accepted": ("files", [
-        ("pam_twofa/policy.py", '_check_owned(st, path, "the policy file", 0o022)', '_check_owned(st, path, "the policy file", 0)'),
-    ], [H + "test_files.py::test_policy_writable_by_a_user_fails_closed_naming_the_file"]),
-    "policy-cache-trusted-blindly": ("files", [
-        ("pam_twofa/policy.py", "if not stat.S_ISREG(cst.st_mode) or cst.st_uid != os.geteuid() or cst.st_mode & 0o077:",
-         "if not stat.S_ISREG(cst.st_mode):"),
-        ("pam_twofa/policy.py", "fd = os.open(cache_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)",
-         "fd = os.open(cache_path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)"),
-    ], [H + "test_files.py::test_forged_policy_cache_is_never_trusted"]),
-    "google-authenticator-follows-symlinks": ("files", [
-        ("pam_twofa/googleauth.py", "fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)",
-         "fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)"),
-    ], [H + "test_files.py::test_google_authenticator_symlink_to_a_readable_file_is_still_refused",
-        H + "test_files.py::test_pam_enroll_import_google_authenticator_refuses_links"]),
-    "google-authenticator-read-as-root": ("files", [
-        ("pam_twofa/googleauth.py", "            os.setuid(uid)\n", "            pass\n"),
-    ], [H + "test_files.py::test_google_authenticator_path_through_a_linked_folder_to_root_files"]),
+    "store-follows-symlinks": (
+        "files",
+        [
+            (
+                "pam_twofa/store.py",
+                "_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK",
+                "_OPEN_FLAGS = os.O_CLOEXEC | os.O_NONBLOCK",
+            ),
+        ],
+        [H + "test_files.py::test_planted_store_paths"],
+    ),
+    "tmp-file-follows-symlinks": (
+        "files",
+        [
+            (
+                "pam_twofa/fileio.py",
+                "_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC",
+                "_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC",
+            ),
+        ],
+        [H + "test_files.py::test_planted_store_paths", H + "test_files.py::test_planted_policy_cache_temporary_name"],
+    ),
+    "store-ignores-owner-and-mode": (
+        "files",
+        [
+            ("pam_twofa/fileio.py", "return st.st_uid == uid and not st.st_mode & 0o077", "return True"),
+        ],
+        [H + "test_files.py::test_state_with_wrong_owner_or_mode_fails_closed_naming_the_file"],
+    ),
+    "policy-writable-by-others-accepted": (
+        "files",
+        [
+            (
+                "pam_twofa/policy.py",
+                '_check_owned(st, path, "the policy file", 0o022)',
+                '_check_owned(st, path, "the policy file", 0)',
+            ),
+        ],
+        [H + "test_files.py::test_policy_writable_by_a_user_fails_closed_naming_the_file"],
+    ),
+    "policy-cache-trusted-blindly": (
+        "files",
+        [
+            (
+                "pam_twofa/policy.py",
+                "if not stat.S_ISREG(cst.st_mode) or cst.st_uid != os.geteuid() or cst.st_mode & 0o077:",
+                "if not stat.S_ISREG(cst.st_mode):",
+            ),
+            (
+                "pam_twofa/policy.py",
+                "fd = os.open(cache_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)",
+                "fd = os.open(cache_path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)",
+            ),
+        ],
+        [H + "test_files.py::test_forged_policy_cache_is_never_trusted"],
+    ),
+    "google-authenticator-follows-symlinks": (
+        "files",
+        [
+            (
+                "pam_twofa/googleauth.py",
+                "fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)",
+                "fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)",
+            ),
+        ],
+        [
+            H + "test_files.py::test_google_authenticator_symlink_to_a_readable_file_is_still_refused",
+            H + "test_files.py::test_pam_enroll_import_google_authenticator_refuses_links",
+        ],
+    ),
+    "google-authenticator-read-as-root": (
+        "files",
+        [
+            ("pam_twofa/googleauth.py", "            os.setuid(uid)\n", "            pass\n"),
+        ],
+        [H + "test_files.py::test_google_authenticator_path_through_a_linked_folder_to_root_files"],
+    ),
     # --- inputs -----------------------------------------------------------------------------
-    "code-normalized-with-nfkc": ("inputs", [
-        ("pam_twofa/auth.py", '    cleaned = typed.strip(" \\t\\r\\n")',
-         '    import unicodedata\n    cleaned = unicodedata.normalize("NFKC", typed).strip(" \\t\\r\\n")'),
-    ], [H + "test_inputs.py::test_only_the_right_code_passes_and_nothing_raises"]),
-    "policy-version-unicode-digit": ("inputs", [
-        ("pam_twofa/policy_parse.py", 'key == "version" and node.value.isascii() and node.value.isdigit()',
-         'key == "version" and node.value.isdigit()'),
-    ], [H + "test_inputs.py::test_policy_parse_returns_a_policy_or_file_line_errors"]),
-    "user-name-not-validated": ("inputs", [
-        ("pam_twofa/login.py", "if account is None or not valid_user_name(account.name):", "if account is None:"),
-    ], [H + "test_inputs.py::test_any_user_name_is_refused_cleanly_and_writes_nothing"]),
-    "rhost-zone-not-checked": ("inputs", [
-        ("pam_twofa/network.py", 'if percent and not (zone and all(c.isalnum() or c in "_.-" for c in zone)):',
-         "if False:"),
-    ], [H + "test_inputs.py::test_rhost_exempts_exactly_the_listed_networks"]),
+    "code-normalized-with-nfkc": (
+        "inputs",
+        [
+            (
+                "pam_twofa/auth.py",
+                '    cleaned = typed.strip(" \\t\\r\\n")',
+                '    import unicodedata\n    cleaned = unicodedata.normalize("NFKC", typed).strip(" \\t\\r\\n")',
+            ),
+        ],
+        [H + "test_inputs.py::test_only_the_right_code_passes_and_nothing_raises"],
+    ),
+    "policy-version-unicode-digit": (
+        "inputs",
+        [
+            (
+                "pam_twofa/policy_parse.py",
+                'key == "version" and node.value.isascii() and node.value.isdigit()',
+                'key == "version" and node.value.isdigit()',
+            ),
+        ],
+        [H + "test_inputs.py::test_policy_parse_returns_a_policy_or_file_line_errors"],
+    ),
+    "user-name-not-validated": (
+        "inputs",
+        [
+            ("pam_twofa/login.py", "if account is None or not valid_user_name(account.name):", "if account is None:"),
+        ],
+        [H + "test_inputs.py::test_any_user_name_is_refused_cleanly_and_writes_nothing"],
+    ),
+    "rhost-zone-not-checked": (
+        "inputs",
+        [
+            (
+                "pam_twofa/network.py",
+                'if percent and not (zone and all(c.isalnum() or c in "_.-" for c in zone)):',
+                "if False:",
+            ),
+        ],
+        [H + "test_inputs.py::test_rhost_exempts_exactly_the_listed_networks"],
+    ),
     # --- concurrency ------------------------------------------------------------------------
-    "no-flock": ("concurrency", [
-        ("pam_twofa/store.py", "        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n"),
-    ], [H + "test_concurrency.py::test_pam_same_code_in_parallel_succeeds_exactly_once",
-        H + "test_concurrency.py::test_parallel_wrong_codes_in_processes_are_all_counted",
-        H + "test_concurrency.py::test_pam_wrong_codes_in_parallel_lock_at_exactly_max_failures"]),
-    "record-read-before-the-lock": ("concurrency", [
-        ("pam_twofa/login.py", "            record = store.load(user)\n            if record is None or not record.enrolled:",
-         "            record = self._early\n            if record is None or not record.enrolled:"),
-        ("pam_twofa/login.py", "        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, \"no answer\", \"the conversation returned no code\")\n            return FAIL\n        with store.locked(user):",
-         "        self._early = store.load(user)\n        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, \"no answer\", \"the conversation returned no code\")\n            return FAIL\n        with store.locked(user):"),
-    ], [H + "test_concurrency.py::test_pam_same_code_in_parallel_succeeds_exactly_once",
-        H + "test_concurrency.py::test_parallel_same_code_in_processes_passes_once"]),
-    "users-dir-mkdir-race": ("concurrency", [
-        ("pam_twofa/store.py", "            try:\n                os.mkdir(path, 0o700)\n            except FileExistsError:", "            os.mkdir(path, 0o700)\n            if 0:"),
-    ], [H + "test_concurrency.py::test_many_processes_creating_the_store_at_once"]),
+    "no-flock": (
+        "concurrency",
+        [
+            ("pam_twofa/store.py", "        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n"),
+        ],
+        [
+            H + "test_concurrency.py::test_pam_same_code_in_parallel_succeeds_exactly_once",
+            H + "test_concurrency.py::test_parallel_wrong_codes_in_processes_are_all_counted",
+            H + "test_concurrency.py::test_pam_wrong_codes_in_parallel_lock_at_exactly_max_failures",
+        ],
+    ),
+    "record-read-before-the-lock": (
+        "concurrency",
+        [
+            (
+                "pam_twofa/login.py",
+                "            record = store.load(user)\n            if record is None or not record.enrolled:",
+                "            record = self._early\n            if record is None or not record.enrolled:",
+            ),
+            (
+                "pam_twofa/login.py",
+                '        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user):',
+                '        self._early = store.load(user)\n        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user):',
+            ),
+        ],
+        [
+            H + "test_concurrency.py::test_pam_same_code_in_parallel_succeeds_exactly_once",
+            H + "test_concurrency.py::test_parallel_same_code_in_processes_passes_once",
+        ],
+    ),
+    "users-dir-mkdir-race": (
+        "concurrency",
+        [
+            (
+                "pam_twofa/store.py",
+                "            try:\n                os.mkdir(path, 0o700)\n            except FileExistsError:",
+                "            os.mkdir(path, 0o700)\n            if 0:",
+            ),
+        ],
+        [H + "test_concurrency.py::test_many_processes_creating_the_store_at_once"],
+    ),
     # --- crashes ----------------------------------------------------------------------------
-    "write-in-place": ("crashes", [
-        ("pam_twofa/fileio.py", '    tmp = os.path.join(folder, f".{name}.tmp" if locked else f".{name}.{os.getpid()}.tmp")',
-         '    tmp = path\n    _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC'),
-        ("pam_twofa/fileio.py", "    try:\n        os.rename(tmp, path)\n    except BaseException:  # e.g. path is a folder: leave no temporary file behind\n        os.unlink(tmp)\n        raise\n",
-         ""),
-    ], [H + "test_crashes.py::test_sigkill_at_every_write_step_loses_nothing", H + "test_crashes.py::test_write_path_order_is_crash_safe"]),
-    "no-fsync-before-rename": ("crashes", [
-        ("pam_twofa/fileio.py", "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n", "            view = view[os.write(fd, view) :]\n"),
-    ], [H + "test_crashes.py::test_write_path_order_is_crash_safe"]),
-    "rename-before-fsync": ("crashes", [
-        ("pam_twofa/fileio.py", "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n", "            view = view[os.write(fd, view) :]\n        os.rename(tmp, path)\n        os.fsync(fd)\n"),
-        ("pam_twofa/fileio.py", "    try:\n        os.rename(tmp, path)\n    except BaseException:  # e.g. path is a folder: leave no temporary file behind\n        os.unlink(tmp)\n        raise\n",
-         ""),
-    ], [H + "test_crashes.py::test_write_path_order_is_crash_safe"]),
-    "stale-tmp-blocks": ("crashes", [
-        ("pam_twofa/fileio.py", "        os.unlink(tmp)\n        fd = os.open(tmp, _CREATE, mode)\n", "        raise\n"),
-    ], [H + "test_crashes.py::test_sigkill_at_every_write_step_loses_nothing"]),
+    "write-in-place": (
+        "crashes",
+        [
+            (
+                "pam_twofa/fileio.py",
+                '    tmp = os.path.join(folder, f".{name}.tmp" if locked else f".{name}.{os.getpid()}.tmp")',
+                "    tmp = path\n    _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC",
+            ),
+            (
+                "pam_twofa/fileio.py",
+                "    try:\n        os.rename(tmp, path)\n    except BaseException:  # e.g. path is a folder: leave no temporary file behind\n        os.unlink(tmp)\n        raise\n",
+                "",
+            ),
+        ],
+        [
+            H + "test_crashes.py::test_sigkill_at_every_write_step_loses_nothing",
+            H + "test_crashes.py::test_write_path_order_is_crash_safe",
+        ],
+    ),
+    "no-fsync-before-rename": (
+        "crashes",
+        [
+            (
+                "pam_twofa/fileio.py",
+                "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n",
+                "            view = view[os.write(fd, view) :]\n",
+            ),
+        ],
+        [H + "test_crashes.py::test_write_path_order_is_crash_safe"],
+    ),
+    "rename-before-fsync": (
+        "crashes",
+        [
+            (
+                "pam_twofa/fileio.py",
+                "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n",
+                "            view = view[os.write(fd, view) :]\n        os.rename(tmp, path)\n        os.fsync(fd)\n",
+            ),
+            (
+                "pam_twofa/fileio.py",
+                "    try:\n        os.rename(tmp, path)\n    except BaseException:  # e.g. path is a folder: leave no temporary file behind\n        os.unlink(tmp)\n        raise\n",
+                "",
+            ),
+        ],
+        [H + "test_crashes.py::test_write_path_order_is_crash_safe"],
+    ),
+    "stale-tmp-blocks": (
+        "crashes",
+        [
+            (
+                "pam_twofa/fileio.py",
+                "        os.unlink(tmp)\n        fd = os.open(tmp, _CREATE, mode)\n",
+                "        raise\n",
+            ),
+        ],
+        [H + "test_crashes.py::test_sigkill_at_every_write_step_loses_nothing"],
+    ),
     # --- logs -------------------------------------------------------------------------------
-    "log-the-typed-code": ("logs", [
-        ("pam_twofa/login.py", "            outcome = auth.attempt(record, typed, self.now(), policy.limits())",
-         "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            self.log(log.INFO, 'checked', 'answer ' + str(typed)[:12])"),
-    ], [H + "test_syslog_leaks.py"]),
-    "log-the-secret": ("logs", [
-        ("pam_twofa/login.py", "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n",
-         "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n"
-         "                self.log(log.INFO, 'key', record.key.hex())\n"),
-    ], [H + "test_syslog_leaks.py"]),
-    "log-the-emailed-code": ("logs", [  # a secret no per-call check knows yet: only the audit sees it
-        ("pam_twofa/login.py", "            code = _numeric_code(policy.code_digits)\n",
-         "            code = _numeric_code(policy.code_digits)\n            self.log(log.INFO, 'mailing', 'code ' + code)\n"),
-    ], [H + "test_syslog_leaks.py::test_no_secret_code_or_password_in_any_line"]),
-    "log-at-debug": ("logs", [
-        ("pam_twofa/login.py", "    def ask(self) -> str | None:\n        return self.conv.prompt(PROMPT)",
-         "    def ask(self) -> str | None:\n        log.event(7, self.service, self.user, self.rhost, 'asking')\n        return self.conv.prompt(PROMPT)"),
-    ], [H + "test_syslog_leaks.py::test_never_at_debug_and_always_authpriv"]),
+    "log-the-typed-code": (
+        "logs",
+        [
+            (
+                "pam_twofa/login.py",
+                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())",
+                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            self.log(log.INFO, 'checked', 'answer ' + str(typed)[:12])",
+            ),
+        ],
+        [H + "test_syslog_leaks.py"],
+    ),
+    "log-the-secret": (
+        "logs",
+        [
+            (
+                "pam_twofa/login.py",
+                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n",
+                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n"
+                "                self.log(log.INFO, 'key', record.key.hex())\n",
+            ),
+        ],
+        [H + "test_syslog_leaks.py"],
+    ),
+    "log-the-emailed-code": (
+        "logs",
+        [  # a secret no per-call check knows yet: only the audit sees it
+            (
+                "pam_twofa/login.py",
+                "            code = _numeric_code(policy.code_digits)\n",
+                "            code = _numeric_code(policy.code_digits)\n            self.log(log.INFO, 'mailing', 'code ' + code)\n",
+            ),
+        ],
+        [H + "test_syslog_leaks.py::test_no_secret_code_or_password_in_any_line"],
+    ),
+    "log-at-debug": (
+        "logs",
+        [
+            (
+                "pam_twofa/login.py",
+                "    def ask(self) -> str | None:\n        return self.conv.prompt(PROMPT)",
+                "    def ask(self) -> str | None:\n        log.event(7, self.service, self.user, self.rhost, 'asking')\n        return self.conv.prompt(PROMPT)",
+            ),
+        ],
+        [H + "test_syslog_leaks.py::test_never_at_debug_and_always_authpriv"],
+    ),
     # --- timing -----------------------------------------------------------------------------
-    "unknown-user-skips-the-hash": ("timing", [
-        ("pam_twofa/login.py", "            from pam_twofa.auth import refusal_cost\n\n            refusal_cost()\n", ""),
-    ], [H + "test_timing.py"]),
-    "locked-user-skips-the-hash": ("timing", [
-        ("pam_twofa/auth.py", "        refusal_cost()\n        return Outcome(LOCKED, new)", "        return Outcome(LOCKED, new)"),
-    ], [H + "test_timing.py"]),
+    "unknown-user-skips-the-hash": (
+        "timing",
+        [
+            (
+                "pam_twofa/login.py",
+                "            from pam_twofa.auth import refusal_cost\n\n            refusal_cost()\n",
+                "",
+            ),
+        ],
+        [H + "test_timing.py"],
+    ),
+    "locked-user-skips-the-hash": (
+        "timing",
+        [
+            (
+                "pam_twofa/auth.py",
+                "        refusal_cost()\n        return Outcome(LOCKED, new)",
+                "        return Outcome(LOCKED, new)",
+            ),
+        ],
+        [H + "test_timing.py"],
+    ),
 }
 
 IGNORE = shutil.ignore_patterns(".git", ".hypothesis", "__pycache__", ".pytest_cache", "build", "*.egg-info")
@@ -146,7 +330,11 @@ def _point_harness_at(copy: Path, site: Path) -> None:
     assert old in text, "pam_harness.py changed: update mutation_check.py"
     text = text.replace(old, f'INSTALLED_PKG = Path("{site}/pam_twofa")')
     # twofa-admin pam-config (installed) names the installed module: build the line for the mutant instead
-    text = re.sub(r"(    def _auth_line\(self\) -> str:\n)", r'\1        return f"auth required {PAM_PYTHON} {MODULE} policy={self.policy_path}"\n', text)
+    text = re.sub(
+        r"(    def _auth_line\(self\) -> str:\n)",
+        r'\1        return f"auth required {PAM_PYTHON} {MODULE} policy={self.policy_path}"\n',
+        text,
+    )
     harness.write_text(text)
 
 
@@ -166,13 +354,20 @@ def check(name: str) -> tuple[bool, str]:
         shutil.copytree(copy / "pam_twofa", site / "pam_twofa", ignore=IGNORE)
         _point_harness_at(copy, site)
         start = time.monotonic()
-        proc = subprocess.run([PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests], cwd=copy,
-                              capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         elapsed = time.monotonic() - start
         summary = (proc.stdout.strip().splitlines() or ["?"])[-1]
         failed = [line.split(" - ")[0] for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
         caught = proc.returncode == 1 and bool(failed)
-        detail = f"{summary} in {elapsed:.0f} s; " + (failed[0] if failed else proc.stdout[-2000:] + proc.stderr[-2000:])
+        detail = f"{summary} in {elapsed:.0f} s; " + (
+            failed[0] if failed else proc.stdout[-2000:] + proc.stderr[-2000:]
+        )
         return caught, detail
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

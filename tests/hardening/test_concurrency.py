@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from hardening_helpers import CODE, WRONG, T, World, login
 
-from hardening_helpers import CODE, T, WRONG, World, login
 from pam_twofa.record import Record, loads
 from pam_twofa.store import FileStore
 
@@ -46,7 +46,8 @@ PARALLEL = 12
 
 @pytest.mark.pam
 def test_pam_same_code_in_parallel_succeeds_exactly_once(scratch):
-    from pam_harness import KEY as STACK, MSG_REPLAYED, settle
+    from pam_harness import KEY as STACK
+    from pam_harness import MSG_REPLAYED, settle
 
     scratch.write_policy(max_failures=100)  # replays count as failures: keep them from locking the account here
     for user in ("alice", "bob", "carol", "dave"):  # a fresh user each round
@@ -54,7 +55,7 @@ def test_pam_same_code_in_parallel_succeeds_exactly_once(scratch):
         settle(min_left=10)
         code = enrolled.code()
         mark = scratch.env.listener.mark()
-        results = _parallel([lambda: scratch.login(STACK, user, code) for _ in range(PARALLEL)])
+        results = _parallel([lambda: scratch.login(STACK, user, code) for _ in range(PARALLEL)])  # noqa: B023 (called before the loop moves on)
         lines = scratch.env.listener.since(mark)
         ok = [r for r in results if r.ok]
         assert len(ok) == 1, f"{user}: {len(ok)} logins accepted the same code:\n" + "\n".join(map(repr, ok))
@@ -73,7 +74,8 @@ def test_pam_same_code_in_parallel_succeeds_exactly_once(scratch):
 @pytest.mark.pam
 @pytest.mark.parametrize("max_failures", [3, 5])
 def test_pam_wrong_codes_in_parallel_lock_at_exactly_max_failures(scratch, max_failures):
-    from pam_harness import KEY as STACK, MSG_LOCKED
+    from pam_harness import KEY as STACK
+    from pam_harness import MSG_LOCKED
 
     scratch.write_policy(max_failures=max_failures)
     users = {3: ("erin", "frank"), 5: ("oscar", "peggy")}[max_failures]
@@ -83,7 +85,7 @@ def test_pam_wrong_codes_in_parallel_lock_at_exactly_max_failures(scratch, max_f
         wrong = [enrolled.wrong_code(salt=n) for n in range(attempts)]
         assert len(set(wrong)) == attempts
         mark = scratch.env.listener.mark()
-        results = _parallel([lambda c=c: scratch.login(STACK, user, c) for c in wrong])
+        results = _parallel([lambda c=c: scratch.login(STACK, user, c) for c in wrong])  # noqa: B023 (called before the loop moves on)
         lines = [line for line in scratch.env.listener.since(mark) if f"user={user} " in line]
         assert all(r.denied for r in results), results
         counted = [line for line in lines if "result=bad code (failure" in line]
@@ -104,7 +106,8 @@ def test_pam_wrong_codes_in_parallel_lock_at_exactly_max_failures(scratch, max_f
 
 @pytest.mark.pam
 def test_pam_enrollment_racing_logins_never_corrupts_the_record(scratch):
-    from pam_harness import KEY as STACK, MSG_ERROR, current_step, new_secret, oath, settle
+    from pam_harness import KEY as STACK
+    from pam_harness import MSG_ERROR, current_step, new_secret, oath, settle
 
     scratch.write_policy(max_failures=1000)
     first = scratch.enroll("victor")
@@ -120,11 +123,26 @@ def test_pam_enrollment_racing_logins_never_corrupts_the_record(scratch):
                 secret = new_secret()
                 scratch.sensitive.update({secret, secret.lower()})
                 code = oath(secret, current_step())
-                result = scratch._checked(scratch.env.run(
-                    [scratch.env.enroll, "--user", "victor", "--secret", secret, "--code", code, "--force",
-                     "--qr", "none", "--policy", scratch.policy_path],
-                    scratch.env.nss_env(),
-                ), [code])
+                result = scratch._checked(
+                    scratch.env.run(
+                        [
+                            scratch.env.enroll,
+                            "--user",
+                            "victor",
+                            "--secret",
+                            secret,
+                            "--code",
+                            code,
+                            "--force",
+                            "--qr",
+                            "none",
+                            "--policy",
+                            scratch.policy_path,
+                        ],
+                        scratch.env.nss_env(),
+                    ),
+                    [code],
+                )
                 if result.rc != 0:
                     problems.append(f"enrollment failed:\n{result}")
                 secrets.append(secret)
@@ -251,7 +269,7 @@ def test_parallel_same_code_in_processes_passes_once(tmp_path, monkeypatch):
         def work(index):
             result, _conv = world.run("alice", [CODE])
             if result == login.PASS:
-                (passed / str(index)).touch()
+                (passed / str(index)).touch()  # noqa: B023 (called before the loop moves on)
             return 0
 
         assert _fork_all(8, work) == [0] * 8

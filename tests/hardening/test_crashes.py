@@ -31,8 +31,8 @@ import subprocess
 import textwrap
 
 import pytest
+from hardening_helpers import KEY, REPO, WRONG, T, World, login, totp
 
-from hardening_helpers import KEY, REPO, T, WRONG, World, login, totp
 from pam_twofa.record import loads
 
 PYTHON = "/usr/bin/python3"
@@ -121,8 +121,9 @@ def _child(tmp_path, spec: dict) -> subprocess.CompletedProcess:
     script = tmp_path / "child.py"
     if not script.exists():
         script.write_text(CHILD)
-    return subprocess.run([PYTHON, "-I", str(script), str(REPO), json.dumps(spec)], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [PYTHON, "-I", str(script), str(REPO), json.dumps(spec)], capture_output=True, text=True, timeout=60
+    )
 
 
 def _kill_points(calls, users_dir: str, etc: str):
@@ -168,8 +169,15 @@ class Setup:
 
     def spec(self, **more) -> dict:
         world = self.world
-        spec = {"op": self.op, "state": str(world.state), "policy": str(world.policy_path), "key": KEY.hex(),
-                "now": T, "typed": self.typed, "expect": self.expect}
+        spec = {
+            "op": self.op,
+            "state": str(world.state),
+            "policy": str(world.policy_path),
+            "key": KEY.hex(),
+            "now": T,
+            "typed": self.typed,
+            "expect": self.expect,
+        }
         spec.update(more)
         return spec
 
@@ -208,7 +216,9 @@ def test_sigkill_at_every_write_step_loses_nothing(tmp_path, monkeypatch, op):
             killed = _child(tmp_path, setup.spec(kill_at=index, when=when))
             runs += 1
             where = f"killed {when} call {index} {calls[index - 1]}"
-            assert killed.returncode == -signal.SIGKILL, f"{where}: the child was not killed ({killed.returncode}): {killed.stderr}"
+            assert killed.returncode == -signal.SIGKILL, (
+                f"{where}: the child was not killed ({killed.returncode}): {killed.stderr}"
+            )
             # every earlier state is intact and readable
             path = world.record_path()
             if path.exists():
@@ -235,7 +245,9 @@ def test_sigkill_while_rewriting_the_policy_cache(tmp_path, monkeypatch):
     dry = _child(tmp_path, setup.spec())
     assert dry.returncode == 0, dry.stderr
     calls = json.loads(dry.stdout)
-    points = [i for i, call in enumerate(calls, 1) if call[0] in WRITE_STEPS or (call[0] == "open" and ".cache" in call[1])]
+    points = [
+        i for i, call in enumerate(calls, 1) if call[0] in WRITE_STEPS or (call[0] == "open" and ".cache" in call[1])
+    ]
     assert len(points) >= 5, calls
     for index in points:
         for when in ("before", "after"):
@@ -270,7 +282,7 @@ def test_write_path_order_is_crash_safe(tmp_path, monkeypatch, op):
     assert flags & os.O_EXCL and flags & os.O_CREAT and flags & os.O_NOFOLLOW, calls[i]
     flocks = [j for j, c in enumerate(calls) if c[0] == "flock" and c[2] == fcntl.LOCK_EX]
     assert flocks and flocks[0] < i, "the temporary file is written without the lock"
-    rest = calls[i + 1:]
+    rest = calls[i + 1 :]
     names = [c[0] for c in rest]
     rename = names.index("rename")
     assert rest[rename][1:] == [tmp, record], rest[rename]
@@ -282,7 +294,7 @@ def test_write_path_order_is_crash_safe(tmp_path, monkeypatch, op):
     assert all(c[0] != "write" for c in rest[fsync_at:rename]), "written after the fsync"
     dir_opens = [k for k, c in enumerate(rest) if k > rename and c[0] == "open" and c[1] == folder]
     assert dir_opens, "the folder is not opened (for its fsync) after the rename"
-    dir_fd_fsync = [c for c in rest[dir_opens[0]:] if c[0] == "fsync"]
+    dir_fd_fsync = [c for c in rest[dir_opens[0] :] if c[0] == "fsync"]
     assert dir_fd_fsync, "the folder is not fsynced after the rename"
 
 
@@ -291,14 +303,16 @@ def test_killed_lock_holder_does_not_block_the_next_login(tmp_path, monkeypatch)
     world = World(tmp_path, monkeypatch, max_failures=1000)
     world.enroll("alice")
     script = tmp_path / "holder.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import os, signal, sys, time
         sys.path.insert(0, sys.argv[1])
         from pam_twofa.store import FileStore
         with FileStore(sys.argv[2]).locked("alice"):
             sys.stdout.write("locked\\n"); sys.stdout.flush()
             time.sleep(60)
-    """))
+    """)
+    )
     proc = subprocess.Popen([PYTHON, "-I", str(script), str(REPO), str(world.state)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "locked\n"

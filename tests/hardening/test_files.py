@@ -16,17 +16,27 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from hardening_helpers import (
-    CODE, EVIL_CODE, EVIL_KEY, KEY, T, WRONG, Sentinel, World, login, plant, record_text, snapshot,
+    CODE,
+    EVIL_CODE,
+    EVIL_KEY,
+    WRONG,
+    Sentinel,
+    T,
+    World,
+    login,
+    plant,
+    record_text,
+    snapshot,
 )
-from pam_twofa import googleauth, policy as policy_module
+
+from pam_twofa import googleauth
+from pam_twofa import policy as policy_module
 from pam_twofa.policy import PolicyError
 from pam_twofa.record import MAX_BYTES
 from pam_twofa.store import StoreError
@@ -95,8 +105,11 @@ def test_planted_store_paths(world, tmp_path, where, kind, may_pass):
     evil = Sentinel(tmp_path / "evil.rec", record_text("alice", EVIL_KEY))  # valid, root 0600
     ghost = tmp_path / "ghost"  # target of dangling links: must never be created
     paths = {
-        "record": world.record_path(), "lock": world.lock_path(), "tmp": world.tmp_path(),
-        "users": world.users_dir, "state": world.state,
+        "record": world.record_path(),
+        "lock": world.lock_path(),
+        "tmp": world.tmp_path(),
+        "users": world.users_dir,
+        "state": world.state,
     }
     path = paths[where]
     if where in ("users", "state"):
@@ -145,18 +158,32 @@ def test_planted_store_paths(world, tmp_path, where, kind, may_pass):
 # --- wrong owners and modes ---------------------------------------------------------------
 
 OWNER_MODE_CASES = [
-    ("state", "owner", None), ("state", "mode", 0o750), ("state", "mode", 0o705), ("state", "mode", 0o777),
-    ("users", "owner", None), ("users", "mode", 0o750), ("users", "mode", 0o701), ("users", "mode", 0o777),
-    ("record", "owner", None), ("record", "mode", 0o640), ("record", "mode", 0o604), ("record", "mode", 0o666),
-    ("lock", "owner", None), ("lock", "mode", 0o644), ("lock", "mode", 0o660),
+    ("state", "owner", None),
+    ("state", "mode", 0o750),
+    ("state", "mode", 0o705),
+    ("state", "mode", 0o777),
+    ("users", "owner", None),
+    ("users", "mode", 0o750),
+    ("users", "mode", 0o701),
+    ("users", "mode", 0o777),
+    ("record", "owner", None),
+    ("record", "mode", 0o640),
+    ("record", "mode", 0o604),
+    ("record", "mode", 0o666),
+    ("lock", "owner", None),
+    ("lock", "mode", 0o644),
+    ("lock", "mode", 0o660),
 ]
 
 
-@pytest.mark.parametrize("where,what,mode", OWNER_MODE_CASES, ids=[f"{w}-{m and oct(m) or o}" for w, o, m in OWNER_MODE_CASES])
+@pytest.mark.parametrize(
+    "where,what,mode", OWNER_MODE_CASES, ids=[f"{w}-{m and oct(m) or o}" for w, o, m in OWNER_MODE_CASES]
+)
 def test_state_with_wrong_owner_or_mode_fails_closed_naming_the_file(world, where, what, mode):
     world.enroll("alice")
-    path = {"state": world.state, "users": world.users_dir, "record": world.record_path(),
-            "lock": world.lock_path()}[where]
+    path = {"state": world.state, "users": world.users_dir, "record": world.record_path(), "lock": world.lock_path()}[
+        where
+    ]
     if what == "owner":
         os.chown(path, NOBODY, NOBODY)
     else:
@@ -182,8 +209,9 @@ POLICY_OWNER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("where,what,mode,says", POLICY_OWNER_CASES,
-                         ids=[f"{w}-{m and oct(m) or o}" for w, o, m, _s in POLICY_OWNER_CASES])
+@pytest.mark.parametrize(
+    "where,what,mode,says", POLICY_OWNER_CASES, ids=[f"{w}-{m and oct(m) or o}" for w, o, m, _s in POLICY_OWNER_CASES]
+)
 def test_policy_writable_by_a_user_fails_closed_naming_the_file(world, where, what, mode, says):
     world.enroll("alice")
     assert world.run("alice", [WRONG])[0] == FAIL  # control: the policy works, and is cached
@@ -624,14 +652,45 @@ def test_google_authenticator_file_truncated_at_every_byte(home):
         assert len(parsed.key) >= 10 and 1 <= parsed.period <= 60, size
 
 
-@pytest.mark.parametrize("text", [
-    "", "\n", "\0" * 64, "\xff\xfe binary", "A" * 17 + "\n", "A" * 19 + "\n", "A" * 22 + "\n",
-    GA_SECRET + '\n" STEP_SIZE 0\n', GA_SECRET + '\n" STEP_SIZE 999999999999\n',
-    GA_SECRET + '\n" STEP_SIZE \u00b2\n', GA_SECRET + '\n" STEP_SIZE -30\n',
-    GA_SECRET + '\n" HOTP_COUNTER 1\n', GA_SECRET + "\n1234567\n", GA_SECRET + "\n\u0661" * 8 + "\n",
-    "otpauth://totp/x?secret=" + GA_SECRET + "\n", "[secret]\nkey = value\n",
-], ids=["empty", "newline", "nul", "binary", "b32-17", "b32-19", "b32-22", "step-0", "step-huge",
-        "step-superscript", "step-negative", "hotp", "7-digit-scratch", "arabic-digits", "uri", "ini"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "\n",
+        "\0" * 64,
+        "\xff\xfe binary",
+        "A" * 17 + "\n",
+        "A" * 19 + "\n",
+        "A" * 22 + "\n",
+        GA_SECRET + '\n" STEP_SIZE 0\n',
+        GA_SECRET + '\n" STEP_SIZE 999999999999\n',
+        GA_SECRET + '\n" STEP_SIZE \u00b2\n',
+        GA_SECRET + '\n" STEP_SIZE -30\n',
+        GA_SECRET + '\n" HOTP_COUNTER 1\n',
+        GA_SECRET + "\n1234567\n",
+        GA_SECRET + "\n\u0661" * 8 + "\n",
+        "otpauth://totp/x?secret=" + GA_SECRET + "\n",
+        "[secret]\nkey = value\n",
+    ],
+    ids=[
+        "empty",
+        "newline",
+        "nul",
+        "binary",
+        "b32-17",
+        "b32-19",
+        "b32-22",
+        "step-0",
+        "step-huge",
+        "step-superscript",
+        "step-negative",
+        "hotp",
+        "7-digit-scratch",
+        "arabic-digits",
+        "uri",
+        "ini",
+    ],
+)
 def test_google_authenticator_bad_content_is_a_clear_error(text):
     try:
         parsed = googleauth.parse(text)
@@ -646,7 +705,8 @@ def test_google_authenticator_bad_content_is_a_clear_error(text):
 
 @pytest.mark.pam
 def test_pam_record_symlinked_to_an_attackers_record_is_refused(scratch, tmp_path):
-    from pam_harness import KEY as STACK, MSG_ERROR, new_secret, oath, current_step
+    from pam_harness import KEY as STACK
+    from pam_harness import MSG_ERROR, current_step, new_secret, oath
 
     alice = scratch.enroll("alice")
     evil_secret = new_secret()
@@ -678,8 +738,11 @@ def test_pam_planted_symlinks_never_written_through(scratch, tmp_path, where):
     alice = scratch.enroll("alice")
     shadow = Sentinel(tmp_path / "shadow")
     users = scratch.state_dir / "users"
-    path = {"lock": users / "alice.lock", "tmp": users / ".alice.rec.tmp",
-            "cache": scratch.policy_path.parent / ".policy.yaml.cache"}[where]
+    path = {
+        "lock": users / "alice.lock",
+        "tmp": users / ".alice.rec.tmp",
+        "cache": scratch.policy_path.parent / ".policy.yaml.cache",
+    }[where]
     if where == "cache":
         scratch.write_policy(max_failures=4)  # a new policy file: the module must re-parse and write its cache
     if path.exists() or path.is_symlink():
@@ -695,10 +758,13 @@ def test_pam_planted_symlinks_never_written_through(scratch, tmp_path, where):
 
 
 @pytest.mark.pam
-@pytest.mark.parametrize("what", ["policy-mode-0666", "policy-owner", "policy-folder-0777", "state-owner",
-                                  "state-mode-0755", "users-symlink"])
+@pytest.mark.parametrize(
+    "what",
+    ["policy-mode-0666", "policy-owner", "policy-folder-0777", "state-owner", "state-mode-0755", "users-symlink"],
+)
 def test_pam_unsafe_owner_mode_or_link_fails_closed_naming_the_file(scratch, tmp_path, what):
-    from pam_harness import KEY as STACK, MSG_ERROR
+    from pam_harness import KEY as STACK
+    from pam_harness import MSG_ERROR
 
     alice = scratch.enroll("alice")
     code = alice.code()
@@ -744,7 +810,7 @@ def test_pam_unsafe_owner_mode_or_link_fails_closed_naming_the_file(scratch, tmp
 @pytest.mark.parametrize("kind", ["symlink-to-shadow", "symlink-to-own-file", "fifo"])
 def test_pam_enroll_import_google_authenticator_refuses_links(scratch, kind):
     """twofa-enroll --import-google-authenticator as root for alice (uid 2001 under nss_wrapper)."""
-    from pam_harness import USERS, oath, current_step
+    from pam_harness import USERS, current_step, oath
 
     uid, gid = USERS["alice"]
     folder = Path(tempfile.mkdtemp(prefix="twofa-hard-ga-"))
@@ -768,11 +834,23 @@ def test_pam_enroll_import_google_authenticator_refuses_links(scratch, kind):
             os.symlink(target, path)
         code = oath(secret, current_step())
         scratch.sensitive.add(code)
-        result = scratch._checked(scratch.env.run(
-            [scratch.env.enroll, "--user", "alice", "--import-google-authenticator", str(path), "--code", code,
-             "--policy", scratch.policy_path],
-            scratch.env.nss_env(), timeout=30,
-        ))
+        result = scratch._checked(
+            scratch.env.run(
+                [
+                    scratch.env.enroll,
+                    "--user",
+                    "alice",
+                    "--import-google-authenticator",
+                    str(path),
+                    "--code",
+                    code,
+                    "--policy",
+                    scratch.policy_path,
+                ],
+                scratch.env.nss_env(),
+                timeout=30,
+            )
+        )
         assert result.rc != 0, result
         assert "cannot import" in result.output, result
         assert "symbolic link" in result.output or "not a regular file" in result.output, result
@@ -789,7 +867,8 @@ def test_pam_corrupted_record_the_advice_given_works(scratch):
     """The message for a corrupted record tells the admin what to do: doing exactly that must work."""
     import re
 
-    from pam_harness import KEY as STACK, MSG_ERROR
+    from pam_harness import KEY as STACK
+    from pam_harness import MSG_ERROR
 
     alice = scratch.enroll("alice")
     path = scratch.record_path("alice")

@@ -16,10 +16,10 @@ import string
 
 import pytest
 import yaml
+from hardening_helpers import CODE, KEY, VALID_NOW, WRONG, T, World, login, record_text
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hardening_helpers import CODE, KEY, T, VALID_NOW, WRONG, World, login, record_text
 from pam_twofa import accounts, googleauth, recovery
 from pam_twofa.accounts import Account
 from pam_twofa.policy import FIELDS, Policy, PolicyError
@@ -27,8 +27,15 @@ from pam_twofa.policy_parse import parse
 from pam_twofa.record import RecordError, loads
 
 PASS, FAIL, IGNORE = login.PASS, login.FAIL, login.IGNORE
-FAST = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                                   HealthCheck.data_too_large, HealthCheck.large_base_example])
+FAST = dict(
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 
 ANY_CHAR = st.characters(blacklist_categories=())  # every code point, surrogates and controls included
 FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
@@ -44,14 +51,30 @@ def single_lines(world: World) -> None:
 
 # --- the code ----------------------------------------------------------------------------
 
-JUNK = st.text(st.sampled_from([" ", "\t", "\n", "\r", "\0", "\x1b", "\u200b", "\u00a0", "\u3000", "-", "0", "\ufffd",
-                                "\u202e", "+", "٣"]), max_size=4)
-CODE_FORMS = st.sampled_from([
-    CODE, CODE.translate(FULLWIDTH), CODE.translate(ARABIC), CODE[:3] + " " + CODE[3:], CODE[:3] + "-" + CODE[3:],
-    CODE[:3] + "\t" + CODE[3:], CODE + "0", CODE[:-1], "0" + CODE, CODE[::-1], WRONG,
-])
+JUNK = st.text(
+    st.sampled_from(
+        [" ", "\t", "\n", "\r", "\0", "\x1b", "\u200b", "\u00a0", "\u3000", "-", "0", "\ufffd", "\u202e", "+", "٣"]
+    ),
+    max_size=4,
+)
+CODE_FORMS = st.sampled_from(
+    [
+        CODE,
+        CODE.translate(FULLWIDTH),
+        CODE.translate(ARABIC),
+        CODE[:3] + " " + CODE[3:],
+        CODE[:3] + "-" + CODE[3:],
+        CODE[:3] + "\t" + CODE[3:],
+        CODE + "0",
+        CODE[:-1],
+        "0" + CODE,
+        CODE[::-1],
+        WRONG,
+    ]
+)
 LONG = st.tuples(st.integers(0, 100_000), st.sampled_from([CODE, "0", "x", " ", "\u0661", "\U0001f600"])).map(
-    lambda t: (t[1] * (t[0] // len(t[1]) + 1))[: t[0]])
+    lambda t: (t[1] * (t[0] // len(t[1]) + 1))[: t[0]]
+)
 TYPED = st.one_of(
     st.text(ANY_CHAR, max_size=80),
     st.tuples(JUNK, CODE_FORMS, JUNK).map("".join),
@@ -105,11 +128,21 @@ def test_no_answer_and_long_answers_are_cheap_failures(world):
         assert conv.errors[0] == login.MSG_BAD or conv.errors[0].startswith("Too many wrong codes"), conv.transcript
 
 
-@pytest.mark.parametrize("typed,ok", [
-    ("k7m2x-9qp4t", True), ("K7M2X-9QP4T", True), (" k7m2x 9qp4t ", True), ("k7m2x9qp4t", True),
-    ("k7m2x-9qp4", False), ("ｋ7m2x-9qp4t", False), ("k7m2x\u200b-9qp4t", False), ("k7m2x_9qp4t", False),
-    ("k7m2x-9qp4t\0", False), ("k7m2x-9qp4t" * 10, False),
-])
+@pytest.mark.parametrize(
+    "typed,ok",
+    [
+        ("k7m2x-9qp4t", True),
+        ("K7M2X-9QP4T", True),
+        (" k7m2x 9qp4t ", True),
+        ("k7m2x9qp4t", True),
+        ("k7m2x-9qp4", False),
+        ("ｋ7m2x-9qp4t", False),
+        ("k7m2x\u200b-9qp4t", False),
+        ("k7m2x_9qp4t", False),
+        ("k7m2x-9qp4t\0", False),
+        ("k7m2x-9qp4t" * 10, False),
+    ],
+)
 def test_recovery_code_forms(world, typed, ok):
     salt = b"r" * 16
     world.enroll("alice", recovery_salt=salt, recovery_hashes=recovery.hashes_for(["k7m2x-9qp4t"], salt))
@@ -125,9 +158,34 @@ NAMES = st.one_of(
     st.text(ANY_CHAR, max_size=300),
     st.text(string.ascii_letters + string.digits + "._-@$/\\\0 \n", max_size=40),
     st.integers(0, 100_000).map(lambda n: "a" * n),
-    st.sampled_from(["../alice", "alice/../bob", "/etc/shadow", "alice\0", "\0", "", ".", "..", "-rf", "a" * 201,
-                     "alice\n", "alice ", "Ålice", "ａｌｉｃｅ", "alice@example.com", "root", "$", "a$", ".alice.rec",
-                     "alice.rec", "users/alice", "alice.lock", "\u202eecila", "a\x1b[2Jb"]),
+    st.sampled_from(
+        [
+            "../alice",
+            "alice/../bob",
+            "/etc/shadow",
+            "alice\0",
+            "\0",
+            "",
+            ".",
+            "..",
+            "-rf",
+            "a" * 201,
+            "alice\n",
+            "alice ",
+            "Ålice",
+            "ａｌｉｃｅ",
+            "alice@example.com",
+            "root",
+            "$",
+            "a$",
+            ".alice.rec",
+            "alice.rec",
+            "users/alice",
+            "alice.lock",
+            "\u202eecila",
+            "a\x1b[2Jb",
+        ]
+    ),
 )
 
 
@@ -165,7 +223,9 @@ def test_case_insensitive_nss_shares_one_record_and_one_lockout(world, monkeypat
 
     sent = []
     monkeypatch.setattr(mail, "send", lambda policy, message: sent.append(message))
-    world.write_policy("enforce:\n  mode: all\n  unenrolled: email\nrate_limit:\n  max_failures: 3\n  per_seconds: 900\n")
+    world.write_policy(
+        "enforce:\n  mode: all\n  unenrolled: email\nrate_limit:\n  max_failures: 3\n  per_seconds: 900\n"
+    )
     accounts.lookup = lambda user: USERS_CI.get(user.lower()) if isinstance(user, str) else None
     for attempt, spelling in enumerate(("alice", "Alice", "aLice")):
         world.run(spelling, ["00000000"], now=T + attempt)
@@ -246,11 +306,39 @@ def test_rhost_exempts_exactly_the_listed_networks(world, rhost):
 # --- documents: policy, google-authenticator file, record --------------------------------
 
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(-10, 400), st.floats(allow_nan=True),
-    st.text(max_size=20), st.text(ANY_CHAR, max_size=10), st.binary(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-10, 400),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.text(ANY_CHAR, max_size=10),
+    st.binary(max_size=8),
     st.text(st.characters(whitelist_categories=("Nd", "No")), min_size=1, max_size=3),
-    st.sampled_from(["off", "all", "groups", "deny", "allow", "email", "yes", "no", "~", "0x10", "1_0", "0o7",
-                     "1:30", "10.0.0.0/8", "{hostname}", "{user}@{x}", "SHA1", "SHA256", "/var/lib/x", "../x"]),
+    st.sampled_from(
+        [
+            "off",
+            "all",
+            "groups",
+            "deny",
+            "allow",
+            "email",
+            "yes",
+            "no",
+            "~",
+            "0x10",
+            "1_0",
+            "0o7",
+            "1:30",
+            "10.0.0.0/8",
+            "{hostname}",
+            "{user}@{x}",
+            "SHA1",
+            "SHA256",
+            "/var/lib/x",
+            "../x",
+        ]
+    ),
 )
 
 
@@ -260,12 +348,15 @@ def wrong_or_valid(kind: str):
         "str": st.text(max_size=20),
         "bool": st.booleans(),
         "optstr": st.one_of(st.none(), st.text(max_size=20)),
-        "list": st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["staff", "10.0.0.0/8", "alice"])),
-                         max_size=4),
+        "list": st.lists(
+            st.one_of(st.text(max_size=12), st.sampled_from(["staff", "10.0.0.0/8", "alice"])), max_size=4
+        ),
     }[kind]
-    nested = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                           st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-                          max_leaves=6)
+    nested = st.recursive(
+        SCALARS,
+        lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+        max_leaves=6,
+    )
     return st.one_of(valid, valid, SCALARS, nested)
 
 
@@ -287,24 +378,50 @@ def policy_documents(draw):
         section = draw(st.sampled_from([doc] + [v for v in doc.values() if isinstance(v, dict)]))
         section[draw(st.text(max_size=8))] = draw(SCALARS)
     try:
-        text = yaml.safe_dump(doc, allow_unicode=draw(st.booleans()), default_flow_style=draw(st.sampled_from([None, True, False])))
+        text = yaml.safe_dump(
+            doc, allow_unicode=draw(st.booleans()), default_flow_style=draw(st.sampled_from([None, True, False]))
+        )
     except Exception:  # (test data generation only: the dumper refused the document)
         text = ""
     for _ in range(draw(st.integers(0, 3))):  # text mutations: insert, delete, replace
         where = draw(st.integers(0, len(text)))
         how = draw(st.sampled_from(["insert", "delete", "truncate"]))
         if how == "insert":
-            text = text[:where] + draw(st.text(ANY_CHAR, max_size=4) | st.sampled_from(
-                [":", "- ", "\t", "&a ", "*a", "!!int ", "[", "{", "\n  ", "'", '"', "#", "---\n", "%YAML 1.1\n"])) + text[where:]
+            text = (
+                text[:where]
+                + draw(
+                    st.text(ANY_CHAR, max_size=4)
+                    | st.sampled_from(
+                        [
+                            ":",
+                            "- ",
+                            "\t",
+                            "&a ",
+                            "*a",
+                            "!!int ",
+                            "[",
+                            "{",
+                            "\n  ",
+                            "'",
+                            '"',
+                            "#",
+                            "---\n",
+                            "%YAML 1.1\n",
+                        ]
+                    )
+                )
+                + text[where:]
+            )
         elif how == "delete":
-            text = text[:where] + text[where + draw(st.integers(1, 10)):]
+            text = text[:where] + text[where + draw(st.integers(1, 10)) :]
         else:
             text = text[:where]
     return text
 
 
-RANDOM_YAML = st.lists(st.sampled_from(list(":-[]{}&*!|>'\"#%@`,? \n\tabcdefmo0123456789~.") + ["mode", "enforce", "version"]),
-                       max_size=80).map("".join)
+RANDOM_YAML = st.lists(
+    st.sampled_from(list(":-[]{}&*!|>'\"#%@`,? \n\tabcdefmo0123456789~.") + ["mode", "enforce", "version"]), max_size=80
+).map("".join)
 
 
 @settings(max_examples=250, **FAST)
@@ -338,9 +455,13 @@ def test_policy_parse_returns_a_policy_or_file_line_errors(text):
 
 
 GA_LINES = st.one_of(
-    st.just("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"), st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 =", max_size=40),
-    st.from_regex(r'\A" (STEP_SIZE|WINDOW_SIZE|RATE_LIMIT|TOTP_AUTH|HOTP_COUNTER|DISALLOW_REUSE)( [0-9²٣-]{0,6}){0,3}\Z'),
-    st.from_regex(r"\A[0-9]{6,9}\Z"), st.text(ANY_CHAR, max_size=20),
+    st.just("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+    st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567 =", max_size=40),
+    st.from_regex(
+        r'\A" (STEP_SIZE|WINDOW_SIZE|RATE_LIMIT|TOTP_AUTH|HOTP_COUNTER|DISALLOW_REUSE)( [0-9²٣-]{0,6}){0,3}\Z'
+    ),
+    st.from_regex(r"\A[0-9]{6,9}\Z"),
+    st.text(ANY_CHAR, max_size=20),
 )
 
 
@@ -359,8 +480,9 @@ def test_google_authenticator_parse_returns_or_refuses(text):
     assert all(len(c) == 8 and c.isascii() and c.isdigit() for c in parsed.scratch_codes)
 
 
-VALID_RECORD = record_text("alice", KEY, recovery_salt=b"s" * 16, recovery_hashes=[b"h" * 32],
-                           failures=[int(T)], email="a@b.c").decode()
+VALID_RECORD = record_text(
+    "alice", KEY, recovery_salt=b"s" * 16, recovery_hashes=[b"h" * 32], failures=[int(T)], email="a@b.c"
+).decode()
 
 
 @st.composite
@@ -370,10 +492,16 @@ def mutated_records(draw):
         where = draw(st.integers(0, len(text)))
         how = draw(st.sampled_from(["insert", "delete", "swap-lines", "truncate"]))
         if how == "insert":
-            text = text[:where] + draw(st.text(ANY_CHAR, max_size=5) | st.sampled_from(
-                ["\n", " ", "-", ",", "0", "ff", "\nend\n", "key 00\n"])) + text[where:]
+            text = (
+                text[:where]
+                + draw(
+                    st.text(ANY_CHAR, max_size=5)
+                    | st.sampled_from(["\n", " ", "-", ",", "0", "ff", "\nend\n", "key 00\n"])
+                )
+                + text[where:]
+            )
         elif how == "delete":
-            text = text[:where] + text[where + draw(st.integers(1, 8)):]
+            text = text[:where] + text[where + draw(st.integers(1, 8)) :]
         elif how == "swap-lines":
             lines = text.split("\n")
             i, j = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
@@ -399,7 +527,8 @@ def test_record_loads_returns_or_raises_record_error(text):
 
 @pytest.mark.pam
 def test_pam_hostile_user_names_and_rhosts(scratch):
-    from pam_harness import KEY as STACK, MSG_BAD
+    from pam_harness import KEY as STACK
+    from pam_harness import MSG_BAD
 
     alice = scratch.enroll("alice")
     for user in ("../alice", "alice/../../etc", "a" * 5000, "Ålice", "alice\x1b[2J", "-alice"):

@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from syslog_audit import LOG_DEBUG, audit, own, split
 
 pytestmark = pytest.mark.pam
@@ -74,13 +73,13 @@ def run(pam_env, tmp_path_factory, smtp) -> Run:
         settings.update(over)
         return f"""version: 1
 enforce:
-  mode: {settings['mode']}
+  mode: {settings["mode"]}
   groups: [staff]
-  unenrolled: {settings['unenrolled']}
+  unenrolled: {settings["unenrolled"]}
 exempt:
-  networks: {settings['networks']}
+  networks: {settings["networks"]}
 rate_limit:
-  max_failures: {settings['max_failures']}
+  max_failures: {settings["max_failures"]}
   per_seconds: 900
 email:
   address: "{{user}}@example.test"
@@ -107,9 +106,23 @@ on_error: deny
     settle()
     step = current_step()
     code = oath(bob_secret, step - 1)
-    enrolled = scratch._checked(scratch.env.run(
-        [scratch.env.enroll, "--user", "bob", "--secret", bob_secret, "--code", code, "--policy", scratch.policy_path],
-        scratch.env.nss_env()), [code])
+    enrolled = scratch._checked(
+        scratch.env.run(
+            [
+                scratch.env.enroll,
+                "--user",
+                "bob",
+                "--secret",
+                bob_secret,
+                "--code",
+                code,
+                "--policy",
+                scratch.policy_path,
+            ],
+            scratch.env.nss_env(),
+        ),
+        [code],
+    )
     assert enrolled.rc == 0, enrolled
     bob_recovery = re.findall(r"\b[a-z0-9]{5}-[a-z0-9]{5}\b", enrolled.output.split("ecovery codes", 1)[1])
     scratch.sensitive.update(bob_recovery)
@@ -135,9 +148,23 @@ on_error: deny
         os.chmod(ga_file, 0o400)
         scratch.sensitive.update({ga_secret, ga_secret.lower(), *scratch_codes})
         code = oath(ga_secret, current_step() - 1)
-        imported = scratch._checked(scratch.env.run(
-            [scratch.env.enroll, "--user", "carol", "--import-google-authenticator", str(ga_file), "--code", code,
-             "--policy", scratch.policy_path], scratch.env.nss_env()), [code])
+        imported = scratch._checked(
+            scratch.env.run(
+                [
+                    scratch.env.enroll,
+                    "--user",
+                    "carol",
+                    "--import-google-authenticator",
+                    str(ga_file),
+                    "--code",
+                    code,
+                    "--policy",
+                    scratch.policy_path,
+                ],
+                scratch.env.nss_env(),
+            ),
+            [code],
+        )
         assert imported.rc == 0, imported
         new_recovery_codes()
     finally:
@@ -198,10 +225,25 @@ on_error: deny
 
 def test_the_run_saw_every_path(run):
     text = "\n".join(run.lines)
-    for outcome in ("result=enrolled", "imported from google-authenticator", "result=success", "result=bad code",
-                    "replayed code", "success (recovery code)", "now locked", "result=locked", "unlock user=peggy",
-                    "10.0.0.0/8", "code mailed", "emailed bad code", "unknown user", "denied: not enrolled",
-                    "error: policy", "corrupted record", "disable user=peggy"):
+    for outcome in (
+        "result=enrolled",
+        "imported from google-authenticator",
+        "result=success",
+        "result=bad code",
+        "replayed code",
+        "success (recovery code)",
+        "now locked",
+        "result=locked",
+        "unlock user=peggy",
+        "10.0.0.0/8",
+        "code mailed",
+        "emailed bad code",
+        "unknown user",
+        "denied: not enrolled",
+        "error: policy",
+        "corrupted record",
+        "disable user=peggy",
+    ):
         assert outcome in text, f"no syslog line with {outcome!r}:\n{text}"
 
 
@@ -230,17 +272,35 @@ def test_the_mail_holds_the_code_but_the_log_does_not(run):
     assert codes and all(code in run.sensitive for code in codes)
 
 
-@pytest.mark.parametrize("line,found", [
-    ("<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=alice rhost=- result=bad code (typed 492039)", "code-like"),
-    ("<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x (key JBSWY3DPEHPK3PXPJBSWY3DP)", "base32"),
-    ("<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x (8f3a52c4e1d07b69a2f5c8e3b1d4a6f09e7c2b58)", "hex"),
-    ("<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x (k7m2x-9qp4t)", "recovery"),
-    ("<87>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x", "LOG_DEBUG"),
-    ("<13>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x", "authpriv"),
-    ("<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=dave rhost=- result=locked (until 1795817218)", None),
-    ("<85>Nov 27 22:07:01 pamtester[492039]: pam_twofa(sshd:auth): user=dave rhost=10.0.0.1 result=success", None),
-    ("<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=AAAAAAAAAAAAAAAAAAAAAAAA rhost=- result=unknown user", None),
-])
+@pytest.mark.parametrize(
+    "line,found",
+    [
+        (
+            "<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=alice rhost=- result=bad code (typed 492039)",
+            "code-like",
+        ),
+        (
+            "<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x (key JBSWY3DPEHPK3PXPJBSWY3DP)",
+            "base32",
+        ),
+        (
+            "<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x (8f3a52c4e1d07b69a2f5c8e3b1d4a6f09e7c2b58)",
+            "hex",
+        ),
+        ("<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x (k7m2x-9qp4t)", "recovery"),
+        ("<87>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x", "LOG_DEBUG"),
+        ("<13>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=bob rhost=- result=x", "authpriv"),
+        (
+            "<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=dave rhost=- result=locked (until 1795817218)",
+            None,
+        ),
+        ("<85>Nov 27 22:07:01 pamtester[492039]: pam_twofa(sshd:auth): user=dave rhost=10.0.0.1 result=success", None),
+        (
+            "<85>Nov 27 22:07:01 pamtester: pam_twofa(sshd:auth): user=AAAAAAAAAAAAAAAAAAAAAAAA rhost=- result=unknown user",
+            None,
+        ),
+    ],
+)
 def test_the_audit_finds_what_it_must(line, found):
     problems = audit([line], {"492039x"})
     if found is None:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import statistics
 import time
 
-from hardening_helpers import KEY, T, WRONG, World, login
+from hardening_helpers import KEY, WRONG, T, World, login
+
 from pam_twofa import recovery
 
 ROUNDS = 15
@@ -49,8 +50,13 @@ def _scenarios(world: World):
         world.enroll("carol", key=KEY, failures=[int(T)] * 3, locked_until=int(T) + 900)
         return "carol"
 
-    return {"enrolled": enrolled, "recovery-codes": with_recovery_codes, "unknown": unknown,
-            "unstorable-name": unstorable, "locked": locked}
+    return {
+        "enrolled": enrolled,
+        "recovery-codes": with_recovery_codes,
+        "unknown": unknown,
+        "unstorable-name": unstorable,
+        "locked": locked,
+    }
 
 
 def test_wrong_code_costs_the_same_whoever_the_account_is(tmp_path, monkeypatch):
@@ -76,7 +82,9 @@ def test_wrong_code_costs_the_same_whoever_the_account_is(tmp_path, monkeypatch)
     ratios = {name: round(value / reference, 2) for name, value in medians.items()}
     report = ", ".join(f"{name} {ratio}x" for name, ratio in ratios.items()) + f" (enrolled {reference * 1000:.1f} ms)"
     for name, ratio in ratios.items():
-        assert BAND[0] <= ratio <= BAND[1], f"{name}: a wrong code takes {ratio}x the time of an enrolled user's: {report}"
+        assert BAND[0] <= ratio <= BAND[1], (
+            f"{name}: a wrong code takes {ratio}x the time of an enrolled user's: {report}"
+        )
 
 
 def test_locked_and_unknown_refusals_do_the_hash(tmp_path, monkeypatch):

@@ -39,7 +39,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from pam_harness import USERS, Scratch
 
 

@@ -95,7 +95,7 @@ class SyslogListener:
         while True:
             try:
                 data = self.sock.recv(1 << 17)
-            except socket.timeout:
+            except TimeoutError:
                 if self.closed:
                     return
                 continue
@@ -148,7 +148,9 @@ def current_step() -> int:
 def oath(secret: str, step: int) -> str:
     out = subprocess.run(
         ["oathtool", "--totp", "-b", secret, "--now", f"@{step * PERIOD}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert re.fullmatch(r"\d{6}", out), out
     return out
@@ -263,19 +265,38 @@ class Env:
     def run(self, argv, extra_env=None, stdin: bytes = b"", timeout: float = 60, cwd=None) -> Result:
         """Run ``argv`` in the private mount namespace; collect its syslog lines."""
         assignments = [f"{k}={v}" for k, v in (extra_env or {}).items()]
-        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, str(self.root),
-               "env", *assignments, *map(str, argv)]
+        cmd = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            NS_SCRIPT,
+            str(self.root),
+            "env",
+            *assignments,
+            *map(str, argv),
+        ]
         mark = self.listener.mark()
-        proc = subprocess.run(cmd, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              env=self.base_env, timeout=timeout, cwd=cwd or str(self.root))
+        proc = subprocess.run(
+            cmd,
+            input=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.base_env,
+            timeout=timeout,
+            cwd=cwd or str(self.root),
+        )
         lines = self.listener.since(mark)
         output = proc.stdout.decode("utf-8", "replace")
         if proc.returncode == HARNESS_FAILED and "TWOFA-HARNESS" in output:
             pytest.fail(f"harness: {output}")
         return Result(proc.returncode, output, lines)
 
-    def run_interactive(self, argv, extra_env=None, first: bytes = b"", respond=None, timeout: float = 60,
-                        cwd=None) -> Result:
+    def run_interactive(
+        self, argv, extra_env=None, first: bytes = b"", respond=None, timeout: float = 60, cwd=None
+    ) -> Result:
         """``run`` with stdin kept open while the command runs.
 
         ``first`` is written at once; then ``respond(proc)`` is called while the
@@ -285,14 +306,32 @@ class Env:
         a code it emailed.
         """
         assignments = [f"{k}={v}" for k, v in (extra_env or {}).items()]
-        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, str(self.root),
-               "env", *assignments, *map(str, argv)]
+        cmd = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            NS_SCRIPT,
+            str(self.root),
+            "env",
+            *assignments,
+            *map(str, argv),
+        ]
         mark = self.listener.mark()
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=self.base_env, cwd=cwd or str(self.root))
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.base_env,
+            cwd=cwd or str(self.root),
+        )
         chunks: list[bytes] = []
-        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), name="pamtester-output",
-                                  daemon=True)
+        reader = threading.Thread(
+            target=lambda: chunks.append(proc.stdout.read()), name="pamtester-output", daemon=True
+        )
         reader.start()
 
         def feed(data: bytes) -> None:
@@ -342,14 +381,18 @@ def _check_prerequisites() -> None:
         if not os.path.exists(path):
             problems.append(f"missing {path}")
     for lib in ("libpam_wrapper.so", "libnss_wrapper.so"):
-        if not any(os.path.exists(os.path.join(d, lib)) for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib/x86_64-linux-gnu")):
+        if not any(
+            os.path.exists(os.path.join(d, lib))
+            for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib", "/lib/x86_64-linux-gnu")
+        ):
             problems.append(f"missing {lib}")
     if not problems:
         cmp = filecmp.dircmp(CHECKOUT_PKG, INSTALLED_PKG, ignore=["__pycache__"])
         stale = _differences(cmp)
         if stale:
             problems.append(
-                "the installed pam_twofa differs from the checkout (" + ", ".join(stale[:5])
+                "the installed pam_twofa differs from the checkout ("
+                + ", ".join(stale[:5])
                 + "): run bash scripts/install.sh"
             )
     if problems:
@@ -376,9 +419,7 @@ def _write_users(root: Path) -> None:
     group += [f"{n}:x:{gid}:{','.join(members)}" for n, (gid, members) in GROUPS.items()]
     (root / "passwd").write_text("\n".join(passwd) + "\n")
     (root / "group").write_text("\n".join(group) + "\n")
-    (root / "passdb").write_text(
-        "".join(f"{n}:{PASSWORDS[n]}:{service}\n" for n in USERS for service in (PW, KEY))
-    )
+    (root / "passdb").write_text("".join(f"{n}:{PASSWORDS[n]}:{service}\n" for n in USERS for service in (PW, KEY)))
 
 
 def _make_dev(root: Path) -> None:
@@ -411,8 +452,14 @@ def start_env():
         shutil.rmtree(root, ignore_errors=True)
 
     try:
-        probe = env.run(["/usr/bin/python3", "-I", "-c",
-                         "import syslog; syslog.syslog(syslog.LOG_AUTHPRIV | syslog.LOG_INFO, 'twofa-probe')"])
+        probe = env.run(
+            [
+                "/usr/bin/python3",
+                "-I",
+                "-c",
+                "import syslog; syslog.syslog(syslog.LOG_AUTHPRIV | syslog.LOG_INFO, 'twofa-probe')",
+            ]
+        )
     except BaseException:
         cleanup()
         raise
@@ -451,8 +498,19 @@ class Scratch:
 
     # policy --------------------------------------------------------------------
 
-    def write_policy(self, *, mode="off", groups=(), unenrolled="email", exempt_users=(), exempt_groups=(),
-                     exempt_networks=(), max_failures=3, per_seconds=900, on_error="deny") -> Path:
+    def write_policy(
+        self,
+        *,
+        mode="off",
+        groups=(),
+        unenrolled="email",
+        exempt_users=(),
+        exempt_groups=(),
+        exempt_networks=(),
+        max_failures=3,
+        per_seconds=900,
+        on_error="deny",
+    ) -> Path:
         """A valid policy (flow style, one key a line) pointing at this test's state folder."""
 
         def seq(items):
@@ -491,8 +549,13 @@ on_error: {on_error}
 
     def _auth_line(self) -> str:
         """The pam_python line exactly as ``twofa-admin pam-config`` prints it for this policy."""
-        out = subprocess.run([self.env.admin, "pam-config", "--stack", "key", "--policy", str(self.policy_path)],
-                             capture_output=True, text=True, env=self.env.base_env, cwd=str(self.root))
+        out = subprocess.run(
+            [self.env.admin, "pam-config", "--stack", "key", "--policy", str(self.policy_path)],
+            capture_output=True,
+            text=True,
+            env=self.env.base_env,
+            cwd=str(self.root),
+        )
         assert out.returncode == 0, out.stderr
         lines = [line for line in out.stdout.splitlines() if "pam_python.so" in line and line.startswith("auth")]
         assert len(lines) == 1, out.stdout
@@ -546,8 +609,9 @@ on_error: {on_error}
         argv, env = self._pamtester_command(service, user, rhost)
         return self._checked(self.env.run(argv, env, stdin), answers)
 
-    def pamtester_interactive(self, service: str, user: str, answers=(), respond=None, rhost=None,
-                              timeout: float = 60) -> Result:
+    def pamtester_interactive(
+        self, service: str, user: str, answers=(), respond=None, rhost=None, timeout: float = 60
+    ) -> Result:
         """``pamtester`` as above, but the last answer is given while it runs.
 
         ``answers`` (a password, say) are written at once; ``respond(proc)``
@@ -581,8 +645,9 @@ on_error: {on_error}
 
     def cli(self, *args, nss=True) -> Result:
         """``twofa-admin ARGS --policy P`` (as root, users from nss_wrapper), in the namespace."""
-        return self._checked(self.env.run([self.env.admin, *args, "--policy", self.policy_path],
-                                          self.env.nss_env() if nss else {}))
+        return self._checked(
+            self.env.run([self.env.admin, *args, "--policy", self.policy_path], self.env.nss_env() if nss else {})
+        )
 
     def enroll(self, user: str, secret: str | None = None) -> Enrolled:
         """``twofa-enroll --user USER --secret S --code C`` with the PREVIOUS step's code.
@@ -597,10 +662,12 @@ on_error: {on_error}
             step = current_step()
             code = oath(secret, step - 1)
             self.sensitive.add(code)
-            result = self._checked(self.env.run(
-                [self.env.enroll, "--user", user, "--secret", secret, "--code", code, "--policy", self.policy_path],
-                self.env.nss_env(),
-            ))
+            result = self._checked(
+                self.env.run(
+                    [self.env.enroll, "--user", user, "--secret", secret, "--code", code, "--policy", self.policy_path],
+                    self.env.nss_env(),
+                )
+            )
             if result.rc == 0 or current_step() == step:
                 break  # done, or failed for a reason other than the clock moving on (a very slow machine)
         assert result.rc == 0, f"enrollment of {user} failed:\n{result}"

@@ -22,11 +22,9 @@ matching, so a process id is never taken for a code.
 from __future__ import annotations
 
 import contextlib
-
 import re
 
 import pytest
-
 from pam_harness import LOG_AUTHPRIV, leaks
 
 SYNC = "twofa-harness-sync"
@@ -48,7 +46,7 @@ def split(line: str):
     match = HEADER.match(line)
     if not match:
         return None, "", line
-    return int(match.group(1)), match.group(2), line[match.end():]
+    return int(match.group(1)), match.group(2), line[match.end() :]
 
 
 def own(message: str) -> bool:

@@ -27,10 +27,18 @@ import threading
 import time
 
 import pytest
-
 from pam_harness import (
-    KEY, MSG_BAD, MSG_LOCKED, NS_SCRIPT, PERIOD, PROMPT, PW, STACKS, USERS, Enrolled, Result, current_step,
-    new_secret, oath,
+    KEY,
+    MSG_BAD,
+    MSG_LOCKED,
+    NS_SCRIPT,
+    PW,
+    STACKS,
+    USERS,
+    Result,
+    current_step,
+    new_secret,
+    oath,
 )
 
 pytestmark = pytest.mark.pam
@@ -81,8 +89,9 @@ def smtp():
 
     class Collect:
         async def handle_DATA(self, _server, _session, envelope):
-            message = email.message_from_bytes(envelope.original_content or envelope.content,
-                                               policy=email.policy.default)
+            message = email.message_from_bytes(
+                envelope.original_content or envelope.content, policy=email.policy.default
+            )
             message.envelope_to = list(envelope.rcpt_tos)
             with box.lock:
                 box.messages.append(message)
@@ -184,12 +193,29 @@ def email_login(scratch, smtp, user: str, address: str, stack: str = KEY, rhost=
         "NSS_WRAPPER_PASSWD": str(env.passwd),
         "NSS_WRAPPER_GROUP": str(env.group),
     }
-    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, str(env.root),
-           "env", *(f"{k}={v}" for k, v in extra.items()), *argv]
+    cmd = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        NS_SCRIPT,
+        str(env.root),
+        "env",
+        *(f"{k}={v}" for k, v in extra.items()),
+        *argv,
+    ]
     already = len(smtp.box.to(address))
     mark = env.listener.mark()
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env.base_env, cwd=str(env.root))
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env.base_env,
+        cwd=str(env.root),
+    )
     try:
         if stack == PW:
             proc.stdin.write(scratch.passwords[user].encode() + b"\n")
@@ -327,8 +353,13 @@ def test_disable_without_yes_changes_nothing(scratch):
 # =============================================================================================
 
 STATUS_POLICY = dict(
-    mode="groups", groups=["staff"], unenrolled="deny", exempt_users=["carol"], exempt_groups=["ops"],
-    exempt_networks=["10.0.0.0/8", "2001:db8::/32"], max_failures=3,
+    mode="groups",
+    groups=["staff"],
+    unenrolled="deny",
+    exempt_users=["carol"],
+    exempt_groups=["ops"],
+    exempt_networks=["10.0.0.0/8", "2001:db8::/32"],
+    max_failures=3,
 )
 
 # what SPEC §3 says each row must be: (enrolled, exempt, enforced, locked, rule fragment)
@@ -400,7 +431,11 @@ def test_status_json_agrees_with_the_login_path(scratch, status_world):
     for user, (is_enrolled, exempt, enforced, locked, rule) in {**STATUS_EXPECTED, **STATUS_SINGLE}.items():
         row = rows[user]
         assert (row["enrolled"], row["exempt"], row["enforced"], row["locked"]) == (
-            is_enrolled, exempt, enforced, locked), row
+            is_enrolled,
+            exempt,
+            enforced,
+            locked,
+        ), row
         assert rule in row["rule"], row
         assert row["account"] is True, row
         assert (row["enrolled_at"] is not None) == is_enrolled, row
@@ -476,7 +511,9 @@ def test_status_human_output_is_an_aligned_table(scratch, status_world):
             cells.append(line[start:end].strip())
         is_enrolled, exempt, enforced, locked, _rule = STATUS_EXPECTED[user]
         assert cells[0] == user
-        assert (cells[1] != "no") == is_enrolled and (not is_enrolled or re.fullmatch(r"\d{4}-\d\d-\d\d", cells[1])), cells
+        assert (cells[1] != "no") == is_enrolled and (not is_enrolled or re.fullmatch(r"\d{4}-\d\d-\d\d", cells[1])), (
+            cells
+        )
         assert cells[2] == ("exempt" if exempt else "enforced" if enforced else "optional"), cells
         assert cells[3].startswith("until ") == locked and (locked or cells[3] == "no"), cells
         assert cells[4] == ("10" if is_enrolled else "-"), cells
@@ -488,8 +525,12 @@ def test_status_human_output_is_an_aligned_table(scratch, status_world):
 # =============================================================================================
 
 EXPLAIN_POLICY = dict(
-    mode="groups", groups=["staff", "ops"], exempt_users=["carol"], exempt_groups=["ops"],
-    exempt_networks=["10.0.0.0/8", "2001:db8::/32"], max_failures=5,
+    mode="groups",
+    groups=["staff", "ops"],
+    exempt_users=["carol"],
+    exempt_groups=["ops"],
+    exempt_networks=["10.0.0.0/8", "2001:db8::/32"],
+    max_failures=5,
 )
 
 # kind: (user, enrolled, what the rule must name when the user decides it)

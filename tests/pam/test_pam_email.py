@@ -24,7 +24,6 @@ import time
 from email.utils import parseaddr, parsedate_to_datetime
 
 import pytest
-
 from pam_harness import KEY, LOG_AUTHPRIV, PW, STACKS, leaks, syslog_facility
 
 pytestmark = pytest.mark.pam
@@ -112,8 +111,7 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        message = email.message_from_bytes(envelope.original_content or envelope.content,
-                                           policy=email.policy.default)
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         message.envelope_from = envelope.mail_from
         message.envelope_to = list(envelope.rcpt_tos)
         message.tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
@@ -171,7 +169,7 @@ class RawServer:
         while not self.stopping.is_set():
             try:
                 conn, _peer = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -192,7 +190,7 @@ class RawServer:
             while not self.stopping.is_set():
                 try:
                     data = conn.recv(4096)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if not data:
                     return
@@ -233,10 +231,26 @@ def tls_files(tmp_path_factory):
     def make(name: str):
         cert, key = folder / f"{name}.pem", folder / f"{name}.key"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name} test SMTP",
-             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-subj",
+                f"/CN={name} test SMTP",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
         )
         os.chmod(cert, 0o644)
         return cert, key
@@ -284,9 +298,25 @@ def yaml_value(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def email_policy(scratch, port, *, mode="all", groups=(), unenrolled="email", exempt_users=(), exempt_groups=(),
-                 exempt_networks=(), max_failures=5, failure_window=900, address="{user}@example.com",
-                 code_digits=8, code_ttl=600, max_sends=10, send_window=3600, smtp=None):
+def email_policy(
+    scratch,
+    port,
+    *,
+    mode="all",
+    groups=(),
+    unenrolled="email",
+    exempt_users=(),
+    exempt_groups=(),
+    exempt_networks=(),
+    max_failures=5,
+    failure_window=900,
+    address="{user}@example.com",
+    code_digits=8,
+    code_ttl=600,
+    max_sends=10,
+    send_window=3600,
+    smtp=None,
+):
     """A policy with an ``email`` section for this test's state folder and SMTP server."""
     settings = {"host": LOOPBACK, "port": port, "timeout": SMTP_TIMEOUT, **(smtp or {})}
     smtp_lines = "".join(f"    {key}: {yaml_value(value)}\n" for key, value in settings.items())
@@ -342,8 +372,9 @@ def code_of(message, digits: int) -> str:
     return found[0]
 
 
-def mail_login(scratch, box: Mailbox, user: str, *, stack=KEY, rhost=CLIENT, digits=8, answer=None,
-               before_answer=None) -> Attempt:
+def mail_login(
+    scratch, box: Mailbox, user: str, *, stack=KEY, rhost=CLIENT, digits=8, answer=None, before_answer=None
+) -> Attempt:
     """A login in which the code mailed during the run is typed (or ``answer(code)``).
 
     ``before_answer(code)`` runs after the mail arrived and before the answer
@@ -402,7 +433,7 @@ def rewrite_record(scratch, user: str, **fields) -> None:
 def record_field(scratch, user: str, name: str) -> str:
     for line in scratch.record_path(user).read_text().split("\n"):
         if line.startswith(name + " "):
-            return line[len(name) + 1:]
+            return line[len(name) + 1 :]
     raise AssertionError(f"{name} not in the record of {user}")
 
 
@@ -610,25 +641,48 @@ def test_max_sends_then_the_window_passes(scratch, smtp):
 
 # id: (policy settings, user, rhost)
 MAILED = {
-    "groups-supplementary": (dict(mode="groups", groups=["staff"]), "alice", CLIENT,
-                             "member of group staff (supplementary)"),
+    "groups-supplementary": (
+        dict(mode="groups", groups=["staff"]),
+        "alice",
+        CLIENT,
+        "member of group staff (supplementary)",
+    ),
     "groups-primary": (dict(mode="groups", groups=["staff"]), "erin", CLIENT, "member of group staff (primary)"),
-    "all-plain-user": (dict(mode="all", exempt_users=["carol"], exempt_groups=["ops"],
-                            exempt_networks=["10.0.0.0/8"]), "bob", CLIENT, "enforce.mode is all"),
-    "all-from-other-network": (dict(mode="all", exempt_networks=["10.0.0.0/8"]), "alice", "11.0.0.1",
-                               "enforce.mode is all"),
+    "all-plain-user": (
+        dict(mode="all", exempt_users=["carol"], exempt_groups=["ops"], exempt_networks=["10.0.0.0/8"]),
+        "bob",
+        CLIENT,
+        "enforce.mode is all",
+    ),
+    "all-from-other-network": (
+        dict(mode="all", exempt_networks=["10.0.0.0/8"]),
+        "alice",
+        "11.0.0.1",
+        "enforce.mode is all",
+    ),
 }
 NOT_ASKED = {
-    "groups-not-a-member": (dict(mode="groups", groups=["staff"]), "frank", CLIENT,
-                            ("not asked", "not enforced")),
-    "groups-also-in-exempt-group": (dict(mode="groups", groups=["staff", "ops"], exempt_groups=["ops"]), "dave",
-                                    CLIENT, ("exempt", "ops (supplementary)")),
-    "groups-exempt-network": (dict(mode="groups", groups=["staff"], exempt_networks=["10.0.0.0/8"]), "alice",
-                              "10.1.2.3", ("exempt", "10.0.0.0/8")),
+    "groups-not-a-member": (dict(mode="groups", groups=["staff"]), "frank", CLIENT, ("not asked", "not enforced")),
+    "groups-also-in-exempt-group": (
+        dict(mode="groups", groups=["staff", "ops"], exempt_groups=["ops"]),
+        "dave",
+        CLIENT,
+        ("exempt", "ops (supplementary)"),
+    ),
+    "groups-exempt-network": (
+        dict(mode="groups", groups=["staff"], exempt_networks=["10.0.0.0/8"]),
+        "alice",
+        "10.1.2.3",
+        ("exempt", "10.0.0.0/8"),
+    ),
     "all-exempt-user": (dict(mode="all", exempt_users=["carol"]), "carol", CLIENT, ("exempt", "exempt.users")),
     "all-exempt-group": (dict(mode="all", exempt_groups=["ops"]), "oscar", CLIENT, ("exempt", "ops (primary)")),
-    "all-exempt-network": (dict(mode="all", exempt_networks=["10.0.0.0/8"]), "bob", "10.200.0.9",
-                           ("exempt", "10.0.0.0/8")),
+    "all-exempt-network": (
+        dict(mode="all", exempt_networks=["10.0.0.0/8"]),
+        "bob",
+        "10.200.0.9",
+        ("exempt", "10.0.0.0/8"),
+    ),
     "mode-off": (dict(mode="off"), "alice", CLIENT, ("not asked", "enforce.mode is off")),
 }
 
@@ -688,18 +742,31 @@ def starttls_server(smtp_server, tls_files):
         return box_holder["check"](*args)
 
     port, box = smtp_server(
-        tls_context=server_tls_context(tls_files), require_starttls=True,
-        auth_required=True, auth_require_tls=True, authenticator=auth,
+        tls_context=server_tls_context(tls_files),
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=auth,
     )
     box_holder["check"] = authenticator(box)
     return port, box
 
 
-def test_starttls_with_authentication_and_a_trusted_self_signed_certificate(scratch, smtp_server, tls_files,
-                                                                             password_file):
+def test_starttls_with_authentication_and_a_trusted_self_signed_certificate(
+    scratch, smtp_server, tls_files, password_file
+):
     port, box = starttls_server(smtp_server, tls_files)
-    email_policy(scratch, port, smtp=dict(host="localhost", starttls=True, ca_file=str(tls_files["cert"]),
-                                          username=SMTP_USER, password_file=str(password_file)))
+    email_policy(
+        scratch,
+        port,
+        smtp=dict(
+            host="localhost",
+            starttls=True,
+            ca_file=str(tls_files["cert"]),
+            username=SMTP_USER,
+            password_file=str(password_file),
+        ),
+    )
     attempt = mail_login(scratch, box, "trent")
     assert_mailed(attempt, "trent@example.com")
     assert attempt.message.tls and attempt.message.authenticated
@@ -709,8 +776,13 @@ def test_starttls_with_authentication_and_a_trusted_self_signed_certificate(scra
 
 def test_starttls_refuses_a_certificate_the_policy_does_not_trust(scratch, smtp_server, tls_files, password_file):
     port, box = starttls_server(smtp_server, tls_files)
-    email_policy(scratch, port, smtp=dict(starttls=True, ca_file=str(tls_files["other_ca"]),
-                                          username=SMTP_USER, password_file=str(password_file)))
+    email_policy(
+        scratch,
+        port,
+        smtp=dict(
+            starttls=True, ca_file=str(tls_files["other_ca"]), username=SMTP_USER, password_file=str(password_file)
+        ),
+    )
     result = scratch.login(KEY, "trent", rhost=CLIENT)
     assert result.denied and MSG_MAIL_FAILED in result.output, str(result)
     assert result.log_with("user=trent", "result=mail failed (", "TLS"), str(result)
@@ -720,8 +792,11 @@ def test_starttls_refuses_a_certificate_the_policy_does_not_trust(scratch, smtp_
 def test_a_password_file_others_can_read_is_refused(scratch, smtp_server, tls_files, password_file):
     port, box = starttls_server(smtp_server, tls_files)
     os.chmod(password_file, 0o644)
-    email_policy(scratch, port, smtp=dict(starttls=True, ca_file=str(tls_files["cert"]),
-                                          username=SMTP_USER, password_file=str(password_file)))
+    email_policy(
+        scratch,
+        port,
+        smtp=dict(starttls=True, ca_file=str(tls_files["cert"]), username=SMTP_USER, password_file=str(password_file)),
+    )
     result = scratch.login(KEY, "trent", rhost=CLIENT)
     assert result.denied and MSG_MAIL_FAILED in result.output, str(result)
     assert MSG_SENT not in result.output, str(result)
@@ -738,8 +813,11 @@ def test_a_wrong_smtp_password_fails_the_login(scratch, smtp_server, tls_files, 
     port, box = starttls_server(smtp_server, tls_files)
     password_file.write_text("not-the-password\n")
     scratch.sensitive.add("not-the-password")
-    email_policy(scratch, port, smtp=dict(starttls=True, ca_file=str(tls_files["cert"]),
-                                          username=SMTP_USER, password_file=str(password_file)))
+    email_policy(
+        scratch,
+        port,
+        smtp=dict(starttls=True, ca_file=str(tls_files["cert"]), username=SMTP_USER, password_file=str(password_file)),
+    )
     result = scratch.login(KEY, "trent", rhost=CLIENT)
     assert result.denied and MSG_MAIL_FAILED in result.output, str(result)
     assert result.log_with("user=trent", "result=mail failed (", "refused the login"), str(result)
@@ -790,8 +868,9 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("how", FAILURES)
-def test_smtp_failure_fails_the_login_in_time_and_changes_nothing(scratch, smtp, smtp_server, raw_servers,
-                                                                  tls_files, how):
+def test_smtp_failure_fails_the_login_in_time_and_changes_nothing(
+    scratch, smtp, smtp_server, raw_servers, tls_files, how
+):
     good_port, good_box = smtp
     refusing_box = None
     tls = {}
@@ -823,8 +902,7 @@ def test_smtp_failure_fails_the_login_in_time_and_changes_nothing(scratch, smtp,
         assert elapsed < SMTP_TIMEOUT + MARGIN, f"took {elapsed:.1f} s\n{result}"
         assert MSG_MAIL_FAILED in result.output, str(result)
         assert MSG_SENT not in result.output and not result.prompted, str(result)
-        failed = result.log_with(f"user={user}", f"rhost={CLIENT}", "result=mail failed (", f":{port}",
-                                 FAILURES[how])
+        failed = result.log_with(f"user={user}", f"rhost={CLIENT}", "result=mail failed (", f":{port}", FAILURES[how])
         assert failed, str(result)
         assert all(syslog_facility(line) == LOG_AUTHPRIV for line in failed)
     assert record_text(scratch, "bob") == bob_before, "a failed send changed the record"

@@ -6,7 +6,6 @@ no traceback reaches the output or syslog (the harness checks every call).
 import os
 
 import pytest
-
 from pam_harness import KEY, MSG_BAD, MSG_ERROR, STACKS
 
 pytestmark = pytest.mark.pam
@@ -28,12 +27,7 @@ BROKEN_POLICIES = {
         "YAML syntax error",
     ),
     "yaml-tab": (
-        "version: 1\n"
-        "enforce:\n"
-        "  mode: off\n"
-        "\tgroups: []\n"
-        "storage:\n"
-        "  state_dir: {state}\n",
+        "version: 1\nenforce:\n  mode: off\n\tgroups: []\nstorage:\n  state_dir: {state}\n",
         4,
         "YAML syntax error",
     ),

@@ -7,7 +7,6 @@ grants a login on its own.
 """
 
 import pytest
-
 from pam_harness import KEY, PW, STACKS
 
 pytestmark = pytest.mark.pam
@@ -27,8 +26,13 @@ CASES = {
     "exempt-group-primary": ("oscar", None, True, EXEMPT_POLICY, ["exempt", "ops (primary)"]),
     "exempt-network-ipv4": ("alice", "10.1.2.3", True, EXEMPT_POLICY, ["exempt", "10.0.0.0/8", "rhost=10.1.2.3"]),
     "exempt-network-ipv6": ("alice", "2001:db8::7", True, EXEMPT_POLICY, ["exempt", "2001:db8::/32"]),
-    "not-enrolled-not-enforced": ("frank", None, False, dict(mode="groups", groups=["staff"], unenrolled="deny"),
-                                  ["not asked", "not enrolled and not enforced"]),
+    "not-enrolled-not-enforced": (
+        "frank",
+        None,
+        False,
+        dict(mode="groups", groups=["staff"], unenrolled="deny"),
+        ["not asked", "not enrolled and not enforced"],
+    ),
 }
 
 

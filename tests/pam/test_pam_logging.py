@@ -10,7 +10,6 @@ checks its own lines, in the harness.)
 """
 
 import pytest
-
 from pam_harness import KEY, LOG_AUTHPRIV, PW, Scratch, leaks, syslog_facility
 
 pytestmark = pytest.mark.pam

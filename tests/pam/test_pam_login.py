@@ -5,7 +5,6 @@ pam_permit (the SSH key was the first factor). Codes come from oathtool.
 """
 
 import pytest
-
 from pam_harness import KEY, MSG_BAD, MSG_LOCKED, MSG_REPLAYED, PW, STACKS
 
 pytestmark = pytest.mark.pam
