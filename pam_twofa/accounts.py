@@ -56,3 +56,18 @@ def login_accounts() -> list:
             if account is not None:
                 found.append(account)
     return found
+
+
+def facts(policy, account: Account, record, rhost):
+    """The facts the decision needs, looked up the same way for a login and for ``twofa-admin``."""
+    from pam_twofa.decision import Facts
+
+    wanted = policy.exempt_groups + (policy.enforce_groups if policy.mode == "groups" else ())
+    return Facts(
+        account.name,
+        account.gid,
+        account.gids,
+        group_ids(wanted) if wanted else {},
+        rhost,
+        record is not None and record.enrolled,
+    )

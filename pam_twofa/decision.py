@@ -25,15 +25,30 @@ class Facts:
         self.enrolled = enrolled
 
 
-class Decision:
-    __slots__ = ("action", "rule")
+# Which rule decided, for code (``rule`` is display text for people and syslog).
+EXEMPT_USER = "exempt user"
+EXEMPT_GROUP = "exempt group"
+EXEMPT_NETWORK = "exempt network"
+ENROLLED = "enrolled"
+ENFORCED = "enforced"
+NOT_ENFORCED = "not enforced"
+EXEMPT_KINDS = (EXEMPT_USER, EXEMPT_GROUP, EXEMPT_NETWORK)
 
-    def __init__(self, action: str, rule: str) -> None:
+
+class Decision:
+    __slots__ = ("action", "kind", "rule")
+
+    def __init__(self, action: str, kind: str, rule: str) -> None:
         self.action = action
+        self.kind = kind
         self.rule = rule
 
+    @property
+    def exempt(self) -> bool:
+        return self.kind in EXEMPT_KINDS
+
     def __repr__(self) -> str:
-        return f"Decision({self.action!r}, {self.rule!r})"
+        return f"Decision({self.action!r}, {self.kind!r}, {self.rule!r})"
 
 
 def _member(facts: Facts, groups) -> str | None:
@@ -51,10 +66,10 @@ def _member(facts: Facts, groups) -> str | None:
 
 def decide(policy, facts: Facts) -> Decision:
     if facts.user in policy.exempt_users:
-        return Decision(SKIP, f"exempt: user {facts.user} is listed in exempt.users")
+        return Decision(SKIP, EXEMPT_USER, f"exempt: user {facts.user} is listed in exempt.users")
     group = _member(facts, policy.exempt_groups)
     if group:
-        return Decision(SKIP, f"exempt: member of group {group} listed in exempt.groups")
+        return Decision(SKIP, EXEMPT_GROUP, f"exempt: member of group {group} listed in exempt.groups")
     if policy.exempt_networks:
         from pam_twofa.network import parse_address
 
@@ -63,10 +78,12 @@ def decide(policy, facts: Facts) -> Decision:
             for network in policy.networks():
                 if network.contains(address):
                     return Decision(
-                        SKIP, f"exempt: client {facts.rhost} is in network {network.text} (exempt.networks)"
+                        SKIP,
+                        EXEMPT_NETWORK,
+                        f"exempt: client {facts.rhost} is in network {network.text} (exempt.networks)",
                     )
     if facts.enrolled:
-        return Decision(TOTP, "asked: enrolled in TOTP (enrolled users are always asked)")
+        return Decision(TOTP, ENROLLED, "asked: enrolled in TOTP (enrolled users are always asked)")
     if policy.mode == "all":
         why = "enforced: enforce.mode is all"
     elif policy.mode == "groups":
@@ -75,7 +92,7 @@ def decide(policy, facts: Facts) -> Decision:
     else:
         why = None
     if why is None:
-        return Decision(SKIP, f"not asked: not enrolled and not enforced (enforce.mode is {policy.mode})")
+        return Decision(SKIP, NOT_ENFORCED, f"not asked: not enrolled and not enforced (enforce.mode is {policy.mode})")
     if policy.unenrolled == "email":
-        return Decision(EMAIL, why + "; not enrolled, so a code is emailed (enforce.unenrolled: email)")
-    return Decision(DENY, why + "; not enrolled and enforce.unenrolled is deny")
+        return Decision(EMAIL, ENFORCED, why + "; not enrolled, so a code is emailed (enforce.unenrolled: email)")
+    return Decision(DENY, ENFORCED, why + "; not enrolled and enforce.unenrolled is deny")

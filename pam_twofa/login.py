@@ -107,10 +107,10 @@ class Login:
     def _run(self, policy, store) -> str:
         from pam_twofa import accounts
         from pam_twofa.decision import DENY, EMAIL, SKIP, decide
-        from pam_twofa.store import valid_user_name
+        from pam_twofa.store import storable_name
 
         account = accounts.lookup(self.user) if self.user else None
-        if account is None or not valid_user_name(account.name):
+        if account is None or not storable_name(account.name):
             # Ask anyway, then fail as for a wrong code: the answer must not
             # tell an outsider which accounts exist (nor take less time).
             self.ask()
@@ -121,9 +121,9 @@ class Login:
             self.conv.error(MSG_BAD)
             return FAIL
         record = store.load(account.name)
-        decision = decide(policy, gather_facts(policy, account, record, self.rhost))
+        decision = decide(policy, accounts.facts(policy, account, record, self.rhost))
         if decision.action == SKIP:
-            self.log(log.INFO, decision.rule.split(":", 1)[0], decision.rule)
+            self.log(log.INFO, "exempt" if decision.exempt else "not asked", decision.rule)
             return IGNORE
         if decision.action == DENY:
             self.log(log.NOTICE, "denied: not enrolled", decision.rule)
@@ -143,9 +143,9 @@ class Login:
         if typed is None:
             self.log(log.NOTICE, "no answer", "the conversation returned no code")
             return FAIL
-        with store.locked(user):
-            # Read again under the lock: another login may have used a code meanwhile.
-            record = store.load(user)
+        with store.locked(user) as section:
+            # The section read the record under the lock: another login may have used a code meanwhile.
+            record = section.record
             if record is None or not record.enrolled:
                 self.log(log.NOTICE, "bad code", "enrollment removed during login")
                 self.conv.error(MSG_BAD)
@@ -154,7 +154,7 @@ class Login:
             if outcome.ok:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
             if outcome.record != record:
-                store.save_locked(outcome.record)
+                section.save(outcome.record)
         return self.finish(outcome, policy, user)
 
     def finish(self, outcome, policy, user: str, kind: str = "") -> str:
@@ -195,8 +195,8 @@ class Login:
 
         hostname = socket.gethostname()
         now = self.now()
-        with store.locked(user):
-            record = store.load(user) or Record(user)
+        with store.locked(user) as section:
+            record = section.record or Record(user)
             address = record.email or policy.email_address.format(user=user, hostname=hostname)
             if not mail.valid_address(address):
                 self.log(log.ERR, "mail failed", "no valid address for this user: set one with twofa-admin email")
@@ -220,19 +220,19 @@ class Login:
                 self.conv.error(MSG_MAIL_FAILED)
                 return FAIL
             salt = _random_bytes(16)
-            store.save_locked(auth.issue_email_code(record, code, salt, now, policy.code_ttl, policy.send_window))
+            section.save(auth.issue_email_code(record, code, salt, now, policy.code_ttl, policy.send_window))
         self.log(log.INFO, "code mailed", f"to {mail.mask(address)}; {decision.rule}")
         typed = self.conv.prompt(f"Code sent to {mail.mask(address)}: ", MSG_ENROLL_HINT)
         if typed is None:
             self.log(log.NOTICE, "no answer", "the conversation returned no code")
             return FAIL
-        with store.locked(user):
-            record = store.load(user) or Record(user)
+        with store.locked(user) as section:
+            record = section.record or Record(user)
             outcome = auth.attempt_email(record, typed, self.now(), policy.limits())
             if outcome.ok:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
             if outcome.record != record:
-                store.save_locked(outcome.record)
+                section.save(outcome.record)
         return self.finish(outcome, policy, user, "emailed ")
 
 
@@ -246,22 +246,6 @@ def _random_bytes(count: int) -> bytes:
     import os
 
     return os.urandom(count)
-
-
-def gather_facts(policy, account, record, rhost):
-    """The facts the decision needs, looked up the same way for a login and for ``twofa-admin``."""
-    from pam_twofa import accounts
-    from pam_twofa.decision import Facts
-
-    wanted = policy.exempt_groups + (policy.enforce_groups if policy.mode == "groups" else ())
-    return Facts(
-        account.name,
-        account.gid,
-        account.gids,
-        accounts.group_ids(wanted) if wanted else {},
-        rhost,
-        record is not None and record.enrolled,
-    )
 
 
 def _utc(timestamp: float) -> str:

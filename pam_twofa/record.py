@@ -1,14 +1,56 @@
 """A user's 2FA record and its on-disk text form (pure: no I/O).
 
 One record per user holds the TOTP secret, the hashed recovery codes and the
-login state (replay memory, failures, lockout). The text form is ``key value``
-lines parsed with ``str`` methods only: ``json`` would cost the login path
-more than its whole budget (SPEC §11). The classes use ``__slots__`` instead
-of ``dataclasses`` for the same reason (``import dataclasses`` costs ~17 ms).
+login state (replay memory, failures, lockout, trusted clients). The text
+form is ``key value`` lines parsed with ``str`` methods only: ``json`` would
+cost the login path more than its whole budget (docs/performance.md). The
+class uses ``__slots__`` instead of ``dataclasses`` for the same reason
+(``import dataclasses`` costs about 17 ms).
+
+The format evolves through one table, ``FIELDS``: each field has a codec, a
+default and the format version that introduced it. A record of version N
+must hold exactly the fields of versions up to N; fields introduced later
+take their defaults. So every older record keeps loading after an upgrade,
+and a record is always written in the current version (docs/store.md).
 """
 
-MAGIC = "pam-twofa-record 1"
+VERSION = 2
+MAGIC_PREFIX = "pam-twofa-record "
+MAGIC = MAGIC_PREFIX + str(VERSION)
 MAX_BYTES = 64 * 1024
+MAX_TRUSTED = 16  # client addresses remembered per user (trust.seconds); the oldest expiry goes first
+
+# (name, codec, default, version that introduced it). The order is the order
+# of the lines written. Codecs: int, hex (bytes), text (one printable line),
+# hexlist (list of bytes), intlist (list of ints), trusted ({address: expiry}).
+FIELDS = (
+    ("digits", "int", 6, 1),
+    ("period", "int", 30, 1),
+    ("enrolled_at", "int", 0, 1),
+    ("last_step", "int", -1, 1),  # highest TOTP time step accepted: replay memory
+    ("locked_until", "int", 0, 1),
+    ("last_success_at", "int", 0, 1),
+    ("email_code_expires", "int", 0, 1),
+    ("key", "hex", b"", 1),  # the TOTP secret; b"" when not enrolled
+    ("recovery_salt", "hex", b"", 1),
+    ("email_code_salt", "hex", b"", 1),
+    ("email_code_hash", "hex", b"", 1),  # the pending emailed code, only as a salted hash; b"" = none
+    ("algorithm", "text", "SHA1", 1),
+    ("last_success_rhost", "text", "", 1),
+    ("email", "text", "", 1),  # per-user address for emailed codes, "" = the policy's template
+    ("recovery_hashes", "hexlist", (), 1),  # salted hashes, never the codes
+    ("failures", "intlist", (), 1),  # timestamps of failed codes in the window
+    ("email_sends", "intlist", (), 1),  # timestamps of mails sent in the window
+    ("trusted", "trusted", None, 2),  # {client address: trusted until}
+)
+_NAMES = tuple(f[0] for f in FIELDS)
+_READABLE = {str(v): v for v in range(1, VERSION + 1)}
+_MUTABLE = {"hexlist": list, "intlist": list, "trusted": dict}
+
+
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class RecordError(ValueError):
@@ -18,46 +60,17 @@ class RecordError(ValueError):
 class Record:
     """Everything the store keeps about one user."""
 
-    __slots__ = (
-        "user",
-        "key",  # TOTP secret as bytes; b"" when not enrolled
-        "algorithm",
-        "digits",
-        "period",
-        "enrolled_at",
-        "recovery_salt",  # bytes
-        "recovery_hashes",  # list of bytes (salted hashes, never the codes)
-        "last_step",  # highest TOTP time step accepted: replay memory
-        "failures",  # list of int timestamps of failed codes in the window
-        "locked_until",
-        "last_success_at",
-        "last_success_rhost",
-        "email",  # per-user address for emailed codes, "" = policy template
-        "email_code_salt",  # bytes; the pending emailed code, stored only as a salted hash
-        "email_code_hash",  # bytes; b"" = no pending code
-        "email_code_expires",
-        "email_sends",  # list of int timestamps of mails sent in the window
-    )
+    __slots__ = ("user", *_NAMES)
+    if TYPE_CHECKING:  # mypy cannot see the fields through the computed __slots__
+
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def __init__(self, user: str, **fields) -> None:
         self.user = user
-        self.key = b""
-        self.algorithm = "SHA1"
-        self.digits = 6
-        self.period = 30
-        self.enrolled_at = 0
-        self.recovery_salt = b""
-        self.recovery_hashes = []
-        self.last_step = -1
-        self.failures = []
-        self.locked_until = 0
-        self.last_success_at = 0
-        self.last_success_rhost = ""
-        self.email = ""
-        self.email_code_salt = b""
-        self.email_code_hash = b""
-        self.email_code_expires = 0
-        self.email_sends = []
+        for name, codec, default, _since in FIELDS:
+            maker = _MUTABLE.get(codec)
+            setattr(self, name, maker(default or ()) if maker else default)
         for name, value in fields.items():
             setattr(self, name, value)
 
@@ -67,29 +80,20 @@ class Record:
 
     def copy(self) -> "Record":
         new = Record(self.user)
-        for name in self.__slots__:
+        for name in _NAMES:
             value = getattr(self, name)
-            setattr(new, name, list(value) if isinstance(value, list) else value)
+            setattr(new, name, value.copy() if isinstance(value, (list, dict)) else value)
         return new
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Record) and all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        return (
+            isinstance(other, Record)
+            and self.user == other.user
+            and all(getattr(self, n) == getattr(other, n) for n in _NAMES)
+        )
 
     def __repr__(self) -> str:  # never shows the secret or hashes
         return f"Record(user={self.user!r}, enrolled={self.enrolled}, failures={len(self.failures)})"
-
-
-_INT_FIELDS = (
-    "digits",
-    "period",
-    "enrolled_at",
-    "last_step",
-    "locked_until",
-    "last_success_at",
-    "email_code_expires",
-)
-_HEX_FIELDS = ("key", "recovery_salt", "email_code_salt", "email_code_hash")
-_TEXT_FIELDS = ("algorithm", "last_success_rhost", "email")
 
 
 def _parse_int(text: str) -> int:
@@ -116,55 +120,89 @@ def _clean_text(value: str) -> str:
     return value
 
 
+def _clean_address(value: str) -> str:
+    # An address is a map key between "," and "=": neither may occur in it.
+    if not value or len(value) > 64 or not value.isprintable() or any(c in value for c in ", ="):
+        raise RecordError("malformed trusted client address")
+    return value
+
+
+def _encode(codec: str, value) -> str:
+    if codec == "int":
+        return str(int(value))
+    if codec == "hex":
+        return value.hex()
+    if codec == "text":
+        return _clean_text(value)
+    if codec == "hexlist":
+        return ",".join(h.hex() for h in value)
+    if codec == "intlist":
+        return ",".join(str(int(t)) for t in value)
+    return ",".join(f"{_clean_address(a)}={int(t)}" for a, t in sorted(value.items()))
+
+
+def _decode(codec: str, text: str):
+    if codec == "int":
+        return _parse_int(text)
+    if codec == "hex":
+        return _parse_hex(text)
+    if codec == "text":
+        return _clean_text(text)
+    items = text.split(",") if text else []
+    if codec == "hexlist":
+        return [_parse_hex(h) for h in items]
+    if codec == "intlist":
+        return [_parse_int(t) for t in items]
+    found = {}
+    for item in items:
+        address, sep, until = item.rpartition("=")
+        if not sep or address in found:
+            raise RecordError("malformed trusted client entry")
+        found[_clean_address(address)] = _parse_int(until)
+    return found
+
+
 def dumps(record: Record) -> str:
     lines = [MAGIC, "user " + _clean_text(record.user)]
-    for name in _INT_FIELDS:
-        lines.append(f"{name} {int(getattr(record, name))}")
-    for name in _HEX_FIELDS:
-        lines.append(f"{name} {getattr(record, name).hex()}")
-    for name in _TEXT_FIELDS:
-        lines.append(f"{name} {_clean_text(getattr(record, name))}")
-    lines.append("recovery_hashes " + ",".join(h.hex() for h in record.recovery_hashes))
-    lines.append("failures " + ",".join(str(int(t)) for t in record.failures))
-    lines.append("email_sends " + ",".join(str(int(t)) for t in record.email_sends))
+    for name, codec, _default, _since in FIELDS:
+        lines.append(f"{name} {_encode(codec, getattr(record, name))}")
     lines.append("end")
     return "\n".join(lines) + "\n"
 
 
 def loads(text: str, user: str) -> Record:
-    """Parse a record; ``user`` must match the name stored inside it."""
+    """Parse a record of any version up to ``VERSION``; ``user`` must match the name stored inside it."""
     if len(text) > MAX_BYTES:
         raise RecordError("record too large")
     lines = text.split("\n")
     # A complete record ends with "end" and a newline: anything else is truncated.
-    if len(lines) < 3 or lines[0] != MAGIC or lines[-2] != "end" or lines[-1] != "":
+    if len(lines) < 3 or not lines[0].startswith(MAGIC_PREFIX) or lines[-2] != "end" or lines[-1] != "":
         raise RecordError("not a complete pam-twofa record")
+    version_text = lines[0][len(MAGIC_PREFIX) :]
+    if version_text not in _READABLE:
+        raise RecordError(
+            f"record format {version_text!r} is not one this version reads (1 to {VERSION}): written by a newer pam-twofa?"
+        )
+    version = _READABLE[version_text]
     seen = {}
     for line in lines[1:-2]:
         name, sep, value = line.partition(" ")
         if not sep or name in seen:
             raise RecordError("malformed or repeated line")
         seen[name] = value
-    expected = {"user", "recovery_hashes", "failures", "email_sends", *_INT_FIELDS, *_HEX_FIELDS, *_TEXT_FIELDS}
+    expected = {"user"} | {name for name, _codec, _default, since in FIELDS if since <= version}
     if set(seen) != expected:
         raise RecordError("unknown or missing fields")
     if seen["user"] != user:
         raise RecordError("record belongs to another user")
     record = Record(user)
-    for name in _INT_FIELDS:
-        setattr(record, name, _parse_int(seen[name]))
-    for name in _HEX_FIELDS:
-        setattr(record, name, _parse_hex(seen[name]))
-    for name in _TEXT_FIELDS:
-        setattr(record, name, _clean_text(seen[name]))
-    hashes = seen["recovery_hashes"]
-    record.recovery_hashes = [_parse_hex(h) for h in hashes.split(",")] if hashes else []
-    fails = seen["failures"]
-    record.failures = [_parse_int(t) for t in fails.split(",")] if fails else []
-    sends = seen["email_sends"]
-    record.email_sends = [_parse_int(t) for t in sends.split(",")] if sends else []
+    for name, codec, _default, since in FIELDS:
+        if since <= version:
+            setattr(record, name, _decode(codec, seen[name]))
     if record.algorithm not in ("SHA1", "SHA256", "SHA512"):
         raise RecordError("unknown TOTP algorithm")
     if not 6 <= record.digits <= 10 or not 1 <= record.period <= 3600:
         raise RecordError("TOTP digits or period out of range")
+    if len(record.trusted) > MAX_TRUSTED:
+        raise RecordError("too many trusted client addresses")
     return record

@@ -1,15 +1,23 @@
-"""The file store: one record per user under ``state_dir/users``, root-only.
+"""Where records live: the ``Store`` interface, and the file store under ``state_dir/users``.
 
-The interface is the one SPEC §12 asks for, so that a database backend can
-be added without touching the login logic: ``load(user)``, ``update(user,
-change)`` (atomic, under a per-user lock), ``delete(user)``, ``users()``.
+The login, the commands and any other backend speak one interface
+(docs/store.md): ``load(user)`` reads without a lock; ``locked(user)`` opens
+an exclusive section for one user, in which the record is read, a decision
+made and the result written (``section.record``, ``section.save(record)``,
+``section.delete()``); ``update``, ``delete``, ``discard`` and ``users``
+serve the commands. The lock is held only while deciding, never while a
+user types.
 
-Layout: ``STATE_DIR/users/NAME.rec`` (the record) and ``NAME.lock`` (an empty
-file for fcntl locks; it survives renames of the record, so a lock always
-guards the current file). Every folder and file must be owned by root with no
-access for group or others, and nothing is opened through a symlink.
+File layout: ``STATE_DIR/users/STEM.rec`` (the record) and ``STEM.lock`` (an
+empty file for fcntl locks; it survives renames of the record, so a lock
+always guards the current file). Every folder and file must be owned by root
+with no access for group or others, and nothing is opened through a symlink.
+``STEM`` is the account name itself when it is a safe file name, else a
+reversible encoding of it (``encode_name``), so that any name the system's
+user database returns can be stored.
 """
 
+import abc
 import os
 import stat
 
@@ -17,6 +25,9 @@ from pam_twofa.fileio import describe_mode, fsync_dir, is_private, write_atomic
 from pam_twofa.record import MAX_BYTES, Record, RecordError, dumps, loads
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+MAX_NAME_BYTES = 1024  # far beyond what NSS backends hand out (LOGIN_NAME_MAX is 256)
+_MAX_STEM = 240  # a file name is at most 255 bytes, and ".lock" / ".tmp" / a leading "." are added
+_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@$")
 
 
 class StoreError(Exception):
@@ -24,47 +35,183 @@ class StoreError(Exception):
 
 
 class CorruptedRecord(StoreError):
-    """The record is a root-only regular file whose content does not parse: ``discard`` removes it."""
+    """The record is there but does not parse (or decrypt): ``discard`` removes it unread."""
 
 
-def valid_user_name(user: str) -> bool:
-    """Names that are safe as file names: what useradd, SSSD and AD accounts use."""
-    if not user or len(user) > 200 or user[0] in ".-" or not user.isascii():
-        return False
-    return all(c.isalnum() or c in "._-@$" for c in user)
+def storable_name(user: str) -> bool:
+    """Every name NSS can return, except empty ones and ones with control characters (which
+    no directory hands out, and which must never reach a log line or a record)."""
+    return bool(user) and user.isprintable() and len(user.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
 
 
-class _Lock:
-    """An exclusive fcntl lock on a user's lock file, for ``with``."""
+def shell_word(text: str) -> str:
+    """``text`` as one word a shell reads back as it is, for commands printed in messages."""
+    if text and all(c in _SAFE for c in text):
+        return text
+    return "'" + text.replace("'", "'\\''") + "'"
 
-    def __init__(self, path: str, uid: int) -> None:
-        self.path = path
-        self.uid = uid
+
+def encode_name(user: str) -> str:
+    """The file name stem for ``user``: the name itself when it is a safe file name; otherwise
+    ``%XX`` for every byte outside ``[A-Za-z0-9._-@$]`` (and a leading ``.`` or ``-``); and when
+    that is too long for a file name, ``#`` and a SHA-256 of the name (the name is then read
+    from inside the record). Safe names never hold ``%`` or ``#``, so the forms cannot collide."""
+    if len(user) <= _MAX_STEM and user[0] not in ".-" and all(c in _SAFE for c in user):
+        return user
+    data = user.encode("utf-8", "surrogatepass")
+    parts = []
+    for index, byte in enumerate(data):
+        char = chr(byte)
+        if char in _SAFE and not (index == 0 and char in ".-"):
+            parts.append(char)
+        else:
+            parts.append(f"%{byte:02X}")
+    stem = "".join(parts)
+    if len(stem) <= _MAX_STEM:
+        return stem
+    from _sha256 import sha256
+
+    return "#" + sha256(data).hexdigest()
+
+
+def decode_name(stem: str) -> str | None:
+    """The account name of a file name stem; None for the hashed form (read it from the record)."""
+    if stem.startswith("#"):
+        return None
+    if "%" not in stem:
+        return stem
+    out = bytearray()
+    index = 0
+    while index < len(stem):
+        char = stem[index]
+        if char == "%":
+            out += bytes.fromhex(stem[index + 1 : index + 3])
+            index += 3
+        else:
+            out += char.encode("ascii")
+            index += 1
+    return out.decode("utf-8", "surrogatepass")
+
+
+class Section(abc.ABC):
+    """One user's exclusive section: what was stored when it opened, and how to change it."""
+
+    user: str
+    record: Record | None
+
+    @abc.abstractmethod
+    def save(self, record: Record) -> None:
+        """Replace the user's record (atomically: all of it or nothing)."""
+
+    @abc.abstractmethod
+    def delete(self) -> bool:
+        """Remove the user's record (read or not); True if there was one."""
+
+
+class Store(abc.ABC):
+    """The interface every backend implements (files today)."""
+
+    @abc.abstractmethod
+    def load(self, user: str) -> Record | None:
+        """The user's record, or None; CorruptedRecord if it is there but unreadable."""
+
+    @abc.abstractmethod
+    def locked(self, user: str, read: bool = True):
+        """A context manager giving a ``Section`` for ``user``, exclusive against every other
+        section of the same user (on this host, or fleet-wide for a shared backend). With
+        ``read=False`` the record is not read (``section.record`` is None): for ``discard``."""
+
+    @abc.abstractmethod
+    def users(self) -> list[str]:
+        """Every user that has a record."""
+
+    def update(self, user: str, change) -> Record | None:
+        """Apply ``change(record_or_None) -> record_or_None`` in one section; None deletes.
+        Returns what ``change`` returned."""
+        with self.locked(user) as section:
+            new = change(section.record)
+            if new is None:
+                if section.record is not None:
+                    section.delete()
+            elif new != section.record:
+                section.save(new)
+        return new
+
+    def delete(self, user: str) -> bool:
+        """Remove the user's record; True if there was one."""
+        with self.locked(user) as section:
+            existed = section.record is not None
+            if existed:
+                section.delete()
+        return existed
+
+    def discard(self, user: str) -> bool:
+        """Remove the user's record WITHOUT reading it (a corrupted one, which ``load`` refuses:
+        ``twofa-admin disable``). True if there was one."""
+        with self.locked(user, read=False) as section:
+            return section.delete()
+
+
+class _FileSection(Section):
+    """An exclusive fcntl lock on the user's lock file, for ``with``; the record is read under it."""
+
+    def __init__(self, store: "FileStore", user: str, read: bool) -> None:
+        self.store = store
+        self.user = user
+        self.read = read
+        self.record = None
+        self.path, self.lock_path = store._paths(user)
         self.fd = -1
 
-    def __enter__(self):
+    def __enter__(self) -> "_FileSection":
         import fcntl
 
+        self.store._ready(create=True)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
         except OSError as exc:
             raise StoreError(
-                f"{self.path}: cannot open the lock file ({exc.strerror}); remove it if it is a link"
+                f"{self.lock_path}: cannot open the lock file ({exc.strerror}); remove it if it is a link"
             ) from None
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or not is_private(st, self.uid):
+        if not stat.S_ISREG(st.st_mode) or not is_private(st, self.store.uid):
             os.close(fd)
-            raise StoreError(f"{self.path}: lock file is not a private regular file ({describe_mode(st)}); remove it")
+            raise StoreError(
+                f"{self.lock_path}: lock file is not a private regular file ({describe_mode(st)}); remove it"
+            )
         fcntl.flock(fd, fcntl.LOCK_EX)
         self.fd = fd
+        if self.read:
+            try:
+                # Read again under the lock: another login may have written meanwhile.
+                self.record = self.store.load(self.user)
+            except BaseException:
+                self._release()
+                raise
         return self
 
     def __exit__(self, *exc_info) -> None:
-        os.close(self.fd)  # closing releases the lock
-        self.fd = -1
+        self._release()
+
+    def _release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = -1
+
+    def save(self, record: Record) -> None:
+        if record.user != self.user:
+            raise StoreError("a record can only be saved in its own user's section")
+        write_atomic(self.path, dumps(record).encode("utf-8"))
+        self.record = record
+
+    def delete(self) -> bool:
+        existed = os.path.lexists(self.path)
+        self.store._remove(self.path)
+        self.record = None
+        return existed
 
 
-class FileStore:
+class FileStore(Store):
     def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
         self.users_dir = os.path.join(state_dir, "users")
@@ -100,9 +247,9 @@ class FileStore:
         return self._check_dir(self.users_dir, create)
 
     def _paths(self, user: str) -> tuple[str, str]:
-        if not valid_user_name(user):
-            raise StoreError("user name cannot be stored (unexpected characters or length)")
-        base = os.path.join(self.users_dir, user)
+        if not storable_name(user):
+            raise StoreError("user name cannot be stored (empty, control characters, or too long)")
+        base = os.path.join(self.users_dir, encode_name(user))
         return base + ".rec", base + ".lock"
 
     # -- interface ------------------------------------------------------------
@@ -112,6 +259,18 @@ class FileStore:
         path, _lock = self._paths(user)
         if not self._ready(create=False):
             return None
+        text = self._read(path)
+        if text is None:
+            return None
+        try:
+            return loads(text, user)
+        except RecordError as exc:
+            raise CorruptedRecord(
+                f"{path}: corrupted record ({exc}); restore it from backup or run "
+                f"twofa-admin disable {shell_word(user)} and re-enroll"
+            ) from None
+
+    def _read(self, path: str) -> str | None:
         try:
             fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
@@ -129,65 +288,45 @@ class FileStore:
         finally:
             os.close(fd)
         try:
-            return loads(data.decode("utf-8"), user)
-        except (RecordError, UnicodeDecodeError) as exc:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
             raise CorruptedRecord(
-                f"{path}: corrupted record ({exc}); restore it from backup or run twofa-admin disable {user} and re-enroll"
+                f"{path}: corrupted record (not UTF-8); restore it from backup or run twofa-admin disable"
             ) from None
 
-    def update(self, user: str, change) -> Record | None:
-        """Apply ``change(record_or_None) -> record_or_None`` atomically under the user's lock.
-
-        Returns what ``change`` returned; None deletes the record.
-        """
-        path, lock = self._paths(user)
-        self._ready(create=True)
-        with _Lock(lock, self.uid):
-            new = change(self.load(user))
-            if new is None:
-                self._remove(path)
-            else:
-                write_atomic(path, dumps(new).encode("utf-8"))
-        return new
-
-    def locked(self, user: str) -> _Lock:
-        """The user's lock, for callers that must read, decide and write in one step."""
-        _path, lock = self._paths(user)
-        self._ready(create=True)
-        return _Lock(lock, self.uid)
-
-    def save_locked(self, record: Record) -> None:
-        """Write ``record``; the caller holds ``locked(record.user)``."""
-        path, _lock = self._paths(record.user)
-        write_atomic(path, dumps(record).encode("utf-8"))
-
-    def delete(self, user: str) -> bool:
-        """Remove the user's record; True if there was one."""
-        existed = []
-
-        def drop(old):
-            existed.append(old is not None)
-            return None
-
-        self.update(user, drop)
-        return existed[0]
-
-    def discard(self, user: str) -> bool:
-        """Remove the user's record under the lock WITHOUT reading it (a corrupted one, which
-        ``load`` refuses: ``twofa-admin disable``). True if there was one."""
-        path, lock = self._paths(user)
-        self._ready(create=True)
-        with _Lock(lock, self.uid):
-            existed = os.path.lexists(path)
-            self._remove(path)
-        return existed
+    def locked(self, user: str, read: bool = True) -> _FileSection:
+        return _FileSection(self, user, read)
 
     def users(self) -> list[str]:
         if not self._ready(create=False):
             return []
-        return sorted(
-            name[:-4] for name in os.listdir(self.users_dir) if name.endswith(".rec") and not name.startswith(".")
-        )
+        found = []
+        for name in os.listdir(self.users_dir):
+            if not name.endswith(".rec") or name.startswith("."):
+                continue
+            stem = name[:-4]
+            try:
+                user = decode_name(stem)
+            except ValueError:
+                continue  # not a name this store wrote
+            if user is None:
+                user = self._name_inside(os.path.join(self.users_dir, name))
+            if user is not None and encode_name(user) == stem:
+                found.append(user)
+        return sorted(found)
+
+    def _name_inside(self, path: str) -> str | None:
+        """The user line of a record stored under a hashed name (too long to encode)."""
+        try:
+            text = self._read(path)
+        except StoreError:
+            return None
+        if text is None:
+            return None
+        lines = text.split("\n", 2)
+        if len(lines) < 2 or not lines[1].startswith("user "):
+            return None
+        return lines[1][5:]
 
     def _remove(self, path: str) -> None:
         try:

@@ -352,4 +352,18 @@ def test_policy_lists_become_tuples():
 
 def test_decision_repr_names_action_and_rule():
     decision = decide(policy(mode="all"), facts())
-    assert repr(decision) == f"Decision('email', {decision.rule!r})"
+    assert repr(decision) == f"Decision('email', 'enforced', {decision.rule!r})"
+
+
+def test_every_decision_has_a_kind_that_matches_its_rule():
+    from pam_twofa import decision as module
+
+    cases = [
+        (policy(exempt_users=("alice",)), facts(), module.EXEMPT_USER, True),
+        (policy(mode="all"), facts(enrolled=True), module.ENROLLED, False),
+        (policy(mode="all"), facts(), module.ENFORCED, False),
+        (policy(mode="off"), facts(), module.NOT_ENFORCED, False),
+    ]
+    for pol, fact, kind, exempt in cases:
+        decision = decide(pol, fact)
+        assert decision.kind == kind and decision.exempt is exempt, decision

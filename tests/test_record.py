@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -189,7 +191,17 @@ def test_truncated_at_every_byte_offset():
 
 @pytest.mark.parametrize(
     "magic",
-    ["pam-twofa-record 2", "pam-twofa-record", "PAM-TWOFA-RECORD 1", " pam-twofa-record 1", "pam-twofa-record 1 ", ""],
+    [
+        "pam-twofa-record 3",
+        "pam-twofa-record 0",
+        "pam-twofa-record 02",
+        "pam-twofa-record ²",
+        "pam-twofa-record",
+        "PAM-TWOFA-RECORD 1",
+        " pam-twofa-record 1",
+        "pam-twofa-record 1 ",
+        "",
+    ],
 )
 def test_wrong_magic(magic):
     lines = lines_of()
@@ -371,3 +383,72 @@ def test_repr_never_contains_key(key, hashes):
 def test_repr_sample_exact():
     assert repr(sample()) == "Record(user='alice', enrolled=True, failures=2)"
     assert repr(Record("bob")) == "Record(user='bob', enrolled=False, failures=0)"
+
+
+# --- format versions (docs/store.md) -----------------------------------------
+
+CORPUS = Path(__file__).parent / "data" / "records"
+CORPUS_USERS = {
+    "v1-enrolled": "alice",
+    "v1-locked": "bob",
+    "v1-email-pending": "carol",
+    "v1-address-only": "dave.d-1@corp",
+}
+
+
+def test_corpus_has_a_record_of_every_released_format():
+    versions = {path.read_text().split("\n", 1)[0] for path in CORPUS.glob("*.rec")}
+    assert versions == {f"pam-twofa-record {v}" for v in range(1, record.VERSION)} | {"pam-twofa-record 1"}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS_USERS))
+def test_records_of_older_formats_keep_loading(name):
+    """Records written by released versions load; fields added since take their defaults; a save writes the current format."""
+    text = (CORPUS / f"{name}.rec").read_text()
+    loaded = loads(text, CORPUS_USERS[name])
+    assert loaded.trusted == {}
+    again = dumps(loaded)
+    assert again.startswith(MAGIC + "\n")
+    assert loads(again, CORPUS_USERS[name]) == loaded
+    # Every value the old text held survives the upgrade.
+    for line in text.split("\n")[1:-2]:
+        key, _sep, value = line.partition(" ")
+        assert f"\n{key} {value}\n" in again
+
+
+def test_v1_corpus_values():
+    bob = loads((CORPUS / "v1-locked.rec").read_text(), "bob")
+    assert bob.enrolled and bob.algorithm == "SHA256" and bob.digits == 8 and bob.period == 60
+    assert bob.locked_until == 1764300940 and len(bob.failures) == 5
+    carol = loads((CORPUS / "v1-email-pending.rec").read_text(), "carol")
+    assert not carol.enrolled and carol.email == "carol@example.com" and carol.email_code_expires == 1764300600
+
+
+def test_a_v1_record_with_a_field_of_a_later_version_is_refused():
+    text = (CORPUS / "v1-enrolled.rec").read_text().replace("\nend\n", "\ntrusted \nend\n")
+    with pytest.raises(RecordError):
+        loads(text, "alice")
+
+
+def test_a_record_of_a_newer_format_is_refused_with_a_reason():
+    text = dumps(sample()).replace(MAGIC, f"pam-twofa-record {record.VERSION + 1}", 1)
+    with pytest.raises(RecordError, match="newer"):
+        loads(text, "alice")
+
+
+def test_every_field_has_a_codec_a_default_and_a_version():
+    for name, codec, _default, since in record.FIELDS:
+        assert codec in ("int", "hex", "text", "hexlist", "intlist", "trusted"), name
+        assert 1 <= since <= record.VERSION, name
+    assert max(since for *_rest, since in record.FIELDS) == record.VERSION
+
+
+def test_trusted_roundtrip_and_limits():
+    rec = sample(trusted={"192.0.2.7": 1_700_000_500, "2001:db8::1": 1_700_000_600})
+    assert loads(dumps(rec), "alice").trusted == rec.trusted
+    too_many = sample(trusted={f"192.0.2.{i}": 1 for i in range(record.MAX_TRUSTED + 1)})
+    with pytest.raises(RecordError):
+        loads(dumps(too_many), "alice")
+    for bad in ("192.0.2.7", "=5", "a=b", "1.2.3.4=5,1.2.3.4=6", "a b=5"):
+        with pytest.raises(RecordError):
+            loads(replace_line("trusted", bad), "alice")

@@ -6,10 +6,12 @@ import stat
 import time
 
 import pytest
-from blocking import no_block
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.blocking import no_block
 
 from pam_twofa.record import MAX_BYTES, Record, dumps, loads
-from pam_twofa.store import FileStore, StoreError, valid_user_name
+from pam_twofa.store import FileStore, Store, StoreError, decode_name, encode_name, storable_name
 
 KEY = bytes(range(20))
 
@@ -123,44 +125,93 @@ def test_users_lists_records_only(store):
     assert store.users() == ["MACHINE$", "alice", "bob.smith", "carol"]
 
 
-def test_locked_and_save_locked(store):
+def test_locked_section_reads_under_the_lock_and_saves(store):
     put(store, enrolled())
-    with store.locked("alice"):
-        record = store.load("alice")
+    with store.locked("alice") as section:
+        record = section.record
+        assert record == enrolled()
         record.last_step = 99
-        store.save_locked(record)
+        section.save(record)
     assert store.load("alice").last_step == 99
 
 
+def test_section_refuses_another_users_record(store):
+    with store.locked("alice") as section, pytest.raises(StoreError):
+        section.save(enrolled("bob"))
+    assert store.users() == []
+
+
+def test_file_store_implements_the_store_interface():
+    assert issubclass(FileStore, Store)
+    assert not Store.__abstractmethods__ - {"load", "locked", "users"}
+
+
 @pytest.mark.parametrize("name", ["alice", "john.doe", "user@example.org", "MACHINE$", "a-b", "_svc", "x" * 200, "a1"])
-def test_valid_user_names_roundtrip(store, name):
-    assert valid_user_name(name)
+def test_safe_user_names_are_their_own_file_names(store, name):
+    assert encode_name(name) == name
     put(store, enrolled(name))
     assert store.load(name).user == name
     assert name in store.users()
+    assert os.path.exists(os.path.join(store.users_dir, name + ".rec"))
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "../x",
-        "",
-        ".hidden",
-        "a/b",
-        "caf\u00e9",
-        "x" * 300,
-        "x" * 201,
-        "-rf",
-        "a b",
-        "a\nb",
-        "a\0b",
-        "..",
-        "/etc/passwd",
-        "a*",
-    ],
-)
-def test_invalid_user_names_are_refused(store, name):
-    assert not valid_user_name(name)
+ANY_NAMES = [
+    "CORP\\alice",
+    "alice@corp.example",
+    "jos\u00e9",
+    "two words",
+    "../x",
+    ".hidden",
+    "a/b",
+    "-rf",
+    "..",
+    "/etc/passwd",
+    "a*",
+    "a%41",
+    "#x",
+    "x" * 201,
+    "\u00e9" * 200,  # 400 bytes: stored under a hashed name
+    "y" * 1000,
+    "\U0001f600 emoji",
+]
+
+
+@pytest.mark.parametrize("name", ANY_NAMES)
+def test_any_account_name_is_stored_under_a_reversible_safe_file_name(store, name):
+    stem = encode_name(name)
+    assert "/" not in stem and not stem.startswith(".") and len(stem.encode()) <= 240
+    assert decode_name(stem) in (name, None)
+    put(store, enrolled(name))
+    assert store.load(name).user == name
+    assert store.users() == [name]
+    assert sorted(os.listdir(store.users_dir)) == sorted([stem + ".rec", stem + ".lock"])
+    assert store.delete(name) is True and store.users() == []
+
+
+def test_encodings_of_distinct_names_never_collide():
+    names = ANY_NAMES + ["alice", "a%2541", "%41", "A", "a"]
+    assert len({encode_name(n) for n in names}) == len(set(names))
+
+
+@given(st.text(min_size=1, max_size=300).filter(storable_name))
+@settings(max_examples=300, deadline=None)
+def test_name_encoding_roundtrips(name):
+    stem = encode_name(name)
+    assert len(stem) <= 240 and stem.isascii() and "/" not in stem and not stem.startswith((".", "-"))
+    assert decode_name(stem) in (name, None)
+    assert encode_name(decode_name(stem) or name) == stem
+
+
+def test_files_that_are_not_canonical_encodings_are_not_listed(store):
+    put(store, enrolled("alice"))
+    for stray in ("%61lice.rec", "%zz.rec", "%C3.rec"):
+        open(os.path.join(store.users_dir, stray), "w").close()
+    assert store.users() == ["alice"]
+
+
+@pytest.mark.parametrize("name", ["", "a\nb", "a\0b", "a\tb", "x\x1b[2J", "y" * 1025])
+def test_unstorable_user_names_are_refused(store, name):
+    assert not storable_name(name)
     for call in (
         lambda: store.load(name),
         lambda: store.update(name, lambda old: enrolled(name)),
@@ -452,12 +503,12 @@ def test_concurrent_updates_from_many_processes_lose_nothing(store):
 
 def _hold_lock(state_dir, held, release):
     store = FileStore(state_dir)
-    with store.locked("alice"):
+    with store.locked("alice") as section:
         held.set()
         release.wait(30)
-        record = store.load("alice")
+        record = section.record
         record.last_step = 100
-        store.save_locked(record)
+        section.save(record)
 
 
 def test_update_waits_for_the_lock_of_another_process(store):

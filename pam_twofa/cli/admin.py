@@ -77,12 +77,13 @@ def _context(args):
 def _known(store, user: str):
     """(account or None, record or None); UsageError if the user is neither on the system nor in the store."""
     from pam_twofa import accounts
-    from pam_twofa.store import valid_user_name
+    from pam_twofa.store import storable_name
 
-    if not valid_user_name(user):
-        raise UsageError(f"invalid user name {user!r}")
+    if not storable_name(user):
+        raise UsageError(f"invalid user name {user!r} (empty, control characters, or too long)")
     account = accounts.lookup(user)
-    record = store.load(user)
+    # The account's own spelling: with a case-insensitive directory every spelling shares one record.
+    record = store.load(account.name if account is not None else user)
     if account is None and record is None:
         raise UsageError(f"unknown user {user!r}: no such account and no 2FA record")
     return account, record
@@ -185,10 +186,10 @@ _DESCRIBE = {
 
 
 def _decide(loaded, store, account, rhost):
+    from pam_twofa.accounts import facts
     from pam_twofa.decision import decide
-    from pam_twofa.login import gather_facts
 
-    return decide(loaded, gather_facts(loaded, account, store.load(account.name), rhost))
+    return decide(loaded, facts(loaded, account, store.load(account.name), rhost))
 
 
 def cmd_explain(args) -> int:
@@ -222,8 +223,8 @@ def status_rows(loaded, store, only: str | None = None) -> list:
     import time
 
     from pam_twofa import accounts
+    from pam_twofa.accounts import facts as gather_facts
     from pam_twofa.decision import SKIP, decide
-    from pam_twofa.login import gather_facts
 
     now = time.time()
     if only is not None:
@@ -252,7 +253,7 @@ def status_rows(loaded, store, only: str | None = None) -> list:
             unenrolled = decide(loaded, gather_facts(loaded, account, None, None))
             row["decision"] = decision.action
             row["rule"] = decision.rule
-            row["exempt"] = decision.rule.startswith("exempt:")
+            row["exempt"] = decision.exempt
             row["enforced"] = unenrolled.action in ("email", "deny")
         else:
             row.update(decision=None, rule="no such account on this system", exempt=False, enforced=False)
