@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from support.codes import code_not_in
 
 # --- fixed paths -----------------------------------------------------------------
 
@@ -59,10 +60,17 @@ USERS = {
     "peggy": (2008, 2008),
     "trent": (2009, 2009),
     "victor": (2010, 2010),
+    "bgadmin": (2011, 2011),  # break-glass: supplementary member of staff (enforced) AND ops (exempt)
+    # Names the directory services hand out that are not plain file names (test_pam_names.py)
+    "CORP\\walter": (2101, 2101),  # winbind
+    "wendy@corp.example": (2102, 2102),  # SSSD with fully qualified names
+    "jos\u00e9": (2103, 2103),  # LDAP / AD, non-ASCII
+    "two words": (2104, 2104),
+    "\u00fc" * 100: (2105, 2105),  # 200 bytes of UTF-8: stored under a hashed file name
 }
 GROUPS = {  # name: (gid, supplementary members)
-    "staff": (3000, ["alice"]),
-    "ops": (3001, ["dave"]),
+    "staff": (3000, ["alice", "bgadmin"]),
+    "ops": (3001, ["dave", "bgadmin"]),
 }
 PASSWORDS = {name: f"Pw.{name}.k7Qz-{name[::-1]}" for name in USERS}
 
@@ -183,12 +191,7 @@ class Enrolled:
         """A well-formed code that no step the module accepts (window 1, plus margin) produces."""
         step = current_step()
         valid = {oath(self.secret, s) for s in range(step - 3, step + 4)}
-        candidate = int(self.code())
-        for k in range(1, 1000):
-            text = f"{(candidate + 104729 * (k + salt)) % 1_000_000:06d}"
-            if text not in valid:
-                return text
-        raise AssertionError("no wrong code found")
+        return code_not_in(valid, start=int(self.code()) + 104729 * (1 + salt), stride=104729)
 
 
 # --- results -------------------------------------------------------------------------
@@ -225,7 +228,7 @@ def leaks(lines, sensitive) -> list:
     inside a 10-digit timestamp; other values as substrings (long inputs by
     their first 16 characters too, in case a log line truncates them).
     """
-    found = []
+    found: list = []
     for value in sensitive:
         if not value or len(value.strip()) < 6:
             continue
@@ -249,8 +252,8 @@ class Env:
         self.passwd = root / "passwd"
         self.group = root / "group"
         self.passdb = root / "passdb"
-        self.admin = shutil.which("twofa-admin")
-        self.enroll = shutil.which("twofa-enroll")
+        self.admin = shutil.which("twofa-admin") or "twofa-admin"
+        self.enroll = shutil.which("twofa-enroll") or "twofa-enroll"
         self.base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LD_", "NSS_", "PAM_"))}
         self.base_env.pop("VIRTUAL_ENV", None)
         self.base_env["LC_ALL"] = "C.UTF-8"
@@ -328,16 +331,16 @@ class Env:
             env=self.base_env,
             cwd=cwd or str(self.root),
         )
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None  # both are pipes
         chunks: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: chunks.append(proc.stdout.read()), name="pamtester-output", daemon=True
-        )
+        reader = threading.Thread(target=lambda: chunks.append(stdout.read()), name="pamtester-output", daemon=True)
         reader.start()
 
         def feed(data: bytes) -> None:
             try:
-                proc.stdin.write(data)
-                proc.stdin.flush()
+                stdin.write(data)
+                stdin.flush()
             except BrokenPipeError:
                 pass  # the command already gave up reading: its output says why
 
@@ -353,7 +356,7 @@ class Env:
             raise
         finally:
             try:
-                proc.stdin.close()
+                stdin.close()
             except BrokenPipeError:
                 pass
         try:
@@ -510,6 +513,7 @@ class Scratch:
         max_failures=3,
         per_seconds=900,
         on_error="deny",
+        trust_seconds=0,
     ) -> Path:
         """A valid policy (flow style, one key a line) pointing at this test's state folder."""
 
@@ -532,13 +536,18 @@ totp:
 rate_limit:
   max_failures: {max_failures}
   per_seconds: {per_seconds}
+trust:
+  seconds: {trust_seconds}
 storage:
   state_dir: {self.state_dir}
 on_error: {on_error}
 """
         return self.write_policy_text(text)
 
-    def write_policy_text(self, text: str) -> Path:
+    def write_policy_text(self, text: str, verbatim: bool = False) -> Path:
+        """Replace the policy by ``text``; ``version: 1`` is appended unless it has one or ``verbatim``."""
+        if not verbatim and not any(line.startswith("version:") for line in text.splitlines()):
+            text += ("" if not text or text.endswith("\n") else "\n") + "version: 1\n"
         tmp = self.policy_path.with_suffix(".tmp")
         tmp.write_text(text)
         os.chmod(tmp, 0o644)
@@ -562,6 +571,11 @@ on_error: {on_error}
         line = lines[0].strip()
         assert line.split() == ["auth", "required", PAM_PYTHON, str(MODULE), f"policy={self.policy_path}"], line
         return line
+
+    def module_line(self, *extra: str, policy: bool = True) -> str:
+        """The pam_twofa line with ``extra`` module arguments appended; without its ``policy=`` if not ``policy``."""
+        fields = [f for f in self.auth_line.split() if policy or not f.startswith("policy=")]
+        return " ".join([*fields, *extra])
 
     def _write_services(self) -> None:
         (self.service_dir / PW).write_text(f"auth required {PAM_MATRIX} passdb={self.env.passdb}\n{self.auth_line}\n")
@@ -674,10 +688,12 @@ on_error: {on_error}
         # the recovery codes it printed (xxxxx-xxxxx) are secrets too
         tail = result.output.split("ecovery codes", 1)[-1]
         self.sensitive.update(t for t in re.findall(r"\b[0-9a-z]{4,8}-[0-9a-z]{4,8}\b", tail) if re.search(r"\d", t))
-        assert (self.state_dir / "users" / f"{user}.rec").is_file()
+        assert self.record_path(user).is_file()
         enrolled = Enrolled(user, secret, step - 1)
         self.enrolled[user] = enrolled
         return enrolled
 
     def record_path(self, user: str) -> Path:
-        return self.state_dir / "users" / f"{user}.rec"
+        from pam_twofa.store import encode_name
+
+        return self.state_dir / "users" / f"{encode_name(user)}.rec"
