@@ -5,6 +5,7 @@ Fixtures are in conftest.py, which documents the scenario.
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -18,7 +19,9 @@ import pyotp
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
-PROJECT = "pam-twofa-e2e"
+PROJECT = "pam-twofa-e2e"  # the compose project of a distro is PROJECT-DISTRO
+# The Debian releases the suite runs on, in order (PAM_TWOFA_E2E_DISTROS selects some).
+DISTROS = ("bookworm", "trixie")  # Debian 12, Debian 13
 BASE_IMAGE = "pam-twofa-base:bookworm"
 LOOPBACK = "127.0.0.1"
 LOCK_FILE = "/var/tmp/pam-twofa-e2e.lock"
@@ -92,9 +95,29 @@ def wrong_code(secret: str) -> str:
 # Containers
 
 
+# The distro whose containers the session is running now (set by the ``distro`` fixture).
+_active = {"distro": DISTROS[0]}
+
+
+def base_image(distro: str) -> str:
+    return f"pam-twofa-base:{distro}"
+
+
+def project(distro: str | None = None) -> str:
+    return f"{PROJECT}-{distro or _active['distro']}"
+
+
+def activate(distro: str) -> None:
+    """Point compose (ours and pytest-docker's, through the environment) at ``distro``'s images."""
+    _active["distro"] = distro
+    os.environ["PAM_TWOFA_BASE_IMAGE"] = base_image(distro)
+    # docker/docker-compose.yml: pam-twofa-sshd:password (Debian 12), pam-twofa-sshd:password-trixie, ...
+    os.environ["PAM_TWOFA_IMAGE_SUFFIX"] = "" if distro == DISTROS[0] else f"-{distro}"
+
+
 def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE_FILE), "-p", PROJECT, *args],
+        ["docker-compose", "-f", str(COMPOSE_FILE), "-p", project(), *args],
         capture_output=True,
         text=True,
         check=check,
