@@ -1,5 +1,5 @@
 # Shortcuts; each target needs root.
-.PHONY: install test demo bench
+.PHONY: install test demo bench deb upgrade-test
 install:
 	bash scripts/install.sh
 test:
@@ -8,3 +8,7 @@ demo:
 	bash scripts/demo.sh
 bench:
 	bash scripts/bench.sh
+deb:
+	bash scripts/build-deb.sh
+upgrade-test:
+	bash scripts/upgrade-test.sh

@@ -336,3 +336,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# Images outside the compose session (package and upgrade tests)
+
+
+def build_sshd_image(tag: str, distro: str = DISTROS[0], stack: str = "password", port: int = 2203) -> str:
+    """docker/Dockerfile built as the compose file builds it (layers shared), for a container of a test's own."""
+    subprocess.run(["bash", str(REPO / "docker" / "base-image.sh"), base_image(distro)], check=True)
+    subprocess.run(
+        ["docker", "build", "-q", "--network", "host", "-f", "docker/Dockerfile",
+         "--build-arg", f"BASE={base_image(distro)}", "--build-arg", f"STACK={stack}", "--build-arg", f"PORT={port}",
+         "-t", tag, "."],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    return tag

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from e2e_harness import DISTROS, REPO, totp_at, wait_for_fresh_step
+from e2e_harness import DISTROS, REPO, build_sshd_image, totp_at, wait_for_fresh_step
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +32,12 @@ def image(distro: str, stack: str = "password") -> str:
 
 
 class Box:
-    """A throw-away container of an e2e image (no network, no sshd)."""
+    """A throw-away container of an e2e image (no sshd; no network unless it needs Debian's packages)."""
 
-    def __init__(self, image: str) -> None:
+    def __init__(self, image: str, network: str = "none") -> None:
         self.name = f"pam-twofa-pkg-{uuid.uuid4().hex[:8]}"
         subprocess.run(
-            ["docker", "run", "-d", "--name", self.name, "--network", "none", image, "sleep", "infinity"],
+            ["docker", "run", "-d", "--name", self.name, "--network", network, image, "sleep", "infinity"],
             check=True,
             capture_output=True,
         )
@@ -218,3 +218,64 @@ def test_lintian_reports_no_error(tmp_path):
     report = lint.stdout + lint.stderr
     assert lint.returncode == 0 and not re.search(r"^[EW]: ", report, re.M), report
     assert Path(deb).stat().st_size > 10_000
+
+
+# The commit before the Debian package: its scripts/install.sh pip-installed into /usr/local.
+PIP_ERA = "0463632"
+OLD_LINE = "auth required /lib/security/pam_python.so /usr/local/lib/python3.11/dist-packages/pam_twofa/pam_module.py"
+
+
+@pytest.fixture
+def pip_era_host():
+    """A Debian 12 host set up by the earlier installer: pip layout in /usr/local, the old PAM line, a user enrolled."""
+    made = Box(build_sshd_image("pam-twofa-upgrade:bookworm"), network="host")
+    try:
+        made.sh(f"sed -i '/pam_twofa/d' /etc/pam.d/sshd && {APT} purge pam-twofa >/dev/null")
+        old = subprocess.run(
+            ["git", "archive", PIP_ERA, "pam_twofa", "scripts", "setup.cfg", "pyproject.toml", "README.md"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(
+            ["docker", "exec", "-i", made.name, "bash", "-c", "mkdir /old && tar -C /old -x"], input=old, check=True
+        )
+        made.sh("bash /old/scripts/install.sh >/dev/null")
+        made.sh(f"cat > /etc/pam-twofa/policy.yaml <<'EOF'\n{ENFORCE_ALL}EOF")
+        _enroll(made, "olga")
+        made.sh(f"sed -i 's|^@include common-auth$|&\\n{OLD_LINE}|' /etc/pam.d/sshd")
+        assert OLD_LINE in made.sh("cat /etc/pam.d/sshd").stdout
+        yield made
+    finally:
+        made.remove()
+
+
+def test_install_sh_replaces_the_pip_layout(pip_era_host):
+    box = pip_era_host
+    assert box.exists("/usr/local/bin/twofa-admin") and box.exists("/usr/local/libexec/pam-twofa/enroll-self")
+    record = box.sh("sha256sum /var/lib/pam-twofa/users/olga.rec").stdout
+
+    out = box.sh("bash /src/pam-twofa/scripts/install.sh").stdout
+    assert box.status() == "install ok installed"
+    assert "still name the earlier copy" in out and OLD_LINE in out, out
+    for gone in ("/usr/local/bin/twofa-admin", "/usr/local/bin/twofa-enroll", "/usr/local/libexec/pam-twofa"):
+        assert not box.exists(gone), gone
+    assert box.sh("ls -d /usr/local/lib/python3*/dist-packages/pam_twofa-* 2>/dev/null || true").stdout == ""
+    # the old line still loads a module: the package's, through the link
+    site = "/usr/local/lib/python3.11/dist-packages/pam_twofa"
+    assert box.sh(f"readlink {site}").stdout.strip() == "/usr/lib/python3/dist-packages/pam_twofa"
+    assert "dpkg" not in box.sh("dpkg -S /etc/sudoers.d/pam-twofa").stderr  # the package's drop-in now
+    box.sh("visudo -cf /etc/sudoers.d/pam-twofa")
+    assert box.sh("cat /etc/pam-twofa/policy.yaml").stdout == ENFORCE_ALL  # the admin's policy, kept
+    assert box.sh("sha256sum /var/lib/pam-twofa/users/olga.rec").stdout == record
+    assert _enrolled(_status(box, "olga"), "olga")
+    assert box.sh("command -v twofa-admin").stdout.strip() == "/usr/bin/twofa-admin"
+
+    # the admin changes the line to the one pam-config prints; the next run drops the link
+    box.sh(f"sed -i 's|^{OLD_LINE}$|{PAM_LINE}|' /etc/pam.d/sshd")
+    again = box.sh("bash /src/pam-twofa/scripts/install.sh").stdout
+    assert "earlier copy" not in again
+    assert not box.exists(site)
+    assert box.sh("cd / && /usr/bin/python3 -I -c 'import pam_twofa; print(pam_twofa.__file__)'").stdout.strip() == (
+        "/usr/lib/python3/dist-packages/pam_twofa/__init__.py"
+    )

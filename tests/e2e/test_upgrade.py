@@ -18,7 +18,7 @@ import subprocess
 import time
 
 import pytest
-from e2e_harness import REPO, port_open, ssh_banner, ssh_login, totp_at, wait_for_fresh_step, wrong_code
+from e2e_harness import build_sshd_image, port_open, ssh_banner, ssh_login, totp_at, wait_for_fresh_step, wrong_code
 
 pytestmark = pytest.mark.e2e
 
@@ -65,13 +65,7 @@ def login_with_code():
 
 @pytest.fixture
 def bookworm_host():
-    subprocess.run(["bash", str(REPO / "docker" / "base-image.sh"), "pam-twofa-base:bookworm"], check=True)
-    subprocess.run(
-        ["docker", "build", "-q", "--network", "host", "-f", "docker/Dockerfile", "--build-arg",
-         "BASE=pam-twofa-base:bookworm", "--build-arg", "STACK=password", "--build-arg", f"PORT={PORT}",
-         "-t", IMAGE, "."],
-        cwd=REPO, check=True, capture_output=True,
-    )  # fmt: skip
+    build_sshd_image(IMAGE, "bookworm", port=PORT)
     subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
     if port_open(PORT):
         pytest.fail(f"127.0.0.1:{PORT} is in use: the upgrade test's sshd needs it")
