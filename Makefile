@@ -1,9 +1,9 @@
-# Shortcuts; install, test, demo and bench need root.
+# Shortcuts; install, test, demo, bench, deb and upgrade-test need root.
 # unit and lint use the test venv that scripts/test.sh builds: run it once first.
 VENV ?= /var/tmp/pam-twofa-test-venv
 # The layers that need root, pam_wrapper, the installed module or Docker.
 SLOW_LAYERS = --ignore=tests/pam --ignore=tests/hardening --ignore=tests/e2e
-.PHONY: install test demo bench unit lint
+.PHONY: install test demo bench unit lint deb upgrade-test
 install:
 	bash scripts/install.sh
 test:
@@ -18,3 +18,7 @@ unit:
 # ruff check, ruff format --check and mypy, as scripts/test.sh runs them first.
 lint:
 	PAM_TWOFA_TEST_VENV=$(VENV) bash scripts/lint.sh
+deb:
+	bash scripts/build-deb.sh
+upgrade-test:
+	bash scripts/upgrade-test.sh

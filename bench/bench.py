@@ -25,7 +25,15 @@ from floor import BARE_MODULE  # noqa: E402
 
 from pam_twofa import totp  # noqa: E402  (code computation for the bench's own answers)
 
-PAM_PYTHON = "/lib/security/pam_python.so"
+# pam_wrapper needs absolute module paths: libpam-python's file on Debian 13, then on Debian 12.
+PAM_PYTHON = next(
+    (
+        p
+        for p in ("/usr/lib/x86_64-linux-gnu/security/pam_python.so", "/lib/security/pam_python.so")
+        if os.path.exists(p)
+    ),
+    "/lib/security/pam_python.so",
+)
 PAM_PERMIT = "/lib/x86_64-linux-gnu/security/pam_permit.so"
 PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
 

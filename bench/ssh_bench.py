@@ -24,7 +24,6 @@ PORT = 2299
 
 SETUP = r"""
 import os, sys
-sys.path.insert(0, "/usr/local/lib/python3.11/dist-packages")
 from pam_twofa.record import Record
 from pam_twofa.store import FileStore
 n = int(sys.argv[1])

@@ -9,7 +9,9 @@ The package is imported from the folder this file is in (``argv[0]``, the
 absolute path in the PAM line), not from wherever ``sys.path`` points: inside
 sshd the embedded interpreter can compute ``sys.prefix`` as ``/`` (sshd's
 auth child has no PATH, Python finds ``/bin/python3`` through merged /usr),
-and then ``/usr/local/lib/python3.11/dist-packages`` is not on ``sys.path``.
+and then ``/usr/local/lib/python3.11/dist-packages`` is not on ``sys.path``
+(the Debian package installs into ``/usr/lib/python3/dist-packages``, which
+this keeps first too).
 
 pam_python is safe in sshd's stack only: its interpreter takes its Python,
 and so its standard library, from the calling process's PATH, so in a setuid

@@ -6,22 +6,19 @@ import os
 
 from pam_twofa.policy import DEFAULT_PATH
 
-PAM_PYTHON_CANDIDATES = (
-    "/lib/security/pam_python.so",  # Debian/Ubuntu libpam-python
-    "/lib/x86_64-linux-gnu/security/pam_python.so",
-    "/usr/lib/security/pam_python.so",
-    "/usr/lib64/security/pam_python.so",
-)
+# The bare name: libpam finds it in its module folders, and libpam-python moved
+# from /lib/security (Debian 12) to /usr/lib/x86_64-linux-gnu/security (Debian 13).
+PAM_PYTHON = "pam_python.so"
 
 
 def pam_python_path() -> str:
-    for path in PAM_PYTHON_CANDIDATES:
-        if os.path.exists(path):
-            return path
-    return PAM_PYTHON_CANDIDATES[0]
+    return PAM_PYTHON
 
 
 def module_path() -> str:
+    # This package's own file: installed by the Debian package it is
+    # /usr/lib/python3/dist-packages/pam_twofa/pam_module.py, the same for
+    # every Python 3 version, so the line survives an upgrade from Debian 12 to 13.
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "pam_module.py")
 
 

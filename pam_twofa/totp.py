@@ -19,12 +19,19 @@ def _hash_ctor(algorithm: str):
         from _sha1 import sha1
 
         return sha1, 64
+    # Python 3.12 merged _sha256 and _sha512 into _sha2 (Debian 13 has 3.13).
     if algorithm == "SHA256":
-        from _sha256 import sha256
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from _sha2 import sha256
 
         return sha256, 64
     if algorithm == "SHA512":
-        from _sha512 import sha512
+        try:
+            from _sha512 import sha512
+        except ImportError:
+            from _sha2 import sha512
 
         return sha512, 128
     raise ValueError("unsupported TOTP algorithm (use SHA1, SHA256 or SHA512)")

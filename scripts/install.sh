@@ -1,55 +1,68 @@
 #!/usr/bin/env bash
-# Install pam-twofa on a Debian 12 / Ubuntu host, as root. Idempotent.
-# It does NOT switch sshd to 2FA: it prints how to (twofa-admin pam-config).
+# Install pam-twofa on a Debian 12 or 13 host, as root. Idempotent.
+# Builds the Debian package from this checkout (scripts/build-deb.sh, which
+# installs the build tools) and installs it with apt, so its dependencies
+# resolve as for any package. An earlier pip-installed copy (/usr/local) is
+# removed first. It does NOT switch sshd to 2FA: it prints how to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo bash scripts/install.sh)" >&2; exit 1; fi
 
-DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy python3-pip python3-setuptools python3-wheel"
+# What the package depends on (debian/control), checked first so that an
+# install needing nothing new does not need "apt-get update".
+DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy"
+
+deb=$(bash scripts/build-deb.sh)
+
+# The layout of the earlier installer (pip into /usr/local). Its sudoers
+# drop-in goes first: the package ships its own as a conffile.
+if [ -e /etc/sudoers.d/pam-twofa ] && ! dpkg-query -S /etc/sudoers.d/pam-twofa >/dev/null 2>&1; then
+    rm -f /etc/sudoers.d/pam-twofa
+fi
+
 missing=$(for p in $DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
-if [ -n "$missing" ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+[ -z "$missing" ] || apt-get update -qq
+# --reinstall: the same version built from a changed checkout is installed
+# again. confold: a policy already in /etc/pam-twofa (an admin's, or the
+# earlier installer's) is kept; the package's default goes beside it as .dpkg-dist.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "./$deb" >/dev/null
+
+# Now the earlier copy in /usr/local (it would shadow the package's: /usr/local
+# comes first on sys.path). A PAM line may still name its pam_module.py: then
+# that folder becomes a link to the package's, so those logins keep working
+# on the package's code until the line is changed.
+old_lines=$(grep -rHnE '^[[:space:]]*[^#[:space:]].*/usr/local/lib/python3[^/]*/dist-packages/pam_twofa/' /etc/pam.d 2>/dev/null || true)
+for site in /usr/local/lib/python3*/dist-packages; do
+    [ -d "$site" ] || continue
+    rm -rf "$site"/pam_twofa-*.dist-info "$site"/pam_twofa-*.egg-info "$site"/pam_twofa.egg-link
+    if [ -e "$site/pam_twofa" ] || [ -L "$site/pam_twofa" ]; then
+        rm -rf "$site/pam_twofa"
+        if [ -n "$old_lines" ]; then
+            ln -s /usr/lib/python3/dist-packages/pam_twofa "$site/pam_twofa"
+        fi
+    fi
+done
+rm -f /usr/local/bin/twofa-admin /usr/local/bin/twofa-enroll
+rm -rf /usr/local/libexec/pam-twofa
+
+twofa-admin check
+if [ -n "$old_lines" ]; then
+    cat <<MSG
+
+These PAM lines still name the earlier copy in /usr/local (now a link to the package's):
+$old_lines
+Replace each with the line from "twofa-admin pam-config" (it names
+/usr/lib/python3/dist-packages/pam_twofa/pam_module.py, the same on Debian 12 and 13),
+then run this script again to remove the link.
+MSG
 fi
-
-# Into the interpreter pam_python.so embeds (Debian's /usr/bin/python3), whatever
-# python3 comes first on PATH. Dependencies come from the Debian packages above.
-# Built from a copy so the checkout stays clean (setuptools writes build/ in-tree).
-src=$(mktemp -d)
-trap 'rm -rf "$src"' EXIT
-cp -r pam_twofa setup.cfg pyproject.toml README.md "$src"/
-/usr/bin/python3 -m pip install --quiet --no-deps --no-build-isolation --no-cache-dir \
-    --break-system-packages --root-user-action=ignore --upgrade --force-reinstall "$src"
-
-# Self-service enrollment: every user may run exactly this helper as root,
-# which acts only for the account sudo names in SUDO_UID (see README).
-install -d -m 0755 -o root -g root /usr/local/libexec/pam-twofa
-cat > /usr/local/libexec/pam-twofa/enroll-self <<'PY'
-#!/usr/bin/python3 -I
-from pam_twofa.cli.enroll import self_service_entry
-self_service_entry()
-PY
-chmod 0755 /usr/local/libexec/pam-twofa/enroll-self
-cat > /etc/sudoers.d/pam-twofa.tmp <<'SUDO'
-# pam-twofa: any user may enroll their own account (twofa-enroll re-runs itself through this).
-ALL ALL=(root) NOPASSWD: /usr/local/libexec/pam-twofa/enroll-self
-SUDO
-chmod 0440 /etc/sudoers.d/pam-twofa.tmp
-visudo -cqf /etc/sudoers.d/pam-twofa.tmp && mv /etc/sudoers.d/pam-twofa.tmp /etc/sudoers.d/pam-twofa
-
-install -d -m 0755 -o root -g root /etc/pam-twofa
-if [ ! -e /etc/pam-twofa/policy.yaml ]; then
-    install -m 0644 -o root -g root pam_twofa/data/policy.yaml /etc/pam-twofa/policy.yaml
-    echo "install.sh: wrote /etc/pam-twofa/policy.yaml (enforce.mode: off)"
-fi
-install -d -m 0700 -o root -g root /var/lib/pam-twofa
-
-/usr/local/bin/twofa-admin check
 cat <<MSG
 
-pam-twofa is installed; sshd is unchanged. To turn 2FA on for SSH, enroll yourself
-first (twofa-enroll --user YOU), keep a root shell open, then install the lines from:
+pam-twofa $(dpkg-query -W -f='${Version}' pam-twofa) is installed (Debian package pam-twofa); sshd is unchanged.
+To turn 2FA on for SSH, enroll yourself first (twofa-enroll --user YOU), keep a
+root shell open, then install the lines from:
     twofa-admin pam-config                 # password + code
     twofa-admin pam-config --stack key     # SSH key + code
 MSG

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Run the whole test suite on a Debian 12 host, as root, installing what it needs.
+# Run the whole test suite on a Debian 12 or 13 host, as root, installing what it needs.
+# The end to end layer (tests/e2e) runs on a Debian 12 and a Debian 13 image.
 # Idempotent: safe to run again; it assumes nothing was installed before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then echo "test.sh: run as root" >&2; exit 1; fi
 
-TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux openssh-client zbar-tools python3-pil"
+TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux openssh-client zbar-tools python3-pil lintian"
 missing=$(for p in $TEST_DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
-# The product, installed exactly as the README tells an admin.
+# The product, installed exactly as the README tells an admin (it builds the
+# Debian package from this checkout and installs it with apt).
 bash scripts/install.sh >/dev/null
 
 # Test tools in a venv of Debian's interpreter (the one PAM embeds), seeing its
@@ -46,11 +48,12 @@ if [ -z "${PAM_TWOFA_SETUP_ONLY:-}" ] && ! bash scripts/lint.sh; then
 fi
 
 # The end to end layer (tests/e2e): a Docker engine with host networking only,
-# and the Debian 12 base image (pulled, or built with debootstrap when no
-# registry can be reached) that docker/docker-compose.yml builds on.
+# and the Debian 12 and 13 base images (pulled, or built with debootstrap when
+# no registry can be reached) that docker/docker-compose.yml builds on; the
+# e2e session runs every scenario on each (PAM_TWOFA_E2E_DISTROS picks some).
 bash scripts/docker-engine.sh
 bash docker/base-image.sh pam-twofa-base:bookworm
-export PAM_TWOFA_BASE_IMAGE=pam-twofa-base:bookworm
+bash docker/base-image.sh pam-twofa-base:trixie
 
 # scripts/bench.sh reuses all of the above.
 [ -n "${PAM_TWOFA_SETUP_ONLY:-}" ] && exit 0

@@ -201,8 +201,8 @@ def test_pam_config_password_stack_default_policy(capsys):
     assert code == 0 and err == ""
     words = _auth_line(out)
     assert words[:2] == ["auth", "required"]
-    assert os.path.isabs(words[2]) and words[2].endswith("/pam_python.so")
-    assert words[2] == pamconfig.pam_python_path()
+    # the bare name: it resolves on Debian 12 (/lib/security) and 13 (multiarch folder) alike
+    assert words[2] == "pam_python.so" == pamconfig.pam_python_path()
     assert words[3] == os.path.join(REPO, "pam_twofa", "pam_module.py") and os.path.isfile(words[3])
     assert not any(w.startswith("policy=") for w in words)
     assert "AuthenticationMethods keyboard-interactive" in out.splitlines()
@@ -222,7 +222,7 @@ def test_pam_config_key_stack(capsys, scratch_policy):
     code, out, err = cli(capsys, "pam-config", "--stack", "key", "--policy", scratch_policy)
     assert code == 0 and err == ""
     words = _auth_line(out)
-    assert os.path.isabs(words[2]) and words[2].endswith("/pam_python.so")
+    assert words[2] == "pam_python.so"
     assert words[3].endswith("/pam_twofa/pam_module.py") and os.path.isfile(words[3])
     assert words[4:] == ["policy=" + scratch_policy]
     lines = out.splitlines()

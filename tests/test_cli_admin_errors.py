@@ -1,6 +1,6 @@
 """twofa-admin's errors and exit codes (README twofa-admin, issue 5 "Must show" 4), through the INSTALLED command.
 
-Every case runs ``/usr/local/bin/twofa-admin`` as a subprocess, as an
+Every case runs the installed ``twofa-admin`` as a subprocess, as an
 administrator would, and checks the documented contract of
 pam_twofa/cli/__init__.py: 0 ok, 1 usage / unknown user / not root,
 2 policy invalid, 3 store unreadable; one line on stderr (one line per policy
@@ -17,7 +17,8 @@ import pytest
 from pam_twofa.record import Record
 from pam_twofa.store import FileStore
 
-ADMIN = "/usr/local/bin/twofa-admin"
+# /usr/bin from the Debian package; /usr/local/bin from an older pip install
+ADMIN = shutil.which("twofa-admin", path="/usr/bin:/usr/local/bin") or "/usr/bin/twofa-admin"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 UNKNOWN = "nosuchuser-q7"
 

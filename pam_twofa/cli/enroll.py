@@ -3,7 +3,7 @@
 Two ways in:
 
 * ``twofa-enroll`` run by a user: it re-runs itself through sudo as
-  ``/usr/local/libexec/pam-twofa/enroll-self`` (the installer's sudoers rule
+  ``/usr/libexec/pam-twofa/enroll-self`` (the package's sudoers rule
   lets every user run exactly that, without a password). That entry acts
   only for the account sudo reports in ``SUDO_UID`` and refuses every
   root-only option, so one user can never touch another's 2FA.
@@ -26,7 +26,7 @@ from pam_twofa import __version__, log
 from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.policy import DEFAULT_PATH
 
-SELF_SERVICE = "/usr/local/libexec/pam-twofa/enroll-self"
+SELF_SERVICE = "/usr/libexec/pam-twofa/enroll-self"  # shipped by the Debian package (debian/)
 PAM_SERVICE = "twofa-enroll"  # falls back to /etc/pam.d/other (common-auth) unless an admin creates it
 CODE_TRIES = 3
 PASSWORD_TRIES = 3
@@ -583,5 +583,5 @@ def entry() -> int:
 
 
 def self_service_entry() -> int:
-    # Runs as /usr/local/libexec/pam-twofa/enroll-self; the user typed twofa-enroll.
+    # Runs as /usr/libexec/pam-twofa/enroll-self; the user typed twofa-enroll.
     raise SystemExit(run(self_service_main, prog="twofa-enroll"))

@@ -1,7 +1,10 @@
 """End to end layer (the third test layer): real sshd with pam-twofa in Docker.
 
 pytest-docker starts docker/docker-compose.yml (docker-compose 1.29): two SSH
-hosts built by docker/Dockerfile, installed as the README tells an admin:
+hosts built by docker/Dockerfile, installed as the README tells an admin, once
+on Debian 12 (bookworm) and once on Debian 13 (trixie): the ``distro`` fixture
+parametrizes the session, so every test runs on both, one release after the
+other on the same ports (``PAM_TWOFA_E2E_DISTROS=trixie`` runs one only):
 
 - ``sshd-password`` on 127.0.0.1:2201: password + code (keyboard-interactive);
 - ``sshd-key`` on 127.0.0.1:2202: SSH key + code (publickey, then
@@ -41,9 +44,9 @@ from pathlib import Path
 import paramiko
 import pytest
 from e2e_harness import (
-    BASE_IMAGE,
     BOB_SECRET,
     COMPOSE_FILE,
+    DISTROS,
     KEY_PORT,
     LOCK_FILE,
     LOCK_WAIT,
@@ -52,16 +55,18 @@ from e2e_harness import (
     PASSWORDS,
     POLICY_BACKUP,
     POLICY_PATH,
-    PROJECT,
     REPO,
     SCRATCH_POLICY,
     SYSLOG_FILE,
     SYSLOG_LISTENER,
     Host,
     SMTPServer,
+    activate,
+    base_image,
     compose,
     free_port,
     port_open,
+    project,
     ssh_banner,
     totp_at,
     wait_for_fresh_step,
@@ -81,10 +86,25 @@ def docker_compose_file() -> str:
     return str(COMPOSE_FILE)
 
 
+def _distros() -> list[str]:
+    chosen = os.environ.get("PAM_TWOFA_E2E_DISTROS", " ".join(DISTROS)).split()
+    unknown = [d for d in chosen if d not in DISTROS]
+    if unknown or not chosen:
+        raise pytest.UsageError(f"PAM_TWOFA_E2E_DISTROS={chosen!r}: choose among {' '.join(DISTROS)}")
+    return chosen
+
+
+@pytest.fixture(scope="session", params=_distros())
+def distro(request) -> str:
+    """The Debian release of the running containers: every e2e test runs once per release."""
+    activate(request.param)
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def docker_compose_project_name() -> str:
-    # Fixed, so that containers left by an interrupted run are recognised and replaced.
-    return PROJECT
+def docker_compose_project_name(distro) -> str:
+    # Fixed per release, so that containers left by an interrupted run are recognised and replaced.
+    return project(distro)
 
 
 @pytest.fixture(scope="session")
@@ -110,11 +130,11 @@ def e2e_lock(pytestconfig):
 
 
 @pytest.fixture(scope="session")
-def docker_setup(e2e_lock):
-    # The Debian base image: scripts/test.sh exports it; run directly, make it here.
-    if not os.environ.get("PAM_TWOFA_BASE_IMAGE"):
-        subprocess.run(["bash", str(REPO / "docker" / "base-image.sh"), BASE_IMAGE], check=True)
-        os.environ["PAM_TWOFA_BASE_IMAGE"] = BASE_IMAGE
+def docker_setup(e2e_lock, distro):
+    # The release's base image: scripts/test.sh has made it already (pulled or
+    # debootstrapped); run directly, it is made here. Idempotent.
+    subprocess.run(["bash", str(REPO / "docker" / "base-image.sh"), base_image(distro)], check=True)
+    activate(distro)
     # Holding the lock, containers of this project are left by an interrupted
     # run: remove them. Then the ports must be free (host networking), or the
     # banner check below would talk to someone else's server.

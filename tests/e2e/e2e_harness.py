@@ -5,6 +5,7 @@ Fixtures are in conftest.py, which documents the scenario.
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 import subprocess
@@ -19,7 +20,9 @@ from support.codes import code_not_in
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
-PROJECT = "pam-twofa-e2e"
+PROJECT = "pam-twofa-e2e"  # the compose project of a distro is PROJECT-DISTRO
+# The Debian releases the suite runs on, in order (PAM_TWOFA_E2E_DISTROS selects some).
+DISTROS = ("bookworm", "trixie")  # Debian 12, Debian 13
 BASE_IMAGE = "pam-twofa-base:bookworm"
 LOOPBACK = "127.0.0.1"
 LOCK_FILE = "/var/tmp/pam-twofa-e2e.lock"
@@ -89,9 +92,29 @@ def wrong_code(secret: str) -> str:
 # Containers
 
 
+# The distro whose containers the session is running now (set by the ``distro`` fixture).
+_active = {"distro": DISTROS[0]}
+
+
+def base_image(distro: str) -> str:
+    return f"pam-twofa-base:{distro}"
+
+
+def project(distro: str | None = None) -> str:
+    return f"{PROJECT}-{distro or _active['distro']}"
+
+
+def activate(distro: str) -> None:
+    """Point compose (ours and pytest-docker's, through the environment) at ``distro``'s images."""
+    _active["distro"] = distro
+    os.environ["PAM_TWOFA_BASE_IMAGE"] = base_image(distro)
+    # docker/docker-compose.yml: pam-twofa-sshd:password (Debian 12), pam-twofa-sshd:password-trixie, ...
+    os.environ["PAM_TWOFA_IMAGE_SUFFIX"] = "" if distro == DISTROS[0] else f"-{distro}"
+
+
 def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE_FILE), "-p", PROJECT, *args],
+        ["docker-compose", "-f", str(COMPOSE_FILE), "-p", project(), *args],
         capture_output=True,
         text=True,
         check=check,
@@ -310,3 +333,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# Images outside the compose session (package and upgrade tests)
+
+
+def build_sshd_image(tag: str, distro: str = DISTROS[0], stack: str = "password", port: int = 2203) -> str:
+    """docker/Dockerfile built as the compose file builds it (layers shared), for a container of a test's own."""
+    subprocess.run(["bash", str(REPO / "docker" / "base-image.sh"), base_image(distro)], check=True)
+    subprocess.run(
+        ["docker", "build", "-q", "--network", "host", "-f", "docker/Dockerfile",
+         "--build-arg", f"BASE={base_image(distro)}", "--build-arg", f"STACK={stack}", "--build-arg", f"PORT={port}",
+         "-t", tag, "."],
+        cwd=REPO, check=True, capture_output=True,
+    )  # fmt: skip
+    return tag

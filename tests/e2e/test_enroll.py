@@ -56,7 +56,7 @@ from e2e_terminal import (
 
 pytestmark = pytest.mark.e2e
 
-SELF_SERVICE = "/usr/local/libexec/pam-twofa/enroll-self"
+SELF_SERVICE = "/usr/libexec/pam-twofa/enroll-self"
 ENROLLED = "Two-factor authentication is now on for {user}."
 MSG_BAD = "Wrong verification code."
 CURRENT_PROMPT = "Current code from your app, or a recovery code: "
@@ -300,7 +300,7 @@ def test_another_user_cannot_reach_alices_enrollment(alice_with_google_file, mak
     python_env = [f"PYTHONPATH={evil}", f"PYTHONSTARTUP={evil}/sitecustomize.py", "PYTHONINSPECT=1"]
     for argv, env in (
         (["sudo", "-n", "twofa-enroll", "--user", "alice"], []),
-        (["sudo", "-n", "/usr/local/bin/twofa-enroll", "--user", "alice"], []),
+        (["sudo", "-n", "/usr/bin/twofa-enroll", "--user", "alice"], []),
         (["sudo", "-n", "/usr/bin/python3", SELF_SERVICE, "--user", "alice"], []),
         (["sudo", "-n", "-u", "alice", SELF_SERVICE], []),
         (["sudo", "-n", f"SUDO_UID={alice_uid}", SELF_SERVICE], []),

@@ -326,7 +326,7 @@ def _point_harness_at(copy: Path, site: Path) -> None:
     """In the COPY only: the PAM harness loads the mutant from ``site``, not the installed package."""
     harness = copy / "tests" / "pam" / "pam_harness.py"
     text = harness.read_text()
-    old = 'INSTALLED_PKG = Path("/usr/local/lib/python3.11/dist-packages/pam_twofa")'
+    old = "INSTALLED_PKG = _installed_pkg()"
     assert old in text, "pam_harness.py changed: update mutation_check.py"
     text = text.replace(old, f'INSTALLED_PKG = Path("{site}/pam_twofa")')
     # twofa-admin pam-config (installed) names the installed module: build the line for the mutant instead

@@ -21,10 +21,35 @@ from support.codes import code_not_in
 
 # --- fixed paths -----------------------------------------------------------------
 
-INSTALLED_PKG = Path("/usr/local/lib/python3.11/dist-packages/pam_twofa")
+
+def _installed_pkg() -> Path:
+    """The pam_twofa that Debian's python3 (the one PAM embeds) imports, wherever it was installed.
+
+    The Debian package puts it in /usr/lib/python3/dist-packages; an older
+    pip install in /usr/local/lib/python3.X/dist-packages.
+    """
+    found = subprocess.run(
+        ["/usr/bin/python3", "-I", "-c", "import os, pam_twofa; print(os.path.dirname(pam_twofa.__file__))"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    path = found.stdout.strip()
+    return Path(path) if found.returncode == 0 and path else Path("/usr/lib/python3/dist-packages/pam_twofa")
+
+
+INSTALLED_PKG = _installed_pkg()
 MODULE = INSTALLED_PKG / "pam_module.py"  # what pam_python.so loads: the installed copy
 CHECKOUT_PKG = Path(__file__).resolve().parents[2] / "pam_twofa"
-PAM_PYTHON = "/lib/security/pam_python.so"
+# pam_wrapper needs absolute module paths: libpam-python's file on Debian 13, then on Debian 12.
+PAM_PYTHON = next(
+    (
+        p
+        for p in ("/usr/lib/x86_64-linux-gnu/security/pam_python.so", "/lib/security/pam_python.so")
+        if os.path.exists(p)
+    ),
+    "/lib/security/pam_python.so",
+)
 PAM_MATRIX = "/usr/lib/x86_64-linux-gnu/pam_wrapper/pam_matrix.so"
 PAM_PERMIT = "/lib/x86_64-linux-gnu/security/pam_permit.so"
 PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
@@ -568,9 +593,10 @@ on_error: {on_error}
         assert out.returncode == 0, out.stderr
         lines = [line for line in out.stdout.splitlines() if "pam_python.so" in line and line.startswith("auth")]
         assert len(lines) == 1, out.stdout
-        line = lines[0].strip()
-        assert line.split() == ["auth", "required", PAM_PYTHON, str(MODULE), f"policy={self.policy_path}"], line
-        return line
+        words = lines[0].split()
+        assert words == ["auth", "required", "pam_python.so", str(MODULE), f"policy={self.policy_path}"], words
+        # the same line with the module's absolute path, as pam_wrapper needs
+        return " ".join(words[:2] + [PAM_PYTHON] + words[3:])
 
     def module_line(self, *extra: str, policy: bool = True) -> str:
         """The pam_twofa line with ``extra`` module arguments appended; without its ``policy=`` if not ``policy``."""
