@@ -5,9 +5,8 @@ the time, and returns the result and the record to write back. No I/O, no
 clock: the caller passes ``now``.
 """
 
-from _operator import _compare_digest
-
 from pam_twofa import totp
+from pam_twofa.primitives import compare_digest as _compare_digest
 from pam_twofa.record import Record
 
 SUCCESS = "success"
@@ -62,9 +61,9 @@ def normalize_code(typed: str) -> str:
 
 def hash_recovery_code(code: str, salt: bytes) -> bytes:
     """Salted, slow hash of a normalized recovery code (only on the failure/recovery path)."""
-    from _hashlib import pbkdf2_hmac
+    from pam_twofa.primitives import pbkdf2_sha256
 
-    return pbkdf2_hmac("sha256", code.encode("ascii"), salt, RECOVERY_ITERATIONS)
+    return pbkdf2_sha256(code.encode("ascii"), salt, RECOVERY_ITERATIONS)
 
 
 def refusal_cost() -> None:

@@ -14,6 +14,8 @@ import base64
 import os
 import stat
 
+from pam_twofa.primitives import ELOOP
+
 MAX_BYTES = 4096
 
 
@@ -90,7 +92,7 @@ def read_as_user(path: str, uid: int, gid: int, groups: list) -> str:
                 os.write(write_end, b"K:" + os.read(fd, MAX_BYTES + 1))
             status = 0
         except OSError as exc:
-            reason = "a symbolic link (refused)" if exc.errno == 40 else (exc.strerror or "unreadable")
+            reason = "a symbolic link (refused)" if exc.errno == ELOOP else (exc.strerror or "unreadable")
             try:
                 os.write(write_end, b"E:" + reason.encode())
             except OSError:

@@ -4,7 +4,9 @@ Parsing uses ``_socket.inet_pton`` (a builtin, strict, no import cost)
 instead of ``ipaddress``, which costs the login path ~4 ms to import.
 """
 
-from _socket import AF_INET, AF_INET6, inet_pton
+from pam_twofa.primitives import address_functions
+
+AF_INET, AF_INET6, inet_pton, _inet_ntop = address_functions()
 
 
 class Network:

@@ -16,6 +16,8 @@ import os
 import stat
 from dataclasses import dataclass
 
+from pam_twofa.primitives import ELOOP
+
 PAM_DIR = "/etc/pam.d"  # tests point it at a scratch folder (in-process only: no option or variable reads it)
 TYPES = ("auth", "account", "password", "session")
 MAX_DEPTH = 16
@@ -125,7 +127,7 @@ def _read(path: str, checked: bool) -> str:
     except FileNotFoundError:
         raise PamdError(f"{path}: no such file") from None
     except OSError as exc:
-        if exc.errno == 40:
+        if exc.errno == ELOOP:
             raise PamdError(f"{path}: is a symbolic link") from None
         raise PamdError(f"{path}: cannot open: {exc.strerror}") from None
     try:

@@ -11,6 +11,8 @@ which writes a new cache.
 import os
 import stat
 
+from pam_twofa.primitives import ELOOP
+
 DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
 CACHE_MAGIC = "pam-twofa-policy-cache 3"
@@ -146,7 +148,7 @@ def open_checked(path: str):
             ]
         ) from None
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: the policy is a symlink
+        if exc.errno == ELOOP:  # the policy is a symlink
             raise PolicyError([f"{path}: is a symbolic link; point policy= at the real file"]) from None
         raise PolicyError([f"{path}: cannot open: {exc.strerror}"]) from None
     try:

@@ -69,9 +69,9 @@ def encode_name(user: str) -> str:
     stem = "".join(parts)
     if len(stem) <= _MAX_STEM:
         return stem
-    from _sha256 import sha256
+    from pam_twofa.primitives import sha256_hex
 
-    return "#" + sha256(data).hexdigest()
+    return "#" + sha256_hex(data)
 
 
 def decode_name(stem: str) -> str | None:

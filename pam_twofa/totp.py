@@ -6,35 +6,13 @@ is a few lines over the interpreter's builtin ``_sha*`` modules. A test proves
 the codes equal ``pyotp``'s for many random secrets, times and digit counts.
 """
 
-from _operator import _compare_digest
+from pam_twofa.primitives import compare_digest as _compare_digest
+from pam_twofa.primitives import hash_constructor as _hash_ctor
 
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 _BLOCK = 64  # block size of SHA-1 and SHA-256; SHA-512's is 128
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
-def _hash_ctor(algorithm: str):
-    if algorithm == "SHA1":
-        from _sha1 import sha1
-
-        return sha1, 64
-    # Python 3.12 merged _sha256 and _sha512 into _sha2 (Debian 13 has 3.13).
-    if algorithm == "SHA256":
-        try:
-            from _sha256 import sha256
-        except ImportError:
-            from _sha2 import sha256
-
-        return sha256, 64
-    if algorithm == "SHA512":
-        try:
-            from _sha512 import sha512
-        except ImportError:
-            from _sha2 import sha512
-
-        return sha512, 128
-    raise ValueError("unsupported TOTP algorithm (use SHA1, SHA256 or SHA512)")
 
 
 def hmac_digest(key: bytes, msg: bytes, algorithm: str = "SHA1") -> bytes:

@@ -8,10 +8,11 @@ forever. Addresses are stored in one canonical text, so ``::ffff:192.0.2.1``,
 (docs/policy.md, docs/threat-model.md).
 """
 
-from _socket import AF_INET6, inet_ntop
-
 from pam_twofa.network import parse_address
+from pam_twofa.primitives import address_functions
 from pam_twofa.record import MAX_TRUSTED
+
+_AF_INET, AF_INET6, _inet_pton, inet_ntop = address_functions()
 
 
 def client_key(rhost: str | None) -> str | None:

@@ -297,3 +297,28 @@ def test_match_step_property(key, now, offset, window):
     assert result == expected
     if abs(offset) <= window:
         assert result is not None
+
+
+def test_hash_constructors_work_without_the_pre_3_12_modules(monkeypatch):
+    """Python 3.12 merged _sha256/_sha512 into _sha2 (Debian 13 has 3.13): the primitives fall back."""
+    import sys
+    import types
+
+    from pam_twofa import primitives
+
+    key = bytes(range(20))
+    expected = {name: totp.hotp(key, 1, 8, name) for name in ("SHA256", "SHA512")}
+    # A _sha2 as Python 3.12+ has it (made of this interpreter's own constructors), and no _sha256/_sha512.
+    sha2 = types.ModuleType("_sha2")
+    sha2.sha256 = primitives.hash_constructor("SHA256")[0]  # type: ignore[attr-defined]
+    sha2.sha512 = primitives.hash_constructor("SHA512")[0]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "_sha2", sha2)
+    monkeypatch.setitem(sys.modules, "_sha256", None)
+    monkeypatch.setitem(sys.modules, "_sha512", None)
+    for name, code in expected.items():
+        assert totp.hotp(key, 1, 8, name) == code
+    assert primitives.sha256_hex(b"abc").startswith("ba7816bf")
+    del sys.modules["_sha2"]  # and with neither, the failure is loud, not a wrong code
+    monkeypatch.setitem(sys.modules, "_sha2", None)
+    with pytest.raises(ImportError):
+        primitives.hash_constructor("SHA256")
