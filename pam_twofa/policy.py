@@ -12,7 +12,7 @@ import stat
 
 DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
-CACHE_MAGIC = "pam-twofa-policy-cache 2"
+CACHE_MAGIC = "pam-twofa-policy-cache 3"
 
 # (attribute, key path in the YAML, kind, default). Kinds: str, int, bool,
 # optstr (string or null), list (of strings without spaces).
@@ -46,6 +46,15 @@ FIELDS = (
     ("max_sends", "email.max_sends", "int", 3),
     ("send_window", "email.per_seconds", "int", 3600),
     ("state_dir", "storage.state_dir", "str", "/var/lib/pam-twofa"),
+    # The database backend (docs/store.md, README "Many hosts"): the login path only needs
+    # backend, agent_socket and statement_timeout; the rest is read by the agent and the CLIs.
+    ("backend", "storage.backend", "str", "files"),
+    ("agent_socket", "storage.agent_socket", "str", "/run/pam-twofa/agent.sock"),
+    ("pg_dsn", "storage.postgresql.dsn", "optstr", None),
+    ("pg_password_file", "storage.postgresql.password_file", "optstr", None),
+    ("pg_key_file", "storage.postgresql.key_file", "str", "/etc/pam-twofa/fleet.key"),
+    ("pg_connect_timeout", "storage.postgresql.connect_timeout", "int", 3),
+    ("pg_statement_timeout", "storage.postgresql.statement_timeout", "int", 3),
     ("on_error", "on_error", "str", "deny"),
 )
 

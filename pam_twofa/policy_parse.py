@@ -78,6 +78,18 @@ def _abs_path(value):
     return None
 
 
+def _socket_path(value):
+    # sun_path holds 108 bytes with the terminating NUL
+    return _abs_path(value) or (None if len(value.encode()) <= 107 else "expected a path of at most 107 bytes")
+
+
+def _dsn(value):
+    # libpq parses it (the agent and twofa-admin check); here: one line, and not empty
+    if not value.strip() or not value.isprintable():
+        return "expected a libpq connection string on one line (host=... dbname=... user=...)"
+    return None
+
+
 def _hostname(value):
     if not value or not all(c.isalnum() or c in ".-:_" for c in value) or not value.isascii():
         return "expected a host name or address"
@@ -110,9 +122,16 @@ CHECKS = {
     "email.max_sends": _range(1, 1000),
     "email.per_seconds": _range(1, 7 * 86400),
     "storage.state_dir": _abs_path,
+    "storage.backend": _enum("files", "postgresql"),
+    "storage.agent_socket": _socket_path,
+    "storage.postgresql.dsn": _dsn,
+    "storage.postgresql.password_file": _abs_path,
+    "storage.postgresql.key_file": _abs_path,
+    "storage.postgresql.connect_timeout": _range(1, 60),
+    "storage.postgresql.statement_timeout": _range(1, 60),
     "on_error": _enum("deny", "allow"),
 }
-_ENUMS = {"version", "enforce.mode", "enforce.unenrolled", "totp.algorithm", "on_error"}
+_ENUMS = {"version", "enforce.mode", "enforce.unenrolled", "totp.algorithm", "on_error", "storage.backend"}
 _KIND = {key: kind for _attr, key, kind, _default in FIELDS}
 _ATTR = {key: attr for attr, key, _kind, _default in FIELDS}
 _EXPECT = {
@@ -254,6 +273,10 @@ def parse(text: str, path: str) -> Policy:
     if values.get("smtp_password_file") and not values.get("smtp_username"):
         validator.errors.append(
             f"{path}:{validator.lines['smtp_password_file']}: email.smtp.password_file: needs email.smtp.username"
+        )
+    if values.get("backend") == "postgresql" and not values.get("pg_dsn"):
+        validator.errors.append(
+            f"{path}:{validator.lines['backend']}: storage.postgresql.dsn: required with storage.backend: postgresql"
         )
     if validator.errors:
         raise PolicyError(validator.errors)
