@@ -18,6 +18,7 @@ examples:
   twofa-admin unlock alice
   twofa-admin email alice alice@example.com
   twofa-admin pam-config --stack key
+  twofa-admin db check                 # the database backend (README "Many hosts")
 """
 
 
@@ -55,23 +56,41 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--stack", choices=("password", "key"), default="password", help="password+code (default) or SSH key+code"
     )
+    from pam_twofa.cli import db
+
+    db.add_parsers(command)
     return top
 
 
 def cmd_check(args) -> int:
+    import sys
+
     from pam_twofa import policy
+    from pam_twofa.backends import storage_problems
 
     loaded = policy.load(args.policy, use_cache=False)
-    print(f"{args.policy}: OK (enforce.mode: {loaded.mode}, state_dir: {loaded.state_dir})")
+    if loaded.backend == "postgresql":
+        with open(args.policy, encoding="utf-8") as handle:
+            errors, warnings = storage_problems(loaded, handle.read())
+        for line in warnings:
+            print(f"warning: {line}", file=sys.stderr)
+        if errors:
+            for line in errors:
+                print(line, file=sys.stderr)
+            return 2
+        where = f"backend: postgresql via {loaded.agent_socket}"
+    else:
+        where = f"state_dir: {loaded.state_dir}"
+    print(f"{args.policy}: OK (enforce.mode: {loaded.mode}, {where})")
     return 0
 
 
 def _context(args):
     from pam_twofa import policy
-    from pam_twofa.store import FileStore
+    from pam_twofa.backends import store_for
 
     loaded = policy.load(args.policy)
-    return loaded, FileStore(loaded.state_dir)
+    return loaded, store_for(loaded)
 
 
 def _known(store, user: str):
@@ -335,6 +354,12 @@ def cmd_pam_config(args) -> int:
     return 0
 
 
+def cmd_db(args) -> int:
+    from pam_twofa.cli import db
+
+    return db.run(args)
+
+
 def invoker() -> str:
     """Who is running this, for audit lines: the login user behind sudo/su if known."""
     import os
@@ -359,6 +384,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "email": cmd_email,
     "pam-config": cmd_pam_config,
+    "db": cmd_db,
 }
 
 
