@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo bash scripts/install.sh)" >&2; exit 1; fi
 
 DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy python3-pip python3-setuptools python3-wheel"
+# The database backend (pam-twofa-agent, twofa-admin db): never imported on the login path.
+DEPS="$DEPS python3-psycopg2 python3-cryptography"
 missing=$(for p in $DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq
@@ -44,6 +46,19 @@ if [ ! -e /etc/pam-twofa/policy.yaml ]; then
     echo "install.sh: wrote /etc/pam-twofa/policy.yaml (enforce.mode: off)"
 fi
 install -d -m 0700 -o root -g root /var/lib/pam-twofa
+
+# The host agent of the database backend: in place always, enabled only when the policy selects it.
+install -m 0644 -o root -g root config/pam-twofa-agent.service /etc/systemd/system/pam-twofa-agent.service
+if /usr/bin/python3 -I -c 'import sys; from pam_twofa import policy
+sys.exit(policy.load("/etc/pam-twofa/policy.yaml").backend != "postgresql")' 2>/dev/null; then
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        systemctl enable --now pam-twofa-agent.service
+        echo "install.sh: pam-twofa-agent enabled and started (storage.backend: postgresql)"
+    else
+        echo "install.sh: storage.backend is postgresql but systemd is not running: start pam-twofa-agent yourself"
+    fi
+fi
 
 /usr/local/bin/twofa-admin check
 cat <<MSG

@@ -198,14 +198,16 @@ class Fleet:
         self.root = root
         self.dbname = server.create_database()
         etc = root / "etc"
-        etc.mkdir(mode=0o755, exist_ok=True)
+        etc.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chmod(etc, 0o755)
         self.state_dir = root / "state"
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
         self.key_file = etc / "fleet.key"
         fleetkey.write_new(str(self.key_file), fleetkey.Keyring.generate())
         self.password_file = write_private(etc / "db.pw", server.password + "\n")
-        self.socket = root / "run" / "agent.sock"
+        # short: a socket path holds at most 107 bytes; the agent wants its folder root-owned 0700
+        self.socket = Path(tempfile.mkdtemp(prefix="tfa-", dir="/tmp")) / "agent.sock"
+        self.agents: list = []
         self.policy_path = etc / "policy.yaml"
         self.write_policy(tls=tls)
         self.admin(["db", "init", "--dsn", server.admin_dsn(self.dbname)])
@@ -264,7 +266,83 @@ class Fleet:
     def dump(self) -> str:
         return self.server.pg_dump(self.dbname)
 
+    def start_agent(self, policy=None, *args, wait=True) -> Agent:
+        agent = Agent(Path(policy or self.policy_path), *args)
+        self.agents.append(agent)
+        agent.start(wait=wait)
+        return agent
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        shutil.rmtree(self.socket.parent, ignore_errors=True)
+
+
+REPO = Path(__file__).resolve().parents[1]
+AGENT_CODE = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pam_twofa.agent import entry; entry()"
+
+
+def socket_of(policy_path: Path) -> Path:
+    for line in policy_path.read_text().splitlines():
+        if line.strip().startswith("agent_socket:"):
+            return Path(line.split(":", 1)[1].strip())
+    raise AssertionError("the policy names no agent_socket")
+
+
+class Agent:
+    """``pam-twofa-agent --policy P`` of this checkout, in Debian's interpreter, as a child process."""
+
+    def __init__(self, policy: Path, *args) -> None:
+        self.policy = policy
+        self.args = args
+        self.socket = socket_of(policy)
+        self.proc = None
+        self.log = policy.parent / f"agent-{uuid.uuid4().hex[:6]}.log"
+
+    def start(self, wait: bool = True) -> None:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                ["/usr/bin/python3", "-I", "-c", AGENT_CODE, str(REPO), "--policy", str(self.policy), *self.args],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        if wait:
+            deadline = time.time() + 20
+            while not self.answers():
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"the agent did not start:\n{self.output()}")
+                time.sleep(0.05)
+
+    def answers(self) -> bool:
+        """True once the socket accepts (a stale socket file of a killed agent does not)."""
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
 
 @pytest.fixture
-def fleet(pg_server, tmp_path) -> Fleet:
-    return Fleet(pg_server, tmp_path)
+def fleet(pg_server, tmp_path):
+    made = Fleet(pg_server, tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()
