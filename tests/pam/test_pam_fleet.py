@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from pam_harness import KEY, MSG_ERROR, MSG_LOCKED, MSG_REPLAYED, PW, Scratch, settle
+from pam_harness import KEY, MSG_ERROR, MSG_LOCKED, MSG_REPLAYED, PW, Scratch, current_step, oath, settle
 from pgserver import Fleet
 
 
@@ -35,6 +35,7 @@ class Host:
         tail = text.split("on_error:", 1)[1]
         storage = self.fleet.policy_text(socket=self.socket, key_file=self.key_file, dsn=self.dsn)
         storage = "storage:\n" + storage.split("storage:\n", 1)[1]
+        storage = storage.replace(str(self.fleet.state_dir), str(self.scratch.state_dir))  # this host's own
         self.scratch.write_policy_text(head + storage + "on_error:" + tail)
 
     def start_agent(self):
@@ -198,3 +199,52 @@ def test_parallel_attempts_with_one_code_over_both_hosts_exactly_one_succeeds(ho
     assert sum(r.ok for r in results) == 1, results
     # (syslog cannot be told apart between parallel runs; each one's own output can)
     assert sum(MSG_REPLAYED in r.output for r in results) == count - 1, results
+
+
+def test_db_migrate_carries_enrollment_replay_and_lockout_to_another_host(hosts):
+    a, b = hosts
+    a.scratch.write_policy(max_failures=3, exempt_users=["carol"])  # host A still on its file store
+    alice, bob = a.scratch.enroll("alice"), a.scratch.enroll("bob")
+    settle(6)
+    used = alice.code()
+    assert a.login("alice", used).ok
+    for salt in range(3):
+        a.login("bob", bob.wrong_code(salt))
+    assert (a.scratch.state_dir / "users" / "alice.rec").is_file()
+    a.write_policy()  # now the database
+    moved = a.scratch.cli("db", "migrate")
+    assert moved.rc == 0 and "2 moved" in moved.output, moved
+    again = a.scratch.cli("db", "migrate")
+    assert again.rc == 0 and "0 moved, 2 already there" in again.output, again
+    replayed = b.login("alice", used)
+    assert replayed.denied and MSG_REPLAYED in replayed.output, replayed  # the replay step came along
+    locked = b.login("bob", bob.code())
+    assert locked.denied and MSG_LOCKED in locked.output, locked  # and the lockout
+    settle(4)
+    following = oath(alice.secret, current_step() + 1)  # the next step's code (window 1), never used
+    a.scratch.sensitive.add(following)
+    assert b.login("alice", following).ok  # the same secret, nobody re-enrolled
+
+
+def test_the_emailed_code_quota_is_fleet_wide(hosts, tmp_path):
+    from aiosmtpd.controller import Controller
+    from test_pam_email import Handler, Mailbox, email_policy, free_port, mail_login
+
+    a, b = hosts
+    box, port = Mailbox(), free_port()
+    controller = Controller(Handler(box), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        for host in hosts:
+            text = email_policy(host.scratch, port, max_sends=2)
+            storage = host.fleet.policy_text(socket=host.socket).split("storage:\n", 1)[1]
+            host.scratch.write_policy_text(text.split("storage:\n", 1)[0] + "storage:\n" + storage + "on_error: deny\n")
+        first = mail_login(a.scratch, box, "bob")
+        assert first.result.ok, first
+        second = mail_login(b.scratch, box, "bob")
+        assert second.result.ok, second
+        third = mail_login(a.scratch, box, "bob")
+        assert third.result.denied and "Too many codes were emailed" in third.result.output, third
+        assert not third.mails
+    finally:
+        controller.stop()
