@@ -59,10 +59,14 @@ class Pool:
         if conn is not None and not conn.closed:
             return conn, True
         try:
-            return self.db.connect(), False
+            conn = self.db.connect()
         except BaseException:
             self.slots.release()
             raise
+        # Autocommit: a read is one statement, and a section spells out BEGIN ... COMMIT itself,
+        # BEGIN sent together with its first statements (fewer round trips per login).
+        conn.autocommit = True
+        return conn, False
 
     def release(self, conn, broken: bool = False) -> None:
         if broken or conn.closed:
@@ -187,14 +191,13 @@ class Client:
                 cur = conn.cursor()
                 if operation == "load":
                     record = agent.db.read(cur, user, lock=False)
-                    conn.commit()
                     agent.pool.release(conn)
                     return ("none", "") if record is None else ("record", dumps(record))
                 self.section = (conn, cur, user, time.monotonic() + agent.section_timeout)
                 if operation == "lockw":
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(user),))
+                    cur.execute("BEGIN; SELECT pg_advisory_xact_lock(%s)", (_lock_key(user),))
                     return "none", ""
-                record = agent.db.read(cur, user, lock=True)
+                record = agent.db.read(cur, user, lock=True, begin=True)
                 return ("none", "") if record is None else ("record", dumps(record))
             except _BROKEN:
                 # A pooled connection the database dropped (restarted, failed over): once more, anew.
@@ -204,7 +207,6 @@ class Client:
                     raise
             except BaseException:
                 if self.section is None:
-                    conn.rollback()
                     agent.pool.release(conn)
                 raise
         raise AssertionError("unreachable")
@@ -214,7 +216,6 @@ class Client:
         try:
             with conn.cursor() as cur:
                 names = self.agent.db.names(cur)
-            conn.commit()
         except psycopg2.Error:
             self.agent.pool.release(conn, broken=True)
             raise
@@ -224,13 +225,11 @@ class Client:
     def end_section(self, commit: bool, broken: bool = False) -> None:
         if not self.section:
             return
-        conn, _cur, _user, _deadline = self.section
+        conn, cur, _user, _deadline = self.section
         self.section = None
         try:
-            if commit and not broken:
-                conn.commit()
-            elif not broken:
-                conn.rollback()
+            if not broken:
+                cur.execute("COMMIT" if commit else "ROLLBACK")
         except psycopg2.Error:
             self.agent.pool.release(conn, broken=True)
             if commit:

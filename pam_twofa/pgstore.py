@@ -159,12 +159,17 @@ class Database:
 
     # -- statements (cursor of an open transaction) ------------------------------------
 
-    def read(self, cur, user: str, lock: bool) -> Record | None:
+    def read(self, cur, user: str, lock: bool, begin: bool = False) -> Record | None:
+        """The user's record; with ``lock``, in a locked section (``begin``: open the transaction
+        too, for an autocommit connection: one round trip for all of it)."""
         if not storable_name(user):
             raise StoreError("user name cannot be stored (empty, control characters, or too long)")
         if lock:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(user),))
-            cur.execute("SELECT sealed FROM twofa_records WHERE user_name = %s FOR UPDATE", (user,))
+            cur.execute(
+                ("BEGIN; " if begin else "") + "SELECT pg_advisory_xact_lock(%s); "
+                "SELECT sealed FROM twofa_records WHERE user_name = %s FOR UPDATE",
+                (lock_key(user), user),
+            )
         else:
             cur.execute("SELECT sealed FROM twofa_records WHERE user_name = %s", (user,))
         row = cur.fetchone()

@@ -170,24 +170,6 @@ def write_private(path: Path, text: str) -> Path:
     return path
 
 
-# -- pytest fixtures (import them into a test module: ``from pgserver import pg_server, fleet``) ---------------
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    why = available()
-    if why:
-        pytest.fail(why, pytrace=False)
-    server = PgServer().init().start()
-    try:
-        server.setup_role()
-        yield server
-    finally:
-        server.destroy()
-
-
 class Fleet:
     """One database with the schema, a key, a password file and a policy selecting it."""
 
@@ -337,12 +319,3 @@ class Agent:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-@pytest.fixture
-def fleet(pg_server, tmp_path):
-    made = Fleet(pg_server, tmp_path)
-    try:
-        yield made
-    finally:
-        made.close()
