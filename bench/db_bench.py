@@ -110,6 +110,7 @@ def _parallel(bench, jobs) -> list:
         )
         procs.append((proc, answer))
     for proc, answer in procs:
+        assert proc.stdin is not None
         proc.stdin.write(answer + "\n")
         proc.stdin.close()
     results = []

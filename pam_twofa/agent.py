@@ -87,7 +87,7 @@ class Client:
         self.agent = agent
         self.sock = sock
         self.buffer = b""
-        self.section = None  # (conn, cursor, user, deadline)
+        self.section: tuple | None = None  # (conn, cursor, user, deadline)
 
     # -- frames -------------------------------------------------------------------
 

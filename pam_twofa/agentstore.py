@@ -27,7 +27,7 @@ class _Channel:
     def __init__(self, path: str, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
-        self.sock = None
+        self.sock: _socket.socket | None = None
         self.buffer = b""
 
     def open(self) -> None:
@@ -54,10 +54,12 @@ class _Channel:
         """Send one operation and wait for its answer until the deadline: (status, body)."""
         if self.sock is None:
             self.open()
+        sock = self.sock
+        assert sock is not None
         deadline = time.monotonic() + self.timeout
         try:
-            self.sock.settimeout(self.timeout)
-            self.sock.sendall(agentproto.frame(operation, body))
+            sock.settimeout(self.timeout)
+            sock.sendall(agentproto.frame(operation, body))
             header = self._read_line(deadline)
             status, length = agentproto.parse_header(header, _REPLIES)
             data = self._read_exactly(length, deadline)
@@ -81,10 +83,11 @@ class _Channel:
 
     def _recv(self, deadline: float) -> bytes:
         left = deadline - time.monotonic()
-        if left <= 0:
+        sock = self.sock
+        if left <= 0 or sock is None:
             raise TimeoutError
-        self.sock.settimeout(left)
-        chunk = self.sock.recv(65536)
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
         if not chunk:
             raise StoreError(f"agent {self.path}: closed the connection (stopped or restarted?)")
         return chunk

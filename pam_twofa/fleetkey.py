@@ -65,7 +65,7 @@ class Keyring:
             lines.pop()
         if not lines or lines[0] != MAGIC:
             raise FleetKeyError(f"{path}: not a pam-twofa fleet key (make one with: twofa-admin db keygen PATH)")
-        keys = []
+        keys: list[tuple[str, bytes]] = []
         for number, line in enumerate(lines[1:], start=2):
             parts = line.split(" ")
             if (

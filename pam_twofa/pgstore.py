@@ -21,6 +21,7 @@ exception rolls it back. Every statement is a constant with parameters.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -213,6 +214,8 @@ class Database:
     def canary(self, cur, keyring: fleetkey.Keyring | None = None) -> None:
         """StoreError unless the canary opens with the key (``db check``, the agent's start)."""
         keyring = keyring or self.keyring
+        if keyring is None:
+            raise StoreError("no fleet key loaded")
         cur.execute("SELECT value FROM twofa_meta WHERE name = 'canary'")
         row = cur.fetchone()
         if row is None:
@@ -253,6 +256,8 @@ class Database:
                 raise StoreError(f"database: schema version {row[0]} is not {SCHEMA_VERSION}: upgrade pam-twofa")
             cur.execute("SELECT 1 FROM twofa_meta WHERE name = 'canary'")
             if cur.fetchone() is None:
+                if self.keyring is None:
+                    raise StoreError("no fleet key loaded")
                 self.write_canary(cur, self.keyring)
                 done.append("key canary written (sealed under key " + ", ".join(self.keyring.ids) + ")")
             else:
@@ -267,7 +272,7 @@ class _PgSection(Section):
         self.user = user
         self.read = read
         self.record = None
-        self.cur = None
+        self.cur: Any = None
 
     def __enter__(self) -> _PgSection:
         conn = self.store.connection()
@@ -323,7 +328,7 @@ class PgStore(Store):
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.conn = None
+        self.conn: Any = None
 
     def connection(self):
         if self.conn is None or self.conn.closed:

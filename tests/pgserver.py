@@ -278,7 +278,7 @@ class Agent:
         self.policy = policy
         self.args = args
         self.socket = socket_of(policy)
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
         self.log = policy.parent / f"agent-{uuid.uuid4().hex[:6]}.log"
 
     def start(self, wait: bool = True) -> None:
