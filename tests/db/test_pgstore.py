@@ -305,3 +305,19 @@ def test_check_refuses_unsafe_secret_files_and_warns_about_plain_network_dsn(fle
     fleet.write_policy(dsn="host=127.0.0.1 dbname=twofa user=twofa password=hunter2")
     rc, out = fleet.admin(["check"])
     assert rc == 2 and "password_file" in out and "hunter2" not in out, out
+
+
+def test_disable_removes_a_record_that_does_not_open(fleet, monkeypatch):
+    from pam_twofa import accounts
+
+    class Account:
+        name, uid, gid, gids, home = "alice", 2001, 2001, {2001}, "/home/alice"
+
+    monkeypatch.setattr(accounts, "lookup", lambda user: Account() if user == "alice" else None)
+    fleet.store().update("alice", lambda old: enrolled("alice"))
+    fleet.server.psql("UPDATE twofa_records SET sealed = 'x 00 00' WHERE user_name = 'alice'", fleet.dbname)
+    rc, out = fleet.admin(["status", "alice"])
+    assert rc == 3 and "database record of alice" in out and "twofa-admin disable alice" in out, out
+    rc, out = fleet.admin(["disable", "alice", "--yes"])
+    assert rc == 0 and "corrupted record removed" in out, out
+    assert fleet.store().users() == []
