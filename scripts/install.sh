@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo bash scripts/install.sh)" >&2; exit 1; fi
 
-DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy python3-pip python3-setuptools python3-wheel"
-# The database backend (pam-twofa-agent, twofa-admin db): never imported on the login path.
-DEPS="$DEPS python3-psycopg2 python3-cryptography"
+# python3-psycopg2 and python3-cryptography: the database backend (pam-twofa-agent, twofa-admin db),
+# never imported on the login path. (docker/Dockerfile reads this one line.)
+DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy python3-pip python3-setuptools python3-wheel python3-psycopg2 python3-cryptography"
 missing=$(for p in $DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq
