@@ -67,7 +67,7 @@ class Bench:
             with open(os.path.join(self.svc, name), "w") as f:
                 f.write(line + "\n")
         self.names = [f"user{i}" for i in range(users)]
-        self.keys = {}
+        self.keys: dict[str, bytes] = {}
         with open(os.path.join(self.dir, "passwd"), "w") as pw, open(os.path.join(self.dir, "group"), "w") as gr:
             pw.write("root:x:0:0:root:/root:/bin/sh\n")
             gr.write("root:x:0:\n")
@@ -136,7 +136,7 @@ def ab(bench: Bench, runs: int, b_side) -> tuple[list, list, int]:
 
 def login_vs_bare(runs: int) -> list:
     bench = Bench(users=runs)
-    rows = []
+    rows: list[tuple[str, list, list, int, float | None]] = []
     try:
 
         def twofa(i):
@@ -187,6 +187,7 @@ def _parallel(bench: Bench, jobs) -> list:
         )
         procs.append((proc, answer))
     for proc, answer in procs:
+        assert proc.stdin is not None  # a pipe
         proc.stdin.write(answer + "\n")
         proc.stdin.close()
     results = []
@@ -196,7 +197,7 @@ def _parallel(bench: Bench, jobs) -> list:
     return results
 
 
-def concurrency(rounds: int) -> list:
+def concurrency(rounds: int) -> tuple[list[str], bool]:
     """(3) 50 parallel logins of distinct users; (4) 20 parallel tries of one valid code."""
     bench = Bench(users=50 * 3 + rounds)
     lines = []

@@ -4,4 +4,4 @@ Nothing is imported here on purpose: the PAM module runs in a fresh embedded
 interpreter at every SSH login, and every import is paid at every login.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

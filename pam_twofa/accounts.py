@@ -4,14 +4,15 @@ import os
 
 
 class Account:
-    __slots__ = ("name", "uid", "gid", "gids", "home")
+    __slots__ = ("name", "uid", "gid", "gids", "home", "groups_known")
 
-    def __init__(self, name: str, uid: int, gid: int, gids: set, home: str) -> None:
+    def __init__(self, name: str, uid: int, gid: int, gids: set, home: str, groups_known: bool = True) -> None:
         self.name = name
         self.uid = uid
         self.gid = gid
         self.gids = gids
         self.home = home
+        self.groups_known = groups_known  # False: getgrouplist failed, ``gids`` is the primary group only
 
 
 def lookup(user: str) -> Account | None:
@@ -26,21 +27,36 @@ def lookup(user: str) -> Account | None:
         return None
     try:
         gids = set(os.getgrouplist(user, entry.pw_gid))
+        known = True
     except OSError:
-        gids = {entry.pw_gid}
-    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, gids, entry.pw_dir)
+        gids, known = {entry.pw_gid}, False
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, gids, entry.pw_dir, known)
 
 
 def group_ids(names) -> dict:
-    """{group name: gid, or None when the system has no such group}."""
+    """{group name: gid, or None when it does not resolve: no such group, or NSS cannot answer
+    (``getgrnam`` tells the two apart only by errno, which Python does not give)."""
     import grp
 
-    found = {}
+    found: dict[str, int | None] = {}
     for name in names:
         try:
             found[name] = grp.getgrnam(name).gr_gid
         except (KeyError, ValueError):
             found[name] = None
+    return found
+
+
+def group_members(names) -> list:
+    """The names listed as supplementary members of the groups ``names`` (unknown groups: none)."""
+    import grp
+
+    found = []
+    for name in names:
+        try:
+            found.extend(grp.getgrnam(name).gr_mem)
+        except (KeyError, ValueError):
+            pass
     return found
 
 
@@ -58,11 +74,19 @@ def login_accounts() -> list:
     return found
 
 
-def facts(policy, account: Account, record, rhost):
-    """The facts the decision needs, looked up the same way for a login and for ``twofa-admin``."""
+def facts(policy, account: Account, record, rhost, now: float = 0.0):
+    """The facts the decision needs, looked up the same way for a login and for ``twofa-admin``.
+
+    ``now`` is the time of the login; without it (0) no client is trusted.
+    """
     from pam_twofa.decision import Facts
 
     wanted = policy.exempt_groups + (policy.enforce_groups if policy.mode == "groups" else ())
+    trusted_until = 0
+    if policy.trust_seconds and record is not None and record.trusted:
+        from pam_twofa.trust import until
+
+        trusted_until = until(record, rhost)
     return Facts(
         account.name,
         account.gid,
@@ -70,4 +94,8 @@ def facts(policy, account: Account, record, rhost):
         group_ids(wanted) if wanted else {},
         rhost,
         record is not None and record.enrolled,
+        trusted_until,
+        record.locked_until if record is not None else 0,
+        now,
+        account.groups_known,
     )

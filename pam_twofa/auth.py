@@ -46,14 +46,15 @@ class Outcome:
 
 
 def normalize_code(typed: str) -> str:
-    """What the user meant: ASCII spaces, tabs and dashes dropped, letters lowered.
+    """What the user meant: ASCII spaces, tabs and dashes dropped (anywhere, as the README says:
+    ``123<TAB>456`` from a paste is ``123456``), line ends trimmed, letters lowered.
 
     Only ASCII counts: full-width or other Unicode digits are not digits here
     (``str.isdigit`` would accept them).
     """
     if len(typed) > MAX_CODE_LENGTH:
         return ""
-    cleaned = typed.strip(" \t\r\n").replace(" ", "").replace("-", "")
+    cleaned = typed.strip(" \t\r\n").replace(" ", "").replace("\t", "").replace("-", "")
     if not cleaned.isascii() or not cleaned.isalnum():
         return ""
     return cleaned.lower()

@@ -40,22 +40,59 @@ MSG_ENROLL_HINT = (
 
 
 class Options:
-    """Module arguments: ``policy=PATH`` and ``on_error=deny|allow`` (used when the policy itself is unusable)."""
+    """Module arguments: ``policy=PATH`` and ``on_error=deny|allow`` (used when the policy itself is unusable).
 
-    __slots__ = ("policy", "on_error", "unknown")
+    Anything else, or a malformed value, is collected in ``bad`` as (argument,
+    reason): the login then refuses to guess (docs/login.md). Pure and cheap:
+    ``twofa-admin check`` parses the lines of /etc/pam.d/sshd with it too.
+    """
+
+    __slots__ = ("policy", "on_error", "bad")
 
     def __init__(self, argv) -> None:
         self.policy = DEFAULT_PATH
         self.on_error = "deny"
-        self.unknown = []
+        self.bad: list = []
+        seen = set()
         for arg in argv:
             name, sep, value = arg.partition("=")
-            if name == "policy" and sep and value.startswith("/"):
+            if name not in ("policy", "on_error"):
+                self.bad.append(
+                    (arg, "unknown argument: the module takes policy=/absolute/path and on_error=deny|allow")
+                )
+            elif not sep:
+                self.bad.append((arg, f"no value: write {name}=VALUE, without spaces around '='"))
+            elif name in seen:
+                self.bad.append((arg, f"{name} is given more than once"))
+            elif name == "policy" and not normalized_absolute(value):
+                self.bad.append(
+                    (arg, "the policy must be a normalized absolute path, such as /etc/pam-twofa/policy.yaml")
+                )
+            elif name == "on_error" and value not in ("deny", "allow"):
+                self.bad.append((arg, "on_error must be deny or allow"))
+            elif name == "policy":
                 self.policy = value
-            elif name == "on_error" and value in ("deny", "allow"):
-                self.on_error = value
             else:
-                self.unknown.append(arg)
+                self.on_error = value
+            seen.add(name)
+        if any(arg.partition("=")[0] == "on_error" for arg, _reason in self.bad):
+            self.on_error = "deny"  # an on_error that is not clearly given is deny
+
+    def problems(self) -> list:
+        """One ``module argument 'ARG' is not valid: REASON`` per bad argument (cleaned for syslog)."""
+        return [f"module argument '{printable(arg)}' is not valid: {reason}" for arg, reason in self.bad]
+
+
+def printable(text: str, limit: int = 100) -> str:
+    """``text`` without control characters, shortened: safe in a log line or a message."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def normalized_absolute(path: str) -> bool:
+    """``/a/b``: absolute, no empty, ``.`` or ``..`` component, no trailing slash, printable."""
+    if not path.startswith("/") or path == "/" or path.endswith("/") or not path.isprintable():
+        return False
+    return all(part not in ("", ".", "..") for part in path[1:].split("/"))
 
 
 class Login:
@@ -85,8 +122,13 @@ class Login:
         return FAIL
 
     def run(self) -> str:
-        if self.options.unknown:
-            self.log(log.WARNING, "ignored module arguments", " ".join(self.options.unknown))
+        if self.options.bad:
+            # A mistyped argument must not fall back to the default policy (another state_dir, another mode).
+            problems = "; ".join(self.options.problems())
+            return self.failed_closed(
+                "module arguments",
+                ValueError(f"{problems}; fix the pam_twofa line of /etc/pam.d/{printable(self.service, 32)}"),
+            )
         try:
             from pam_twofa import policy as policy_module
 
@@ -114,7 +156,7 @@ class Login:
 
     def _run(self, policy, store) -> str:
         from pam_twofa import accounts
-        from pam_twofa.decision import DENY, EMAIL, SKIP, decide
+        from pam_twofa.decision import DENY, EMAIL, ERROR, SKIP, TRUSTED, decide, unresolved_groups
         from pam_twofa.store import StoreError, storable_name
 
         account = accounts.lookup(self.user) if self.user else None
@@ -133,15 +175,26 @@ class Login:
         except StoreError:
             # Exempt users, groups and networks never depend on the store: an outage must
             # not lock out the break-glass accounts. Everyone else fails as the store does.
-            unknown = decide(policy, accounts.facts(policy, account, None, self.rhost))
+            unknown = decide(policy, accounts.facts(policy, account, None, self.rhost, self.now()))
             if not unknown.exempt:
                 raise
             self.log(log.WARNING, "exempt", unknown.rule + "; the store is failing")
             return IGNORE
-        decision = decide(policy, accounts.facts(policy, account, record, self.rhost))
+        facts = accounts.facts(policy, account, record, self.rhost, self.now())
+        decision = decide(policy, facts)
+        for name in unresolved_groups(policy, facts)[1]:
+            self.log(log.WARNING, "exempt group not found", f"exempt.groups {name} does not resolve: it exempts nobody")
+        if decision.action == ERROR:
+            return self.failed_closed("groups", ValueError(decision.rule))
         if decision.action == SKIP:
             self.log(log.INFO, "exempt" if decision.exempt else "not asked", decision.rule)
             return IGNORE
+        if decision.action == TRUSTED:
+            # The second factor was passed from this client within trust.seconds: the same result as a
+            # correct code, so the stack behaves as if it had been typed. Nothing is written: only an
+            # asked-and-passed login renews the trust (docs/policy.md).
+            self.log(log.INFO, "trusted client", decision.rule)
+            return PASS
         if decision.action == DENY:
             self.log(log.NOTICE, "denied: not enrolled", decision.rule)
             self.conv.error(MSG_NOT_ENROLLED)
@@ -167,12 +220,21 @@ class Login:
                 self.log(log.NOTICE, "bad code", "enrollment removed during login")
                 self.conv.error(MSG_BAD)
                 return FAIL
-            outcome = auth.attempt(record, typed, self.now(), policy.limits())
+            now = self.now()
+            outcome = auth.attempt(record, typed, now, policy.limits())
             if outcome.ok:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
+                self.renew_trust(policy, outcome.record, now)
             if outcome.record != record:
                 section.save(outcome.record)
         return self.finish(outcome, policy, user)
+
+    def renew_trust(self, policy, record, now: float) -> None:
+        """After a correct code: trust this client for ``trust.seconds`` (in the record about to be written)."""
+        if policy.trust_seconds or record.trusted:
+            from pam_twofa import trust
+
+            trust.renew(record, self.rhost, now, policy.trust_seconds)
 
     def finish(self, outcome, policy, user: str, kind: str = "") -> str:
         """Log the outcome, tell the user what they need to know, and give the result."""
@@ -245,9 +307,11 @@ class Login:
             return FAIL
         with store.locked(user) as section:
             record = section.record or Record(user)
-            outcome = auth.attempt_email(record, typed, self.now(), policy.limits())
+            now = self.now()
+            outcome = auth.attempt_email(record, typed, now, policy.limits())
             if outcome.ok:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
+                self.renew_trust(policy, outcome.record, now)
             if outcome.record != record:
                 section.save(outcome.record)
         return self.finish(outcome, policy, user, "emailed ")

@@ -27,12 +27,26 @@ def mask(address: str) -> str:
 
 
 def valid_address(address: str) -> bool:
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or len(address) > 254 or not address.isascii():
+    """A plain ``local@domain``: one ``@``, ASCII, no quoting, comments or routes, and read back by the
+    email package as that same address (``{user}@corp.example`` for an account ``x@evil.example`` is
+    refused here, before any SMTP conversation, instead of going to ``RCPT TO:<>``)."""
+    if address.count("@") != 1 or len(address) > 254 or not address.isascii():
         return False
-    if any(c.isspace() or not c.isprintable() or c in '<>,;\\"()[]' for c in address):
+    local, _at, domain = address.partition("@")
+    if not local or not domain:
         return False
-    return all(label and all(ch.isalnum() or ch == "-" for ch in label) for label in domain.split("."))
+    if any(c.isspace() or not c.isprintable() or c in '<>,;:\\"()[]' for c in address):
+        return False
+    if not all(label and all(ch.isalnum() or ch == "-" for ch in label) for label in domain.split(".")):
+        return False
+    from email.errors import HeaderParseError
+    from email.headerregistry import Address
+
+    try:
+        parsed = Address(addr_spec=address)
+    except (HeaderParseError, ValueError, IndexError):
+        return False
+    return parsed.addr_spec == address and parsed.username == local and parsed.domain == domain
 
 
 def build_message(policy, user: str, address: str, code: str, rhost, now: float, hostname: str) -> EmailMessage:
@@ -54,6 +68,32 @@ def build_message(policy, user: str, address: str, code: str, rhost, now: float,
         f"If this was not you, do not use the code: your password may be known to someone else.\n"
         f"Change it, and tell your administrator.\n\n"
         f"To get codes from an authenticator app instead of email, log in and run: twofa-enroll\n"
+    )
+    return message
+
+
+def build_change_notice(policy, user: str, address: str, what: str, where: str, now: float, hostname: str):
+    """The mail telling ``user`` that their 2FA changed (no code, secret or recovery code in it)."""
+    from pam_twofa.store import shell_word
+
+    sender = policy.email_from.format(hostname=hostname)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = address
+    message["Subject"] = f"Two-factor authentication changed for {user} on {hostname}"
+    message["Date"] = format_datetime(time_to_datetime(now))
+    message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(
+        f"The two-factor authentication of {user} on {hostname} was changed at {when}:\n"
+        f"    {what}\n"
+        f"Where from: {where}.\n\n"
+        f"If this was you, nothing else is needed.\n\n"
+        f"If it was not you, someone knows your password and may now hold your second factor.\n"
+        f"Contact an administrator at once: they can turn this 2FA off with\n"
+        f"    twofa-admin disable {shell_word(user)}\n"
+        f"and unlock or re-enroll you. Change your password too.\n"
     )
     return message
 
@@ -133,7 +173,9 @@ def send(policy, message: EmailMessage) -> None:
     deadline = time.monotonic() + timeout
     try:
         if policy.smtp_ssl:
-            client = _SMTP_SSL(host, port, timeout=timeout, context=_tls_context(policy), deadline=deadline)
+            client: smtplib.SMTP = _SMTP_SSL(
+                host, port, timeout=timeout, context=_tls_context(policy), deadline=deadline
+            )
         else:
             client = _SMTP(host, port, timeout=timeout, deadline=deadline)
         try:

@@ -1,10 +1,11 @@
-"""The policy: its fields, and loading it fast on the login path.
+"""The policy: its schema, and loading it fast on the login path.
 
-YAML is parsed only when the policy file changed (SPEC §11): the validated
-policy is kept in a compiled cache beside the file (``.policy.yaml.cache``,
-root-only), keyed by the file's identity (device, inode, size, mtime, ctime).
-A login reads the cache with ``str`` methods only; a stale or missing cache
-means one full parse (``policy_parse``), which writes a new cache.
+YAML is parsed only when the policy file changed (docs/policy.md): the
+validated policy is kept in a compiled cache beside the file
+(``.policy.yaml.cache``, root-only), keyed by the file's identity (device,
+inode, size, mtime, ctime). A login reads the cache with ``str`` methods
+only; a stale or missing cache means one full parse (``policy_parse``),
+which writes a new cache.
 """
 
 import os
@@ -12,51 +13,75 @@ import stat
 
 DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
-CACHE_MAGIC = "pam-twofa-policy-cache 3"
+CACHE_MAGIC = "pam-twofa-policy-cache 4"
 
-# (attribute, key path in the YAML, kind, default). Kinds: str, int, bool,
-# optstr (string or null), list (of strings without spaces).
-FIELDS = (
-    ("version", "version", "int", 1),
-    ("mode", "enforce.mode", "str", "off"),
-    ("enforce_groups", "enforce.groups", "list", ()),
-    ("unenrolled", "enforce.unenrolled", "str", "email"),
-    ("exempt_users", "exempt.users", "list", ()),
-    ("exempt_groups", "exempt.groups", "list", ()),
-    ("exempt_networks", "exempt.networks", "list", ()),
-    ("totp_issuer", "totp.issuer", "str", "{hostname}"),
-    ("totp_digits", "totp.digits", "int", 6),
-    ("totp_period", "totp.period", "int", 30),
-    ("totp_window", "totp.window", "int", 1),
-    ("totp_algorithm", "totp.algorithm", "str", "SHA1"),
-    ("max_failures", "rate_limit.max_failures", "int", 5),
-    ("failure_window", "rate_limit.per_seconds", "int", 900),
-    ("email_address", "email.address", "str", "{user}@localhost"),
-    ("email_from", "email.from", "str", "pam-twofa@{hostname}"),
-    ("smtp_host", "email.smtp.host", "str", "localhost"),
-    ("smtp_port", "email.smtp.port", "int", 25),
-    ("smtp_starttls", "email.smtp.starttls", "bool", False),
-    ("smtp_ssl", "email.smtp.ssl", "bool", False),
-    ("smtp_username", "email.smtp.username", "optstr", None),
-    ("smtp_password_file", "email.smtp.password_file", "optstr", None),
-    ("smtp_timeout", "email.smtp.timeout", "int", 10),
-    ("smtp_ca_file", "email.smtp.ca_file", "optstr", None),
-    ("code_digits", "email.code_digits", "int", 8),
-    ("code_ttl", "email.code_ttl", "int", 600),
-    ("max_sends", "email.max_sends", "int", 3),
-    ("send_window", "email.per_seconds", "int", 3600),
-    ("state_dir", "storage.state_dir", "str", "/var/lib/pam-twofa"),
-    # The database backend (docs/store.md, README "Many hosts"): the login path only needs
-    # backend, agent_socket and statement_timeout; the rest is read by the agent and the CLIs.
-    ("backend", "storage.backend", "str", "files"),
-    ("agent_socket", "storage.agent_socket", "str", "/run/pam-twofa/agent.sock"),
-    ("pg_dsn", "storage.postgresql.dsn", "optstr", None),
-    ("pg_password_file", "storage.postgresql.password_file", "optstr", None),
-    ("pg_key_file", "storage.postgresql.key_file", "str", "/etc/pam-twofa/fleet.key"),
-    ("pg_connect_timeout", "storage.postgresql.connect_timeout", "int", 3),
-    ("pg_statement_timeout", "storage.postgresql.statement_timeout", "int", 3),
-    ("on_error", "on_error", "str", "deny"),
+# The one schema: a row per key, (attribute, key path in the YAML, kind, default, check).
+# The YAML tree, the defaults, the validation and the cache all derive from it.
+#
+# Kinds: str, int, bool, optstr (text or null), list (of texts).
+# Every text and list item must be printable (no newline, tab or other control
+# character), whatever its check. The check is data that policy_parse
+# interprets, so that this module (on the login path) needs neither re nor yaml:
+#   ("range", LOW, HIGH)            a whole number from LOW to HIGH
+#   ("enum", CHOICE, ...)           one of the choices
+#   ("names", WHAT)                 user or group names (WHAT: "user" or "group")
+#   ("networks",)                   CIDRs or addresses
+#   ("template", PLACEHOLDER, ...)  non-empty text; braces only around these placeholders
+#   ("label", PLACEHOLDER, ...)     a template without ':' (an otpauth:// label)
+#   ("host",)                       a host name or address
+#   ("path",)                       a normalized absolute path
+#   ("text",)                       any printable text
+#   ("socket",)                     a normalized absolute path that fits a Unix socket address
+#   ("dsn",)                        a non-empty libpq connection string (parsed by twofa-admin check)
+SCHEMA = (
+    ("version", "version", "int", 1, ("enum", 1)),
+    ("mode", "enforce.mode", "str", "off", ("enum", "off", "groups", "all")),
+    ("enforce_groups", "enforce.groups", "list", (), ("names", "group")),
+    ("unenrolled", "enforce.unenrolled", "str", "email", ("enum", "email", "deny")),
+    ("exempt_users", "exempt.users", "list", (), ("names", "user")),
+    ("exempt_groups", "exempt.groups", "list", (), ("names", "group")),
+    ("exempt_networks", "exempt.networks", "list", (), ("networks",)),
+    ("totp_issuer", "totp.issuer", "str", "{hostname}", ("label", "hostname")),
+    ("totp_digits", "totp.digits", "int", 6, ("range", 6, 8)),
+    ("totp_period", "totp.period", "int", 30, ("range", 10, 300)),
+    ("totp_window", "totp.window", "int", 1, ("range", 0, 10)),
+    ("totp_algorithm", "totp.algorithm", "str", "SHA1", ("enum", "SHA1", "SHA256", "SHA512")),
+    ("max_failures", "rate_limit.max_failures", "int", 5, ("range", 1, 1000)),
+    ("failure_window", "rate_limit.per_seconds", "int", 900, ("range", 1, 7 * 86400)),
+    ("trust_seconds", "trust.seconds", "int", 0, ("range", 0, 30 * 86400)),
+    ("email_address", "email.address", "str", "{user}@localhost", ("template", "user", "hostname")),
+    ("email_from", "email.from", "str", "pam-twofa@{hostname}", ("template", "hostname")),
+    ("smtp_host", "email.smtp.host", "str", "localhost", ("host",)),
+    ("smtp_port", "email.smtp.port", "int", 25, ("range", 1, 65535)),
+    ("smtp_starttls", "email.smtp.starttls", "bool", False, ("enum", False, True)),
+    ("smtp_ssl", "email.smtp.ssl", "bool", False, ("enum", False, True)),
+    ("smtp_username", "email.smtp.username", "optstr", None, ("text",)),
+    ("smtp_password_file", "email.smtp.password_file", "optstr", None, ("path",)),
+    ("smtp_timeout", "email.smtp.timeout", "int", 10, ("range", 1, 300)),
+    ("smtp_ca_file", "email.smtp.ca_file", "optstr", None, ("path",)),
+    ("code_digits", "email.code_digits", "int", 8, ("range", 6, 10)),
+    ("code_ttl", "email.code_ttl", "int", 600, ("range", 30, 86400)),
+    ("max_sends", "email.max_sends", "int", 3, ("range", 1, 1000)),
+    ("send_window", "email.per_seconds", "int", 3600, ("range", 1, 7 * 86400)),
+    ("state_dir", "storage.state_dir", "str", "/var/lib/pam-twofa", ("path",)),
+    # The database backend (README "Many hosts", docs/store.md): the login path reads backend,
+    # agent_socket and the two timeouts; the agent and the commands read the rest.
+    ("backend", "storage.backend", "str", "files", ("enum", "files", "postgresql")),
+    ("agent_socket", "storage.agent_socket", "str", "/run/pam-twofa/agent.sock", ("socket",)),
+    ("pg_dsn", "storage.postgresql.dsn", "optstr", None, ("dsn",)),
+    ("pg_password_file", "storage.postgresql.password_file", "optstr", None, ("path",)),
+    ("pg_key_file", "storage.postgresql.key_file", "str", "/etc/pam-twofa/fleet.key", ("path",)),
+    ("pg_connect_timeout", "storage.postgresql.connect_timeout", "int", 3, ("range", 1, 60)),
+    ("pg_statement_timeout", "storage.postgresql.statement_timeout", "int", 3, ("range", 1, 60)),
+    ("on_error", "on_error", "str", "deny", ("enum", "deny", "allow")),
 )
+# The same rows without the check: (attribute, key path, kind, default).
+FIELDS = tuple(row[:4] for row in SCHEMA)
+
+
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class PolicyError(Exception):
@@ -69,6 +94,10 @@ class PolicyError(Exception):
 
 class Policy:
     __slots__ = ("path", "_networks") + tuple(f[0] for f in FIELDS)
+    if TYPE_CHECKING:  # mypy cannot see the fields through the computed __slots__
+
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def __init__(self, path: str = DEFAULT_PATH, **values) -> None:
         self.path = path
@@ -148,9 +177,11 @@ def _identity(st) -> str:
     return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
 
 
+# In the cache a list is its items, each after a tab: a tab is in no item (every
+# text is printable), so any item (a name with a space, say) comes back as it was.
 def _encode(kind: str, value) -> str:
     if kind == "list":
-        return " ".join(value)
+        return "".join("\t" + item for item in value)
     if kind == "bool":
         return "1" if value else "0"
     if kind == "optstr":
@@ -160,7 +191,9 @@ def _encode(kind: str, value) -> str:
 
 def _decode(kind: str, text: str):
     if kind == "list":
-        return tuple(text.split(" ")) if text else ()
+        if text and text[0] != "\t":
+            raise ValueError("not a cached list")
+        return tuple(text.split("\t")[1:])
     if kind == "bool":
         return text == "1"
     if kind == "int":

@@ -12,53 +12,48 @@ import re
 import yaml
 
 from pam_twofa.network import parse_network
-from pam_twofa.policy import FIELDS, Policy, PolicyError
+from pam_twofa.policy import SCHEMA, Policy, PolicyError
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.@-]{0,63}\$?\Z")  # \Z: "$" also matches before a trailing newline
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
 _STR, _INT, _BOOL, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "bool", "null"))
 
 
-def _enum(*choices):
-    def check(value):
-        return None if value in choices else "expected one of " + ", ".join(map(str, choices))
-
-    return check
+def _enum(value, *choices):
+    return None if value in choices else "expected one of " + ", ".join(map(str, choices))
 
 
-def _range(low, high):
-    def check(value):
-        return None if low <= value <= high else f"expected a number from {low} to {high}"
-
-    return check
+def _range(value, low, high):
+    return None if low <= value <= high else f"expected a number from {low} to {high}"
 
 
-def _template(*allowed, forbid=""):
-    def check(value):
-        if not value or not value.isprintable():
-            return "expected a non-empty single-line text"
-        for bad in forbid:
-            if bad in value:
-                return f"must not contain {bad!r}"
-        for name in _PLACEHOLDER_RE.findall(value):
-            if name not in allowed:
-                return "unknown placeholder {%s}; allowed: %s" % (name, ", ".join("{%s}" % a for a in allowed))
-        if "{" in _PLACEHOLDER_RE.sub("", value) or "}" in _PLACEHOLDER_RE.sub("", value):
-            return "unmatched '{' or '}': braces are only allowed around a placeholder"
-        return None
-
-    return check
+def _template(value, *allowed):
+    if not value:
+        return "expected a non-empty single-line text"
+    for name in _PLACEHOLDER_RE.findall(value):
+        if name not in allowed:
+            return "unknown placeholder {%s}; allowed: %s" % (name, ", ".join("{%s}" % a for a in allowed))
+    if "{" in _PLACEHOLDER_RE.sub("", value) or "}" in _PLACEHOLDER_RE.sub("", value):
+        return "unmatched '{' or '}': braces are only allowed around a placeholder"
+    return None
 
 
-def _names(kind):
-    def check(value):
-        for item in value:
-            if not NAME_RE.match(item):
-                return f"{item!r} is not a valid {kind} name"
-        return None
+def _label(value, *allowed):
+    # ':' separates the issuer from the account in an otpauth:// label
+    return "must not contain ':'" if ":" in value else _template(value, *allowed)
 
-    return check
+
+def _names(value, kind):
+    # Any name the system's databases can return: winbind's CORP\\alice, SSSD's
+    # alice@corp.example, "domain admins", josé. Control characters are refused for
+    # every string already; surrounding spaces or ":" (the passwd/group separator)
+    # can only be typos.
+    from pam_twofa.store import MAX_NAME_BYTES
+
+    for item in value:
+        if not item or item != item.strip() or ":" in item or len(item.encode("utf-8")) > MAX_NAME_BYTES:
+            return f"{item!r} is not a valid {kind} name (no surrounding spaces, no ':')"
+    return None
 
 
 def _networks(value):
@@ -70,70 +65,54 @@ def _networks(value):
     return None
 
 
-def _abs_path(value):
-    if not value.startswith("/") or "\0" in value or not value.isprintable():
+def _path(value):
+    if not value.startswith("/"):
         return "expected an absolute path"
     if os.path.normpath(value) != value.rstrip("/") or ".." in value.split("/"):
         return "expected a normalized absolute path (no '..', no '//')"
     return None
 
 
-def _socket_path(value):
-    # sun_path holds 108 bytes with the terminating NUL
-    return _abs_path(value) or (None if len(value.encode()) <= 107 else "expected a path of at most 107 bytes")
-
-
-def _dsn(value):
-    # libpq parses it (the agent and twofa-admin check); here: one line, and not empty
-    if not value.strip() or not value.isprintable():
-        return "expected a libpq connection string on one line (host=... dbname=... user=...)"
-    return None
-
-
-def _hostname(value):
+def _host(value):
     if not value or not all(c.isalnum() or c in ".-:_" for c in value) or not value.isascii():
         return "expected a host name or address"
     return None
 
 
+def _text(value):
+    return None  # printable, as every text is (see _unprintable)
+
+
+def _socket(value):
+    # sun_path holds 108 bytes with the terminating NUL
+    return _path(value) or (None if len(value.encode()) <= 107 else "expected a path of at most 107 bytes")
+
+
+def _dsn(value):
+    # libpq parses it (the agent, and twofa-admin check with its own messages); here: not empty
+    if not value.strip():
+        return "expected a libpq connection string (host=... dbname=... user=...)"
+    return None
+
+
+# The interpreters of the checks declared in policy.SCHEMA: name -> check(value, *arguments).
 CHECKS = {
-    "version": _enum(1),
-    "enforce.mode": _enum("off", "groups", "all"),
-    "enforce.groups": _names("group"),
-    "enforce.unenrolled": _enum("email", "deny"),
-    "exempt.users": _names("user"),
-    "exempt.groups": _names("group"),
-    "exempt.networks": _networks,
-    "totp.issuer": _template("hostname", forbid=":"),
-    "totp.digits": _range(6, 8),
-    "totp.period": _range(10, 300),
-    "totp.window": _range(0, 10),
-    "totp.algorithm": _enum("SHA1", "SHA256", "SHA512"),
-    "rate_limit.max_failures": _range(1, 1000),
-    "rate_limit.per_seconds": _range(1, 7 * 86400),
-    "email.address": _template("user", "hostname"),
-    "email.from": _template("hostname"),
-    "email.smtp.host": _hostname,
-    "email.smtp.port": _range(1, 65535),
-    "email.smtp.timeout": _range(1, 300),
-    "email.smtp.password_file": _abs_path,
-    "email.code_digits": _range(6, 10),
-    "email.code_ttl": _range(30, 86400),
-    "email.max_sends": _range(1, 1000),
-    "email.per_seconds": _range(1, 7 * 86400),
-    "storage.state_dir": _abs_path,
-    "storage.backend": _enum("files", "postgresql"),
-    "storage.agent_socket": _socket_path,
-    "storage.postgresql.dsn": _dsn,
-    "storage.postgresql.password_file": _abs_path,
-    "storage.postgresql.key_file": _abs_path,
-    "storage.postgresql.connect_timeout": _range(1, 60),
-    "storage.postgresql.statement_timeout": _range(1, 60),
-    "on_error": _enum("deny", "allow"),
+    "enum": _enum,
+    "range": _range,
+    "template": _template,
+    "label": _label,
+    "names": _names,
+    "networks": _networks,
+    "path": _path,
+    "host": _host,
+    "text": _text,
+    "socket": _socket,
+    "dsn": _dsn,
 }
-_ENUMS = {"version", "enforce.mode", "enforce.unenrolled", "totp.algorithm", "on_error", "storage.backend"}
-_KIND = {key: kind for _attr, key, kind, _default in FIELDS}
-_ATTR = {key: attr for attr, key, _kind, _default in FIELDS}
+_KIND = {key: kind for _attr, key, kind, _default, _check in SCHEMA}
+_ATTR = {key: attr for attr, key, _kind, _default, _check in SCHEMA}
+_CHECK = {key: check for _attr, key, _kind, _default, check in SCHEMA}
+_ENUMS = {key for key, check in _CHECK.items() if check[0] == "enum" and _KIND[key] in ("str", "int")}
 _EXPECT = {
     "str": "expected a text",
     "int": "expected a whole number",
@@ -141,10 +120,27 @@ _EXPECT = {
     "optstr": "expected a text or null",
     "list": "expected a list of {what}",
 }
+MISSING_VERSION = (
+    'version: missing; add "version: 1" as the first line '
+    "(an empty or truncated policy is refused so that an accident cannot switch 2FA off)"
+)
+
+
+def _unprintable(value: str) -> str:
+    """The message for a text with a newline, tab, NUL or other non-printable character.
+
+    Refused in every text and list item: such a value would break the
+    one-line-per-key cache (policy.dumps_cache), and no setting needs one.
+    """
+    index = next(i for i, c in enumerate(value) if not c.isprintable())
+    return (
+        f"non-printable character U+{ord(value[index]):04X} at position {index + 1}: "
+        "write the value on one line without control characters"
+    )
 
 
 def _tree():
-    """The nested mapping of allowed keys, from the flat field table."""
+    """The nested mapping of allowed keys, from the schema (policy.SCHEMA)."""
     tree: dict = {}
     for key in _KIND:
         node = tree
@@ -161,6 +157,7 @@ class _Validator:
         self.errors: list[str] = []
         self.values: dict = {}
         self.lines: dict = {}  # attribute -> line of its value, for errors about two keys
+        self.seen: set = set()  # every key path present, valid or not
 
     def error(self, node, key: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -182,6 +179,7 @@ class _Validator:
                 self.error(key_node, full, "repeated key")
                 continue
             seen.add(name)
+            self.seen.add(full)
             if name not in schema:
                 self.error(key_node, full, "unknown key; allowed here: " + ", ".join(schema))
                 continue
@@ -196,9 +194,12 @@ class _Validator:
         value = self.scalar(node, key, kind)
         if value is _BAD:
             return
-        check = CHECKS.get(key)
-        if check is not None and value is not None:
-            message = check(value)
+        if isinstance(value, str) and not value.isprintable():
+            self.error(node, key, _unprintable(value))
+            return
+        if value is not None:
+            name, *arguments = _CHECK[key]
+            message = CHECKS[name](value, *arguments)  # type: ignore[operator]  # each check takes its row's arguments
             if message:
                 self.error(node, key, message)
                 return
@@ -207,7 +208,8 @@ class _Validator:
 
     def scalar(self, node, key: str, kind: str):
         if kind == "list":
-            what = "networks (CIDR)" if key.endswith("networks") else key.rsplit(".", 1)[1].rstrip("s") + " names"
+            check = _CHECK[key]
+            what = "networks (CIDR)" if check[0] == "networks" else f"{check[1]} names"  # type: ignore[misc]
             expect = _EXPECT["list"].format(what=what)
             if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
                 return ()
@@ -218,6 +220,9 @@ class _Validator:
             for index, item in enumerate(node.value):
                 if not isinstance(item, yaml.ScalarNode) or item.tag != _STR:
                     self.error(item, f"{key}[{index}]", expect)
+                    return _BAD
+                if not item.value.isprintable():
+                    self.error(item, f"{key}[{index}]", _unprintable(item.value))
                     return _BAD
                 items.append(item.value)
             return tuple(items)
@@ -263,8 +268,13 @@ def parse(text: str, path: str) -> Policy:
         raise PolicyError([f"{path}:1: YAML syntax error: nested too deeply"]) from None
     if len(nodes) > 1:
         raise PolicyError([f"{path}:{nodes[1].start_mark.line + 1}: only one YAML document is allowed"])
-    if nodes and nodes[0] is not None and not (isinstance(nodes[0], yaml.ScalarNode) and nodes[0].tag == _NULL):
-        validator.mapping(nodes[0], _tree(), "")
+    root = nodes[0] if nodes else None
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL):
+        # Empty, only comments, or a bare null: never "all defaults" (that is 2FA off).
+        raise PolicyError([f"{path}:1: {MISSING_VERSION}"])
+    validator.mapping(root, _tree(), "")
+    if isinstance(root, yaml.MappingNode) and "version" not in validator.seen:
+        validator.errors.insert(0, f"{path}:1: {MISSING_VERSION}")
     values = validator.values
     if values.get("smtp_ssl") and values.get("smtp_starttls"):
         validator.errors.append(

@@ -28,6 +28,25 @@ if [ ! -x "$VENV/bin/pytest" ] || ! cmp -s requirements-test.txt "$VENV/requirem
     cp requirements-test.txt "$VENV/requirements-test.txt"
 fi
 
+# The other pyotp releases tests/test_totp.py compares with (the system's 2.6
+# is the venv's own), each in a folder of its own: pyotp is pure Python.
+PYOTP_DIR=/var/tmp/pam-twofa-pyotp
+for version in $(sed 's/#.*//' tests/support/pyotp-versions.txt); do
+    if [ ! -f "$PYOTP_DIR/$version/pyotp/__init__.py" ]; then
+        rm -rf "$PYOTP_DIR/$version.new"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+            --target "$PYOTP_DIR/$version.new" "pyotp==$version"
+        mv "$PYOTP_DIR/$version.new" "$PYOTP_DIR/$version"
+    fi
+done
+
+# Lint before any test (and before the slow Docker setup): a lint error fails
+# the run. Not for scripts/bench.sh, which only wants the setup.
+if [ -z "${PAM_TWOFA_SETUP_ONLY:-}" ] && ! bash scripts/lint.sh; then
+    echo "test.sh: lint failed (see above); no tests were run" >&2
+    exit 1
+fi
+
 # The end to end layer (tests/e2e): a Docker engine with host networking only,
 # and the Debian 12 base image (pulled, or built with debootstrap when no
 # registry can be reached) that docker/docker-compose.yml builds on.

@@ -5,13 +5,21 @@ import os
 import pytest
 
 
+def with_version(text: str) -> bool:
+    """Whether a policy text has its (required) top-level ``version:`` line."""
+    return any(line.startswith("version:") for line in text.splitlines())
+
+
 @pytest.fixture
 def make_policy(tmp_path):
-    """make_policy(body="") -> path of tmp_path/etc/policy.yaml (folder 0755) with ``body``.
+    """make_policy(body="", verbatim=False) -> path of tmp_path/etc/policy.yaml (folder 0755) with ``body``.
 
     Unless ``body`` has its own ``storage:`` section, the policy points
-    ``storage.state_dir`` at tmp_path/state (created 0700). Writing again
-    replaces the file by a rename (a new inode), as editors do.
+    ``storage.state_dir`` at tmp_path/state (created 0700), and unless it has
+    a ``version:`` line, ``version: 1`` is appended (after the body, so line
+    numbers in errors stay those of the body). ``verbatim=True`` writes the
+    body exactly as given. Writing again replaces the file by a rename (a new
+    inode), as editors do.
     """
     etc = tmp_path / "etc"
     etc.mkdir(mode=0o755, exist_ok=True)
@@ -22,10 +30,12 @@ def make_policy(tmp_path):
     os.chmod(state, 0o700)
     path = etc / "policy.yaml"
 
-    def make(body: str = "") -> str:
+    def make(body: str = "", verbatim: bool = False) -> str:
         text = body
-        if "storage:" not in body:
+        if not verbatim and "storage:" not in body:
             text = body + ("" if not body or body.endswith("\n") else "\n") + f"storage:\n  state_dir: {state}\n"
+        if not verbatim and not with_version(text):
+            text += ("" if not text or text.endswith("\n") else "\n") + "version: 1\n"
         tmp = etc / ".policy.yaml.new"
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o644)

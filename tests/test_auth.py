@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.codes import code_not_in
 
 from pam_twofa import auth, totp
 from pam_twofa.auth import BAD_CODE, LOCKED, RECOVERY, REPLAYED, SUCCESS, Limits, attempt, normalize_code
@@ -27,8 +28,7 @@ def code(step=STEP, key=KEY, digits=6, algorithm="SHA1") -> str:
 
 def wrong_code(now=NOW) -> str:
     """A 6-digit code that matches no step of the window at ``now``."""
-    valid = {code(now // 30 + d) for d in (-1, 0, 1)}
-    return next(c for c in (f"{i:06d}" for i in range(0, 10**6, 1111)) if c not in valid)
+    return code_not_in({code(now // 30 + d) for d in (-1, 0, 1)}, start=0, stride=1111)
 
 
 # --- TOTP success, replay, bad code -----------------------------------------------
@@ -363,7 +363,9 @@ def test_empty_code_never_matches_an_empty_code_hash():
         ("123\x00456", ""),
         ("123\x1b456", ""),
         ("123\x7f456", ""),
-        ("12\t3456", ""),  # a tab inside is not dropped
+        ("12\t3456", "123456"),  # tabs are ignored like spaces, inside too (issue 12)
+        ("1\t2 3-4\t\t56", "123456"),
+        ("123\n456", ""),  # a line break inside is not a blank
         ("123\u200b456", ""),  # zero-width space
         ("123\u00a0456", ""),  # no-break space
         ("123_456", ""),
@@ -397,6 +399,11 @@ def test_full_width_version_of_the_right_code_is_refused():
     assert attempt(enrolled(), f" {good[:3]} {good[3:]} ", NOW, LIMITS).result == SUCCESS
 
 
+def test_a_tab_inside_the_right_code_is_accepted_and_not_counted():
+    out = attempt(enrolled(), f"{code()[:3]}\t{code()[3:]}", NOW, LIMITS)
+    assert out.result == SUCCESS and out.record.failures == []
+
+
 @settings(max_examples=100, deadline=None)
 @given(typed=st.text(max_size=200) | st.text(alphabet="0123456789 -\t", max_size=12))
 def test_attempt_never_raises(typed):
@@ -416,3 +423,140 @@ def test_attempt_never_raises(typed):
 def test_normalize_code_property(typed):
     out = normalize_code(typed)
     assert out == "" or (out.isascii() and out.isalnum() and out == out.lower() and len(out) <= 64)
+
+
+# --- emailed codes: issue_email_code, attempt_email, next_send_at -----------------
+
+MAILED = "48213093"
+SALT = b"email-salt-0123456789abcdef"
+TTL = 600
+PER = 3600  # email.per_seconds: the window of max_sends
+
+
+def mailed(record=None, code=MAILED, now=NOW, salt=SALT) -> Record:
+    """``record`` (an unenrolled alice by default) once ``code`` was mailed at ``now``."""
+    return auth.issue_email_code(record or Record("alice"), code, salt, now, TTL, PER)
+
+
+def attempt_email_at(rec, typed, now=NOW + 10, limits=LIMITS):
+    return auth.attempt_email(rec, typed, now, limits)
+
+
+def test_issue_email_code_keeps_only_a_salted_hash_and_when_it_expires():
+    before = Record("alice", email_sends=[NOW - 100])
+    rec = mailed(before)
+    assert rec.email_code_salt == SALT
+    assert rec.email_code_hash == auth.hash_recovery_code(MAILED, SALT)
+    assert MAILED.encode() not in rec.email_code_hash
+    assert rec.email_code_expires == NOW + TTL
+    assert rec.email_sends == [NOW - 100, NOW]
+    # pure: the record given is not modified
+    assert before.email_code_hash == b"" and before.email_sends == [NOW - 100]
+
+
+def test_issue_email_code_drops_sends_that_left_the_window():
+    rec = mailed(Record("alice", email_sends=[NOW - PER - 1, NOW - PER, NOW - PER + 1]))
+    assert rec.email_sends == [NOW - PER + 1, NOW]
+
+
+def test_a_new_email_code_replaces_the_pending_one():
+    rec = mailed(mailed(code="11111111", now=NOW - 60), code="22222222", salt=b"another-salt-0123456789")
+    assert attempt_email_at(rec, "11111111").result == BAD_CODE
+    assert attempt_email_at(rec, "22222222").result == SUCCESS
+
+
+def test_email_code_succeeds_once_then_is_gone():
+    rec = mailed(Record("alice", failures=[NOW - 5]))
+    out = attempt_email_at(rec, MAILED)
+    assert out.result == SUCCESS and out.ok
+    assert (out.record.email_code_hash, out.record.email_code_salt, out.record.email_code_expires) == (b"", b"", 0)
+    assert out.record.failures == [] and out.record.last_success_at == NOW + 10
+    again = attempt_email_at(out.record, MAILED, now=NOW + 20)
+    assert again.result == BAD_CODE
+    assert again.record.failures == [NOW + 20]
+
+
+def test_email_code_typed_with_spaces_and_dashes_is_accepted():
+    assert attempt_email_at(mailed(), " 4821-3093 ").result == SUCCESS
+
+
+def test_email_code_is_valid_until_one_second_before_it_expires():
+    rec = mailed()
+    assert attempt_email_at(rec, MAILED, now=NOW + TTL - 1).result == SUCCESS
+    out = attempt_email_at(rec, MAILED, now=NOW + TTL)  # now == expires: too late
+    assert out.result == auth.EXPIRED and not out.ok
+    # the expired code is spent, and the try counts as a failure
+    assert out.record.email_code_hash == b"" and out.record.email_code_expires == 0
+    assert out.record.failures == [NOW + TTL]
+    assert attempt_email_at(out.record, MAILED, now=NOW + TTL + 1).result == BAD_CODE
+
+
+def test_wrong_email_code_counts_a_failure_and_keeps_the_pending_code():
+    rec = mailed()
+    out = attempt_email_at(rec, "48213094")
+    assert out.result == BAD_CODE and not out.newly_locked
+    assert out.record.failures == [NOW + 10]
+    assert out.record.email_code_hash == rec.email_code_hash
+    assert attempt_email_at(out.record, MAILED, now=NOW + 11).result == SUCCESS
+
+
+def test_no_pending_code_refuses_everything_even_empty_input():
+    for typed in ("", "-", MAILED, "00000000"):
+        assert attempt_email_at(Record("alice"), typed).result == BAD_CODE, typed
+
+
+def test_email_failures_lock_at_max_failures_and_the_lock_keeps_the_code():
+    rec = mailed()
+    results = []
+    for i in range(LIMITS.max_failures):
+        out = attempt_email_at(rec, "99999999", now=NOW + 10 + i)
+        rec = out.record
+        results.append(out.newly_locked)
+    assert results == [False] * (LIMITS.max_failures - 1) + [True]
+    last = NOW + 10 + LIMITS.max_failures - 1
+    assert rec.locked_until == last + LIMITS.per_seconds
+    locked = attempt_email_at(rec, MAILED, now=last + 1)
+    assert locked.result == LOCKED
+    assert locked.record.email_code_hash == rec.email_code_hash  # not spent while locked
+    assert locked.record.failures == rec.failures  # and not counted
+
+
+def test_expired_codes_count_toward_the_lock():
+    rec = mailed(Record("alice", failures=[NOW + TTL - 2, NOW + TTL - 1]))
+    out = attempt_email_at(rec, MAILED, now=NOW + TTL)
+    assert out.result == auth.EXPIRED and out.newly_locked
+
+
+def test_email_failures_older_than_the_window_are_pruned():
+    now = NOW + 10
+    old = [now - LIMITS.per_seconds - 1, now - LIMITS.per_seconds]  # t > now - per_seconds survives
+    out = attempt_email_at(mailed(Record("alice", failures=old)), "99999999", now=now)
+    assert out.record.failures == [now] and not out.newly_locked
+    recent = [now - LIMITS.per_seconds + 1, now - 1]
+    out = attempt_email_at(mailed(Record("alice", failures=recent)), "99999999", now=now)
+    assert out.record.failures == [*recent, now] and out.newly_locked
+
+
+def sends(*ages):
+    return Record("alice", email_sends=[NOW - age for age in ages])
+
+
+@pytest.mark.parametrize(
+    "ages, expected",
+    [
+        ((), 0),
+        ((100, 50), 0),  # max_sends - 1 in the window: one more may go
+        ((300, 200, 100), NOW - 300 + PER),  # max_sends: when the oldest leaves the window
+        ((100, 300, 200), NOW - 300 + PER),  # in any order
+        ((PER, 200, 100), 0),  # a send exactly per_seconds ago has left the window
+        ((PER - 1, 200, 100), NOW - PER + 1 + PER),
+        ((500, 400, 300, 200, 100), NOW - 300 + PER),  # over max_sends: until only max_sends - 1 remain
+    ],
+)
+def test_next_send_at(ages, expected):
+    assert auth.next_send_at(sends(*ages), NOW, 3, PER) == expected
+
+
+def test_next_send_at_max_sends_one():
+    assert auth.next_send_at(sends(10), NOW, 1, PER) == NOW - 10 + PER
+    assert auth.next_send_at(sends(), NOW, 1, PER) == 0

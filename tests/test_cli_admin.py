@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from pam_twofa import accounts, log, pamconfig
+from pam_twofa import accounts, pamconfig
 from pam_twofa.accounts import Account
 from pam_twofa.cli import admin, run
 from pam_twofa.record import Record
@@ -29,14 +29,8 @@ def cli(capsys, *argv):
 def fake_accounts(monkeypatch):
     users = {"alice": Account("alice", 1001, 1001, {1001}, "/home/alice")}
     monkeypatch.setattr(accounts, "lookup", lambda name: users.get(name))
-    monkeypatch.setattr(accounts, "group_ids", lambda names: {n: None for n in names})
-
-
-@pytest.fixture
-def logs(monkeypatch):
-    lines = []
-    monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
-    return lines
+    groups = {"admins": 2000, "wheel": 10}
+    monkeypatch.setattr(accounts, "group_ids", lambda names: {n: groups.get(n) for n in names})
 
 
 # -- check ------------------------------------------------------------------------------
@@ -64,8 +58,29 @@ def test_check_broken_policy(capsys, make_policy):
     assert err.splitlines() == [
         f"{path}:3: enforce.mode: expected one of off, groups, all",
         f"{path}:4: enforce.groups: expected a list of group names",
-        f"{path}:5: colour: unknown key; allowed here: version, enforce, exempt, totp, rate_limit, email, storage, on_error",
+        f"{path}:5: colour: unknown key; allowed here: version, enforce, exempt, totp, rate_limit, trust, email, storage, on_error",
     ]
+
+
+def test_check_reports_an_enforce_group_that_does_not_resolve_as_an_error(capsys, make_policy):
+    path = make_policy("enforce:\n  mode: groups\n  groups: [admins, admnis]\n")
+    code, out, err = cli(capsys, "check", "--policy", path)
+    assert code == 2, (out, err)
+    assert err.splitlines() == [
+        f"{path}: enforce.groups: group 'admnis' does not resolve on this system (no such group, or the group "
+        "database is not answering): logins of users not in another enforce group will get on_error (deny); "
+        "fix the name or the group source"
+    ]
+
+
+def test_check_warns_of_an_exempt_group_that_does_not_resolve(capsys, make_policy):
+    path = make_policy("enforce:\n  mode: all\n  groups: [ghost]\nexempt:\n  groups: [wheel, braekglass]\n")
+    code, out, err = cli(capsys, "check", "--policy", path)
+    assert code == 0 and err == ""
+    assert f"{path}: warning: exempt.groups: group 'braekglass' does not resolve on this system: it exempts nobody" in (
+        out.splitlines()
+    )
+    assert "ghost" not in out  # enforce.groups are not used with mode: all
 
 
 def test_check_yaml_syntax_error(capsys, make_policy):
@@ -251,3 +266,21 @@ def test_help(capsys):
     assert code == 0
     for command in ("check", "unlock", "pam-config"):
         assert command in out
+
+
+# -- names as the directory spells them ---------------------------------------------------
+
+
+def test_commands_act_on_the_accounts_own_spelling(capsys, make_policy, monkeypatch):
+    """With a case-insensitive directory, ``unlock ALICE`` must clear the one record logins use."""
+    alice = Account("alice", 1001, 1001, {1001}, "/home/alice")
+    monkeypatch.setattr(accounts, "lookup", lambda name: alice if name.lower() == "alice" else None)
+    path = make_policy("")
+    store = FileStore(str(os.path.dirname(os.path.dirname(path))) + "/state")
+    store.update("alice", lambda _old: Record("alice", key=KEY, failures=[2_000_000_000], locked_until=2_000_000_900))
+    code, out, _err = cli(capsys, "--policy", path, "unlock", "ALICE")
+    assert code == 0, out
+    assert store.load("alice").locked_until == 0 and store.users() == ["alice"]
+    code, out, _err = cli(capsys, "--policy", path, "disable", "Alice", "--yes")
+    assert code == 0, out
+    assert store.users() == []

@@ -127,14 +127,21 @@ def test_unknown_user_is_one_line_exit_1(pol, tmp_path, argv):
     assert not (tmp_path / "state" / "users" / f"{UNKNOWN}.rec").exists()  # nothing was created
 
 
-@pytest.mark.parametrize("name", ["../etc", "a b", "-rf"])
+@pytest.mark.parametrize("name", ["a\tb", "x\x1b[2J", ""])
 def test_invalid_user_name_is_one_line_exit_1(pol, name):
-    code, out, err = (
-        admin("status", "--policy", pol, "--", name) if name.startswith("-") else admin("status", name, "--policy", pol)
-    )
+    code, out, err = admin("status", "--policy", pol, "--", name)
     assert code == 1, (code, out, err)
     assert "user name" in one_line(err)
     assert out == ""
+
+
+@pytest.mark.parametrize("name", ["../etc", "a b", "-rf", "CORP\\x"])
+def test_names_that_are_not_file_names_are_looked_up_like_any_other(pol, name, tmp_path):
+    code, out, err = admin("status", "--policy", pol, "--", name)
+    assert code == 1, (code, out, err)
+    assert "unknown user" in one_line(err)
+    assert out == ""
+    assert not (tmp_path / "state" / "users").exists() or not os.listdir(tmp_path / "state" / "users")
 
 
 # -- the policy -------------------------------------------------------------------------
@@ -183,6 +190,24 @@ def test_policy_yaml_syntax_error_is_exit_2_with_the_line(make_policy):
     assert code == 2, (code, out, err)
     assert re.match(rf"{re.escape(path)}:\d+: ", one_line(err)), err
     assert out == ""
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["", "\n", "# only comments\n# version: 1\n", "~\n", "enforce:\n  mode: all\n", "vers", "version:"],
+    ids=["empty", "blank", "comments", "null", "no-version", "truncated-4", "truncated-8"],
+)
+def test_check_refuses_an_empty_or_versionless_policy_with_exit_2(make_policy, body):
+    path = make_policy(body, verbatim=True)
+    code, out, err = admin("check", "--policy", path)
+    assert code == 2 and out == "", (code, out, err)
+    line = one_line(err)
+    assert line.startswith(f"{path}:1: "), line
+    if body not in ("vers", "version:"):  # a cut inside the first line is some other error on line 1
+        assert line == (
+            f'{path}:1: version: missing; add "version: 1" as the first line '
+            "(an empty or truncated policy is refused so that an accident cannot switch 2FA off)"
+        )
 
 
 def test_check_ok_is_exit_0(pol):

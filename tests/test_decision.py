@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pam_twofa.decision import DENY, EMAIL, SKIP, TOTP, Facts, decide
+from pam_twofa.decision import DENY, EMAIL, ERROR, SKIP, TOTP, UNRESOLVED_GROUP, Facts, decide, unresolved_groups
 from pam_twofa.policy import Policy
 
 PATH = "/etc/pam-twofa/policy.yaml"
@@ -22,7 +22,15 @@ GROUP_IDS = {
 }
 
 
-def facts(user="alice", primary=USERS, supplementary=(), rhost="203.0.113.9", enrolled=False, group_ids=None):
+def facts(
+    user="alice",
+    primary=USERS,
+    supplementary=(),
+    rhost="203.0.113.9",
+    enrolled=False,
+    group_ids=None,
+    groups_known=True,
+):
     return Facts(
         user,
         primary,
@@ -30,6 +38,7 @@ def facts(user="alice", primary=USERS, supplementary=(), rhost="203.0.113.9", en
         dict(GROUP_IDS if group_ids is None else group_ids),
         rhost,
         enrolled,
+        groups_known=groups_known,
     )
 
 
@@ -38,6 +47,10 @@ def policy(**values):
 
 
 NOT_ENFORCED = "not asked: not enrolled and not enforced (enforce.mode is {mode})"
+UNRESOLVED = (
+    "error: enforce.groups {names} cannot be resolved (no such group, or the group database is not answering):"
+    " membership is unknown, so on_error applies"
+)
 ENROLLED = "asked: enrolled in TOTP (enrolled users are always asked)"
 EMAIL_TAIL = "; not enrolled, so a code is emailed (enforce.unenrolled: email)"
 DENY_TAIL = "; not enrolled and enforce.unenrolled is deny"
@@ -256,11 +269,19 @@ CASES = [
         NOT_ENFORCED.format(mode="groups"),
     ),
     (
-        "groups-ghost-matches-nobody",
+        # An enforce group that does not resolve is no proof of "not a member" (issue 12): on_error applies.
+        "groups-ghost-is-an-error-not-not-a-member",
         dict(mode="groups", enforce_groups=("ghost",), unenrolled="deny"),
         dict(primary=None, supplementary=(None,)),
-        SKIP,
-        NOT_ENFORCED.format(mode="groups"),
+        ERROR,
+        UNRESOLVED.format(names="ghost"),
+    ),
+    (
+        "groups-ghost-beside-a-real-group-the-user-is-not-in",
+        dict(mode="groups", enforce_groups=("ops", "ghost", "dev"), unenrolled="email"),
+        dict(supplementary=(WHEEL,)),
+        ERROR,
+        UNRESOLVED.format(names="ghost"),
     ),
     (
         "groups-empty-list",
@@ -287,8 +308,8 @@ CASES = [
         "group-name-is-not-user-name",
         dict(mode="groups", enforce_groups=("alice",), unenrolled="deny"),
         dict(group_ids={"alice": None}),
-        SKIP,
-        NOT_ENFORCED.format(mode="groups"),
+        ERROR,
+        UNRESOLVED.format(names="alice"),
     ),
 ]
 
@@ -367,3 +388,42 @@ def test_every_decision_has_a_kind_that_matches_its_rule():
     for pol, fact, kind, exempt in cases:
         decision = decide(pol, fact)
         assert decision.kind == kind and decision.exempt is exempt, decision
+
+
+# --- groups that do not resolve (a typo, or NSS/SSSD/LDAP not answering; issue 12) ----------------
+
+
+def test_an_unresolved_enforce_group_comes_after_exempt_users_and_networks():
+    """An outage must not lock out break-glass accounts exempted by name or network."""
+    pol = policy(mode="groups", enforce_groups=("ghost",), exempt_users=("root",), exempt_networks=("10.0.0.0/8",))
+    assert decide(pol, facts(user="root")).action == SKIP
+    assert decide(pol, facts(rhost="10.1.2.3")).action == SKIP
+    outage = decide(pol, facts())
+    assert (outage.action, outage.kind, outage.exempt) == (ERROR, UNRESOLVED_GROUP, False)
+
+
+def test_an_unresolved_enforce_group_still_asks_an_enrolled_user_and_enforces_a_member():
+    pol = policy(mode="groups", enforce_groups=("ghost", "ops"), unenrolled="deny")
+    assert decide(pol, facts(enrolled=True)).action == TOTP  # asked anyway: nothing to decide
+    assert decide(pol, facts(supplementary=(OPS,))).action == DENY  # a member of a resolved group is enforced
+
+
+def test_unresolved_groups_matter_only_in_groups_mode():
+    for mode, action in (("all", EMAIL), ("off", SKIP)):
+        assert decide(policy(mode=mode, enforce_groups=("ghost",)), facts()).action == action
+
+
+def test_an_unreadable_group_list_is_an_error_unless_membership_is_known():
+    pol = policy(mode="groups", enforce_groups=("ops",), unenrolled="deny")
+    decision = decide(pol, facts(groups_known=False))
+    assert decision.action == ERROR and "getgrouplist failed" in decision.rule
+    assert decide(pol, facts(primary=OPS, groups_known=False)).action == DENY  # the primary group is known
+    assert decide(pol, facts(groups_known=True)).action == SKIP
+
+
+def test_an_unresolved_exempt_group_exempts_nobody_and_is_reported():
+    pol = policy(mode="all", exempt_groups=("ghost", "wheel"), enforce_groups=("ghost2",))
+    assert decide(pol, facts()).action == EMAIL
+    assert unresolved_groups(pol, facts(group_ids={"ghost": None, "wheel": WHEEL})) == ([], ["ghost"])
+    pol = policy(mode="groups", enforce_groups=("ops", "nope"), exempt_groups=("gone",))
+    assert unresolved_groups(pol, facts(group_ids={"ops": OPS})) == (["nope"], ["gone"])

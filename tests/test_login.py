@@ -5,6 +5,7 @@ import multiprocessing
 import os
 
 import pytest
+from support.conversation import Conv
 
 from pam_twofa import accounts, log, login, recovery, totp
 from pam_twofa.accounts import Account
@@ -20,26 +21,12 @@ USERS = {
     "alice": Account("alice", 1001, 1001, {1001, 2000}, "/home/alice"),  # admins (supplementary)
     "bob": Account("bob", 1002, 1002, {1002}, "/home/bob"),
     "carol": Account("carol", 1003, 3000, {3000}, "/home/carol"),  # robots (primary)
-    "bad/name": Account("bad/name", 1004, 1004, {1004}, "/home/x"),  # valid for NSS, not for the store
+    "CORP\\dave": Account("CORP\\dave", 1004, 1004, {1004}, "/home/x"),  # winbind-style: stored encoded
+    "bad\nname": Account("bad\nname", 1005, 1005, {1005}, "/home/y"),  # control character: never stored
 }
 
 
-class Conv:
-    """A scripted conversation: answers are returned in order, then None."""
-
-    def __init__(self, answers=()):
-        self.answers = list(answers)
-        self.prompts, self.errors, self.infos = [], [], []
-
-    def prompt(self, text):
-        self.prompts.append(text)
-        return self.answers.pop(0) if self.answers else None
-
-    def info(self, text):
-        self.infos.append(text)
-
-    def error(self, text):
-        self.errors.append(text)
+REAL_LOOKUP = accounts.lookup  # before the fixture below replaces it
 
 
 @pytest.fixture(autouse=True)
@@ -255,23 +242,77 @@ def test_enforced_unenrolled_deny(make_policy, store, logs):
 
 
 def test_enforced_by_group(make_policy, store):
-    path = make_policy("enforce:\n  mode: groups\n  groups: [admins, nosuchgroup]\n  unenrolled: deny\n")
+    path = make_policy("enforce:\n  mode: groups\n  groups: [admins]\n  unenrolled: deny\n")
     result, conv = run(path, "alice")  # member of admins
     assert result == FAIL and "twofa-enroll" in conv.errors[0]
     result, conv = run(path, "bob")  # not a member
     assert result == IGNORE and conv.prompts == [] and conv.errors == []
 
 
+def test_an_enforce_group_that_does_not_resolve_applies_on_error(make_policy, store, logs):
+    """Not "not a member" (issue 12): a typo or an NSS outage must not switch enforcement off."""
+    path = make_policy("enforce:\n  mode: groups\n  groups: [admins, nosuchgroup]\n  unenrolled: deny\n")
+    result, conv = run(path, "alice")  # member of admins: enforced, as before
+    assert result == FAIL and "twofa-enroll" in conv.errors[0]
+    result, conv = run(path, "bob")  # not in admins, and nosuchgroup cannot be read
+    assert result == FAIL and conv.prompts == [] and conv.errors == [login.MSG_ERROR]
+    assert [line for line in logs if "result=error: groups" in line and "enforce.groups nosuchgroup" in line]
+    path = make_policy("enforce:\n  mode: groups\n  groups: [nosuchgroup]\n  unenrolled: deny\non_error: allow\n")
+    result, conv = run(path, "bob")
+    assert result == IGNORE and conv.errors == []
+    assert "result=allowed without a code" in logs[-1]
+
+
+def test_an_unresolved_group_does_not_touch_exempt_users(make_policy, store, logs):
+    path = make_policy("enforce:\n  mode: groups\n  groups: [nosuchgroup]\nexempt:\n  users: [bob]\n")
+    result, conv = run(path, "bob")
+    assert result == IGNORE and conv.errors == []
+    assert "result=exempt" in logs[-1]
+
+
+def test_an_exempt_group_that_does_not_resolve_exempts_nobody_with_a_warning(make_policy, store, logs):
+    path = make_policy("enforce:\n  mode: all\n  unenrolled: deny\nexempt:\n  groups: [nosuchgroup]\n")
+    result, conv = run(path, "bob")
+    assert result == FAIL and "twofa-enroll" in conv.errors[0]
+    assert [line for line in logs if "result=exempt group not found" in line and "nosuchgroup" in line]
+
+
+def test_a_group_list_that_cannot_be_read_is_an_error_in_groups_mode(make_policy, store, logs, monkeypatch):
+    import os
+
+    def broken(_user, _gid):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "getgrouplist", broken)
+    real = REAL_LOOKUP("root")  # the real pwd lookup, with getgrouplist failing
+    assert real is not None and real.gids == {real.gid} and real.groups_known is False
+    monkeypatch.setattr(accounts, "lookup", lambda name: real if name == "root" else None)
+    path = make_policy("enforce:\n  mode: groups\n  groups: [admins]\n  unenrolled: deny\n")
+    result, conv = run(path, "root")
+    assert result == FAIL and conv.errors == [login.MSG_ERROR]
+    assert [line for line in logs if "getgrouplist failed" in line]
+
+
 def test_unknown_user_is_prompted_and_fails_like_a_wrong_code(policy_path, store, logs):
     enroll(store)
     wrong = "%06d" % ((int(CODE) + 1) % 10**6)
     _result, known = run(policy_path, "alice", [wrong])
-    for user in ("mallory", None, "", "bad/name"):
+    for user in ("mallory", None, "", "bad\nname"):
         result, conv = run(policy_path, user, [CODE])
         assert result == FAIL, user
         assert conv.prompts == known.prompts and conv.errors == known.errors == [login.MSG_BAD], user
         assert "result=unknown user" in logs[-1]
     assert store.users() == ["alice"]
+
+
+def test_a_name_that_is_not_a_safe_file_name_logs_in(policy_path, store, logs):
+    enroll(store, "CORP\\dave")
+    result, _conv = run(policy_path, "CORP\\dave", [CODE])
+    assert result == PASS
+    assert store.load("CORP\\dave").last_step == totp.time_step(T)
+    assert "user=CORP\\dave " in logs[-1] and "result=success" in logs[-1]
+    result, conv = run(policy_path, "CORP\\dave", [CODE])  # and its replay memory works like anyone's
+    assert result == FAIL and conv.errors == [login.MSG_REPLAYED]
 
 
 def test_conversation_returning_none_fails_without_counting(policy_path, store):
@@ -307,10 +348,11 @@ def test_missing_policy_fails_closed(tmp_path, logs):
     assert any("no such policy file" in line for line in logs)
 
 
-def test_unknown_module_argument_is_logged_not_fatal(policy_path, store, logs):
-    result, conv = run(policy_path, "bob", extra=["debug", "policy=relative.yaml"])
-    assert result == IGNORE
-    assert "ignored module arguments" in logs[0] and "debug" in logs[0]
+def test_unknown_module_argument_is_a_configuration_error(policy_path, store, logs):
+    # More in test_login_options.py.
+    result, conv = run(policy_path, "bob", extra=["debug"])
+    assert result == FAIL and conv.errors == [login.MSG_ERROR]
+    assert "module argument 'debug' is not valid" in logs[0]
 
 
 def test_corrupted_record_fails_with_a_generic_message(policy_path, store, logs):

@@ -1,5 +1,8 @@
 """pam_module: the pam_python entry points, with a fake handle shaped like pam_python's."""
 
+import sys
+import syslog
+
 import pytest
 
 from pam_twofa import accounts, log, login, pam_module, recovery, totp
@@ -61,6 +64,12 @@ class Handle:
                 raise answer
             return Response(answer)
         return Response(None)
+
+
+@pytest.fixture(autouse=True)
+def system_python(monkeypatch):
+    """The tests run in a venv (another sys.prefix): the module would refuse it as it refuses a copied tree."""
+    monkeypatch.setattr(pam_module, "SYSTEM_PREFIXES", (*pam_module.SYSTEM_PREFIXES, sys.prefix, sys.exec_prefix))
 
 
 @pytest.fixture(autouse=True)
@@ -246,3 +255,84 @@ def test_internal_error_when_logging_also_fails(policy_path, monkeypatch):
     monkeypatch.setattr(log, "emit", no_syslog)
     handle = Handle(answers=[RuntimeError("boom")])
     assert auth(handle, "policy=" + policy_path) == 7
+
+
+# -- the pam_python PATH hole: the module refuses outside a system Python in a non-setuid program --------
+
+
+@pytest.fixture
+def syslog_lines(monkeypatch):
+    """(priority, message) of what pam_module itself sends to syslog (it does not go through log.emit)."""
+    sent = []
+    monkeypatch.setattr(pam_module.syslog, "syslog", lambda priority, message: sent.append((priority, message)))
+    return sent
+
+
+@pytest.fixture
+def no_flow(monkeypatch):
+    """Fail the test if the login flow runs at all."""
+    from pam_twofa import pam_adapter
+
+    def never(pamh, argv):
+        raise AssertionError("the login flow ran")
+
+    monkeypatch.setattr(pam_adapter, "authenticate", never)
+
+
+def crit(sent):
+    return [message for priority, message in sent if priority == syslog.LOG_AUTHPRIV | syslog.LOG_CRIT]
+
+
+@pytest.mark.parametrize("ids", ["setuid", "setgid"])
+def test_setuid_or_setgid_caller_is_refused_with_one_crit_line(monkeypatch, syslog_lines, no_flow, policy_path, ids):
+    if ids == "setuid":
+        monkeypatch.setattr(pam_module.os, "getuid", lambda: 1000)
+        monkeypatch.setattr(pam_module.os, "geteuid", lambda: 0)
+    else:
+        monkeypatch.setattr(pam_module.os, "getgid", lambda: 1000)
+        monkeypatch.setattr(pam_module.os, "getegid", lambda: 0)
+    handle = Handle(answers=[CODE], service="su")
+    assert auth(handle, "policy=" + policy_path) == 7
+    assert handle.sent == []  # nothing asked
+    (line,) = crit(syslog_lines)
+    assert len(syslog_lines) == 1
+    assert line.startswith("pam_twofa(su:auth): refusing to run: loaded by a setuid or setgid program")
+    assert "remove the pam_python line from /etc/pam.d/su" in line and "only safe in sshd" in line
+
+
+@pytest.mark.parametrize("attr", ["prefix", "base_prefix", "exec_prefix"])
+def test_interpreter_outside_the_system_prefix_is_refused(monkeypatch, syslog_lines, no_flow, policy_path, attr):
+    monkeypatch.setattr(sys, attr, "/home/u/evil")
+    assert auth(Handle(answers=[CODE], service="chsh"), "policy=" + policy_path) == 7
+    (line,) = crit(syslog_lines)
+    assert "'/home/u/evil'" in line and "/etc/pam.d/chsh" in line
+
+
+@pytest.mark.parametrize("prefix", ["/usr/local", "/usr/", "/home/u/evil/usr", "/tmp", ""])
+def test_only_the_system_prefixes_are_accepted(monkeypatch, prefix):
+    monkeypatch.setattr(sys, "prefix", prefix)
+    assert pam_module._unsafe() is not None
+
+
+def test_system_prefixes_and_same_ids_are_accepted(monkeypatch):
+    for prefix in ("/usr", "/"):
+        for attr in ("prefix", "base_prefix", "exec_prefix"):
+            monkeypatch.setattr(sys, attr, prefix)
+        assert pam_module._unsafe() is None
+
+
+def test_service_name_in_the_crit_line_is_cleaned(monkeypatch, syslog_lines, policy_path):
+    monkeypatch.setattr(pam_module.os, "geteuid", lambda: pam_module.os.getuid() + 1)
+    auth(Handle(service="su\nx ../y"), "policy=" + policy_path)
+    (line,) = crit(syslog_lines)
+    assert line.startswith("pam_twofa(su?x?..?y:auth)") and "\n" not in line
+
+
+def test_failing_import_of_the_package_is_logged_once_at_err(monkeypatch, syslog_lines, policy_path):
+    monkeypatch.setitem(sys.modules, "pam_twofa.pam_adapter", None)  # the next import raises ImportError
+    assert auth(Handle(answers=[CODE]), "policy=" + policy_path) == 7
+    assert len(syslog_lines) == 1
+    priority, line = syslog_lines[0]
+    assert priority == syslog.LOG_AUTHPRIV | syslog.LOG_ERR
+    assert line.startswith("pam_twofa(sshd:auth): cannot load the pam_twofa package (ModuleNotFoundError")
+    assert "login refused" in line and "Traceback" not in line and CODE not in line

@@ -7,14 +7,16 @@ import subprocess
 import textwrap
 
 import pytest
-from blocking import no_block
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from support.blocking import no_block
 
 from pam_twofa import policy, policy_parse
 from pam_twofa.policy import CACHE_MAGIC, PolicyError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OFF = "enforce:\n  mode: off\n"
-ALL = "enforce:\n  mode: all\n"  # same size as OFF
+OFF = "version: 1\nenforce:\n  mode: off\n"
+ALL = "version: 1\nenforce:\n  mode: all\n"  # same size as OFF
 
 
 @pytest.fixture
@@ -87,6 +89,7 @@ def test_cache_roundtrips_every_field(folder):
         folder / "policy.yaml",
         textwrap.dedent(
             """\
+            version: 1
             enforce: {mode: groups, groups: [admins, wheel], unenrolled: deny}
             exempt: {users: [svc], groups: [], networks: ["2001:db8::/32", 192.0.2.0/24]}
             totp: {issuer: "ACME corp {hostname}", digits: 8, period: 60, window: 0, algorithm: SHA512}
@@ -109,7 +112,7 @@ def test_cache_roundtrips_every_field(folder):
 
 def test_second_process_loads_from_cache_without_yaml(folder):
     """The login path in a fresh interpreter as pam_python runs it: no yaml, no policy_parse."""
-    path = write(folder / "policy.yaml", "enforce:\n  mode: groups\n  groups: [admins]\n")
+    path = write(folder / "policy.yaml", "version: 1\nenforce:\n  mode: groups\n  groups: [admins]\n")
     script = textwrap.dedent(
         f"""
         import sys
@@ -135,7 +138,7 @@ def test_second_process_loads_from_cache_without_yaml(folder):
 def test_changed_content_invalidates(folder, parses):
     path = write(folder / "policy.yaml", OFF)
     assert policy.load(path).mode == "off"
-    write(path, "enforce:\n  mode: groups\n  groups: [ops]\n")
+    write(path, "version: 1\nenforce:\n  mode: groups\n  groups: [ops]\n")
     assert policy.load(path).mode == "groups"
     assert len(parses) == 2
 
@@ -177,10 +180,10 @@ def test_replaced_by_rename_invalidates(folder, parses):
 def test_edit_to_invalid_policy_is_not_hidden_by_the_cache(folder):
     path = write(folder / "policy.yaml", ALL)
     assert policy.load(path).mode == "all"
-    write(path, "enforce:\n  mode: sometimes\n")
+    write(path, "version: 1\nenforce:\n  mode: sometimes\n")
     with pytest.raises(PolicyError) as info:
         policy.load(path)
-    assert info.value.errors == [f"{path}:2: enforce.mode: expected one of off, groups, all"]
+    assert info.value.errors == [f"{path}:3: enforce.mode: expected one of off, groups, all"]
     with pytest.raises(PolicyError):
         policy.load(path)  # an invalid policy is never cached
 
@@ -222,7 +225,7 @@ def _with(lines, key, value):
     ],
 )
 def test_damaged_cache_is_ignored(folder, parses, tamper):
-    path = write(folder / "policy.yaml", "version: 1\n" + ALL)
+    path = write(folder / "policy.yaml", ALL)
     policy.load(path)
     good = "\n".join(_cache_lines(folder))
     # every damaged cache below also claims enforce.mode off: if it were used, the result would be "off"
@@ -409,3 +412,213 @@ def test_refusal_leaves_no_cache(folder):
     refused(path)
     assert not (folder / ".policy.yaml.cache").exists()
     shutil.rmtree(folder)
+
+
+# -- the cache round-trips every policy the parser accepts ------------------------------
+
+# Lists, not tuples: mypy infers ("Cs",) as tuple[str], not a tuple of category names.
+PRINTABLE = st.characters(blacklist_categories=["Cs"]).filter(str.isprintable)
+ANY_CHAR = st.characters(blacklist_categories=["Cs"])
+
+
+def _template_text(draw, placeholders, alphabet, forbid=""):
+    pieces = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(["{%s}" % p for p in placeholders]),
+                st.text(alphabet, min_size=1, max_size=8).map(
+                    lambda t: "".join(c for c in t if c not in "{}" + forbid) or "x"
+                ),
+                st.sampled_from([" ", "+", "-", "@", ".", "  x  "]),
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    return "".join(pieces)
+
+
+def _path_text(draw, alphabet):
+    parts = draw(st.lists(st.text(alphabet, min_size=1, max_size=6), min_size=1, max_size=4))
+    parts = [p.replace("/", "_") for p in parts]
+    return "/" + "/".join("_" + p if p in (".", "..") else p for p in parts)
+
+
+@st.composite
+def policy_values(draw, alphabet=PRINTABLE):
+    """A dict of attribute -> value for a random subset of the schema, each value valid for its check."""
+    from pam_twofa.policy import SCHEMA
+
+    values = {}
+    for attr, _key, kind, _default, check in SCHEMA:
+        if attr != "version" and draw(st.booleans()):
+            continue
+        name, args = check[0], check[1:]
+        if kind == "optstr" and draw(st.booleans()):
+            value = None
+        elif name == "range":
+            value = draw(st.integers(args[0], args[1]))
+        elif name == "enum":
+            value = draw(st.sampled_from(args))
+        elif name == "names":
+            names = st.text(alphabet, min_size=1, max_size=20).filter(lambda n: n == n.strip() and ":" not in n)
+            value = draw(st.lists(names, max_size=3))
+        elif name == "networks":
+            value = draw(
+                st.lists(
+                    st.one_of(
+                        st.ip_addresses(v=4).map(str),
+                        st.ip_addresses(v=6).map(str),
+                        st.sampled_from(["10.0.0.0/8", "2001:db8::/32", "0.0.0.0/0", "::/0", "192.0.2.7/32"]),
+                    ),
+                    max_size=3,
+                )
+            )
+        elif name in ("template", "label"):
+            value = _template_text(draw, args, alphabet, forbid=":" if name == "label" else "")
+        elif name == "host":
+            value = draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789.-:_", min_size=1, max_size=20))
+        elif name == "path":
+            value = _path_text(draw, alphabet)
+        elif name == "text":
+            value = draw(st.text(alphabet, max_size=12))
+        elif name == "socket":
+            value = "/run/" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=40))
+        elif name == "dsn":
+            value = "host=" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=20))
+        else:
+            raise AssertionError(f"no strategy for check {check}")
+        values[attr] = value
+    if values.get("smtp_ssl") and values.get("smtp_starttls"):
+        values["smtp_starttls"] = False
+    if values.get("smtp_password_file") and not values.get("smtp_username"):
+        values["smtp_username"] = "relay"
+    if values.get("backend") == "postgresql" and not values.get("pg_dsn"):
+        values["pg_dsn"] = "host=db1 dbname=twofa"
+    return values
+
+
+def _yaml_of(values) -> str:
+    import yaml
+
+    doc: dict = {}
+    for attr, key, _kind, _default in policy.FIELDS:
+        if attr in values:
+            node = doc
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            value = values[attr]
+            node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=float("inf"))
+
+
+def _roundtrip(parsed):
+    st_ = os.stat(REPO)
+    back = policy.loads_cache(policy.dumps_cache(parsed, st_), parsed.path, st_)
+    assert back is not None, "the cache of a valid policy is not read back: every login would parse the YAML"
+    assert back.as_dict() == parsed.as_dict() and back.path == parsed.path
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=policy_values())
+def test_cache_roundtrips_generated_valid_policies(values):
+    """Odd but valid values (unicode, spaces, '+', '-', placeholders) come back from the cache unchanged."""
+    parsed = policy_parse.parse(_yaml_of(values), "/etc/pam-twofa/policy.yaml")
+    assert {a: parsed.as_dict()[a] for a in values} == {
+        a: tuple(v) if isinstance(v, list) else v for a, v in values.items()
+    }
+    _roundtrip(parsed)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=policy_values(alphabet=ANY_CHAR))
+@example(values={"version": 1, "smtp_username": "relay\nuser"})
+@example(values={"version": 1, "smtp_ca_file": "/etc/ca\n.pem"})
+@example(values={"version": 1, "email_address": "{user}\r@x"})
+def test_whatever_the_parser_accepts_the_cache_roundtrips(values):
+    """Any character at all: a value is refused, or it comes back from the cache (never a silent re-parse)."""
+    try:
+        parsed = policy_parse.parse(_yaml_of(values), "/etc/pam-twofa/policy.yaml")
+    except PolicyError:
+        return
+    _roundtrip(parsed)
+
+
+def test_policy_with_a_newline_in_a_value_is_refused_and_a_valid_one_is_cached(folder, parses):
+    path = write(folder / "policy.yaml", 'version: 1\nemail:\n  smtp:\n    username: "relay\\nuser"\n')
+    with pytest.raises(PolicyError) as info:
+        policy.load(path)
+    assert info.value.errors[0].startswith(f"{path}:4: email.smtp.username: non-printable character U+000A")
+    write(path, 'version: 1\nemail:\n  smtp:\n    username: "relay user+\u00e9-{x}"\n')
+    assert policy.load(path).smtp_username == "relay user+\u00e9-{x}"
+    assert policy.load(path).smtp_username == "relay user+\u00e9-{x}"
+    assert len(parses) == 2  # the refused one, then one parse for two loads: the second came from the cache
+
+
+def test_cache_magic_names_the_format_with_trust_seconds():
+    assert CACHE_MAGIC == "pam-twofa-policy-cache 4"  # 4: the storage backend keys
+    assert "trust.seconds 0" in policy.dumps_cache(policy.Policy(), os.stat(REPO)).split("\n")
+
+
+@pytest.mark.parametrize("items", [(), ("alice",), ("two words", " x ", "CORP\\walter", "jos\u00e9"), ("a", "", "b")])
+def test_cached_lists_keep_every_printable_item(items):
+    """List items are tab-separated in the cache, so an item with spaces (a future name rule) comes back whole."""
+    st_ = os.stat(REPO)
+    text = policy.dumps_cache(policy.Policy("/p", exempt_users=items), st_)
+    assert policy.loads_cache(text, "/p", st_).exempt_users == items
+
+
+def test_cache_of_the_previous_format_is_ignored(folder, parses):
+    path = write(folder / "policy.yaml", ALL)
+    policy.load(path)
+    lines = _with(_cache_lines(folder), "enforce.mode", "off")
+    old = [line for line in lines if not line.startswith("trust.")]  # format 2: no trust.seconds line
+    _put_cache(folder, "\n".join(["pam-twofa-policy-cache 2"] + old[1:]))
+    assert policy.load(path).mode == "all"
+    _put_cache(folder, "\n".join(_with(lines, "exempt.users", "alice")))  # a list without its tab
+    assert policy.load(path).mode == "all"
+    assert len(parses) == 3
+
+
+# -- an empty, comment-only, version-less or truncated policy is refused ------------------
+
+MISSING = (
+    ': version: missing; add "version: 1" as the first line '
+    "(an empty or truncated policy is refused so that an accident cannot switch 2FA off)"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n", "# all commented out\n# enforce:\n#   mode: all\n", "null\n", "---\n", "enforce:\n  mode: all\n"],
+    ids=["empty", "newline", "comments", "null", "document-start", "no-version"],
+)
+def test_empty_or_versionless_policy_is_refused_by_load(folder, text):
+    path = write(folder / "policy.yaml", text)
+    assert refused(path) == f"{path}:1{MISSING}"
+    assert not (folder / ".policy.yaml.cache").exists()
+
+
+def test_emptied_policy_is_not_hidden_by_an_old_cache(folder):
+    """``> policy.yaml`` after a good load: the stale cache must not keep the old policy, nor defaults win."""
+    path = write(folder / "policy.yaml", ALL)
+    assert policy.load(path).mode == "all"
+    write(path, "")
+    assert refused(path) == f"{path}:1{MISSING}"
+
+
+@pytest.mark.parametrize("source", ["pam_twofa/data/policy.yaml", "config/policy.yaml"])
+def test_policy_truncated_before_its_version_line_is_refused(folder, source):
+    """Cut at every byte up to the end of the ``version: 1`` line: refused each time."""
+    with open(os.path.join(REPO, source), encoding="utf-8") as handle:
+        text = handle.read()
+    end = text.index("version: 1") + len("version: 1")
+    path = str(folder / "policy.yaml")
+    for cut in range(end):
+        write(path, text[:cut])
+        with pytest.raises(PolicyError) as info:
+            policy.load(path)
+        assert info.value.errors[0].startswith(f"{path}:"), (cut, info.value.errors)
+    write(path, text)
+    assert policy.load(path).version == 1  # control: the whole file loads

@@ -6,6 +6,10 @@ import base64
 import datetime
 import hashlib
 import hmac
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pyotp
 import pytest
@@ -119,6 +123,33 @@ def test_equal_to_pyotp(key, now, digits, period, algorithm):
     step = now // period
     assert totp.hotp(key, step, digits, algorithm) == expected
     assert pyotp.HOTP(secret, digits=digits, digest=DIGESTS[algorithm]).at(step) == expected
+
+
+# The other pyotp releases the code must agree with (Debian 13's, the newest on
+# PyPI), installed by scripts/test.sh into folders of their own; the one above is
+# the system's (Debian 12: 2.6). Each runs in a child process of its own.
+PYOTP_DIR = Path("/var/tmp/pam-twofa-pyotp")
+SUPPORT = Path(__file__).resolve().parent / "support"
+PYOTP_VERSIONS = [v for v in (line.split("#")[0].strip() for line in (SUPPORT / "pyotp-versions.txt").open()) if v]
+
+
+@pytest.mark.parametrize("version", PYOTP_VERSIONS)
+def test_equal_to_other_pyotp_releases(version):
+    folder = PYOTP_DIR / version
+    if not (folder / "pyotp" / "__init__.py").is_file():
+        pytest.fail(f"pyotp {version} is not installed in {folder}: run scripts/test.sh, which installs it")
+    child = subprocess.run(
+        [sys.executable, "-I", str(SUPPORT / "pyotp_compare.py"), str(folder), str(SUPPORT.parents[1])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    result = json.loads(child.stdout)
+    assert result["version"] == version and result["file"].startswith(f"{folder}/"), result
+    assert result["compared"]["hotp"] == result["cases"] >= 3000, result
+    assert result["compared"]["totp"] >= 1500, result  # recent pyotp refuses periods over 120 s
+    assert result["mismatches"] == [], result["mismatches"]
 
 
 @settings(max_examples=300, deadline=None)

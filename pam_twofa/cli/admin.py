@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pam_twofa import __version__
 from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.policy import DEFAULT_PATH
 
@@ -30,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--policy", default=DEFAULT_PATH, metavar="PATH", help=f"policy file (default {DEFAULT_PATH})")
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, help_text):
@@ -37,7 +39,12 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
         return cmd
 
-    command("check", "validate the policy (exit 0, or 2 with one file:line: key: message per error)")
+    check = command(
+        "check",
+        "validate the policy and the PAM configuration: the pam_twofa lines of /etc/pam.d/sshd, and pam_python.so"
+        " in any other service (exit 0, or 2 with one file:line: message per error)",
+    )
+    check.add_argument("--pam-dir", default=None, help=argparse.SUPPRESS)  # tests: a scratch /etc/pam.d
     disable = command("disable", "turn 2FA off for USER: remove the secret, recovery codes, pending codes and state")
     disable.add_argument("user")
     disable.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -52,7 +59,11 @@ def parser() -> argparse.ArgumentParser:
     email = command("email", "record the address USER's emailed codes go to (overrides email.address)")
     email.add_argument("user")
     email.add_argument("address")
-    config = command("pam-config", "print the /etc/pam.d/sshd and sshd_config lines for this install")
+    config = command(
+        "pam-config",
+        "print the /etc/pam.d/sshd and sshd_config lines for this install (sshd only: pam_python in any other"
+        " service, su, sudo or common-auth, is a local root hole)",
+    )
     config.add_argument(
         "--stack", choices=("password", "key"), default="password", help="password+code (default) or SSH key+code"
     )
@@ -62,27 +73,99 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+HOLE = "pam_python.so is loaded outside sshd — a local root hole (see README Security); remove it"
+
+
+def pam_problems(pam_dir: str | None, policy_path: str) -> tuple:
+    """(errors, notes) about /etc/pam.d: bad pam_twofa arguments in sshd, pam_python.so anywhere else."""
+    import os
+
+    from pam_twofa import pamd
+    from pam_twofa.login import Options
+
+    folder = pam_dir or pamd.PAM_DIR
+    errors: list = []
+    notes: list = []
+    sshd = os.path.join(folder, "sshd")
+    try:
+        lines = pamd.twofa_entries("sshd", folder)
+    except pamd.PamdError as exc:
+        lines = []
+        notes.append(f"note: {exc}: cannot check the pam_twofa lines of sshd")
+    else:
+        if not lines:
+            notes.append(f"note: {sshd} has no pam_twofa line yet (twofa-admin pam-config prints it)")
+    for entry in lines:
+        options = Options(entry.args[1:])
+        errors += [f"{entry.where}: pam_twofa {problem}" for problem in options.problems()]
+        if not options.bad and os.path.abspath(policy_path) != options.policy:
+            notes.append(
+                f"warning: {entry.where} names the policy {options.policy}, not {policy_path} checked here:"
+                f" run twofa-admin check --policy {options.policy}"
+            )
+    problems: list = []
+    for _service, entry in pamd.pam_python_outside_sshd(folder, problems=problems):
+        errors.append(f"{entry.path_text()}: {HOLE}")
+    notes += [f"note: {problem}" for problem in problems]
+    return errors, notes
+
+
 def cmd_check(args) -> int:
     import sys
 
     from pam_twofa import policy
-    from pam_twofa.backends import storage_problems
+    from pam_twofa.policy import PolicyError
 
-    loaded = policy.load(args.policy, use_cache=False)
+    errors, notes = pam_problems(getattr(args, "pam_dir", None), args.policy)
+    try:
+        loaded = policy.load(args.policy, use_cache=False)
+    except PolicyError as exc:
+        raise PolicyError([*exc.errors, *errors]) from None
+    group_errors, group_notes = group_problems(args.policy, loaded)
+    errors, notes = [*group_errors, *errors], [*group_notes, *notes]
     if loaded.backend == "postgresql":
+        from pam_twofa.backends import storage_problems
+
         with open(args.policy, encoding="utf-8") as handle:
-            errors, warnings = storage_problems(loaded, handle.read())
-        for line in warnings:
-            print(f"warning: {line}", file=sys.stderr)
-        if errors:
-            for line in errors:
-                print(line, file=sys.stderr)
-            return 2
+            storage_errors, storage_warnings = storage_problems(loaded, handle.read())
+        errors, notes = [*storage_errors, *errors], [*(f"warning: {w}" for w in storage_warnings), *notes]
         where = f"backend: postgresql via {loaded.agent_socket}"
     else:
         where = f"state_dir: {loaded.state_dir}"
     print(f"{args.policy}: OK (enforce.mode: {loaded.mode}, {where})")
-    return 0
+    for note in notes:
+        print(note)
+    for error in errors:
+        print(error, file=sys.stderr)
+    return 2 if errors else 0
+
+
+def group_problems(path: str, loaded) -> tuple[list, list]:
+    """(errors, warnings) for policy groups this system's group database does not resolve.
+
+    This asks NSS, so ``check`` reports an outage of SSSD/LDAP too: an enforce group that does not
+    resolve makes logins of users outside the other enforce groups apply on_error (never "not a
+    member"); an exempt group that does not resolve exempts nobody.
+    """
+    from pam_twofa import accounts
+
+    errors, notes = [], []
+    wanted = loaded.exempt_groups + (loaded.enforce_groups if loaded.mode == "groups" else ())
+    found = accounts.group_ids(wanted) if wanted else {}
+    if loaded.mode == "groups":
+        for name in loaded.enforce_groups:
+            if found.get(name) is None:
+                errors.append(
+                    f"{path}: enforce.groups: group {name!r} does not resolve on this system (no such group, or "
+                    f"the group database is not answering): logins of users not in another enforce group will get "
+                    f"on_error ({loaded.on_error}); fix the name or the group source"
+                )
+    for name in loaded.exempt_groups:
+        if found.get(name) is None:
+            notes.append(
+                f"{path}: warning: exempt.groups: group {name!r} does not resolve on this system: it exempts nobody"
+            )
+    return errors, notes
 
 
 def _context(args):
@@ -179,9 +262,9 @@ def cmd_disable(args) -> int:
     store.update(args.user, wipe)
     _audit("disable", args.user)
     if record.enrolled:
-        print(f"{args.user}: 2FA disabled (secret, recovery codes and login state removed).")
+        print(f"{args.user}: 2FA disabled (secret, recovery codes, trusted clients and login state removed).")
     else:
-        print(f"{args.user}: was not enrolled; pending emailed code, failures and lockout removed.")
+        print(f"{args.user}: was not enrolled; pending emailed code, failures, lockout and trusted clients removed.")
     return _print_next_decision(loaded, store, args.user)
 
 
@@ -201,14 +284,34 @@ _DESCRIBE = {
     "totp": "the authenticator (or a recovery) code is asked",
     "email": "a one-time code is emailed and asked for (2FA stays on for this enforced account)",
     "deny": "the login is refused until the user enrolls (enforce.unenrolled: deny)",
+    "trusted": "no code is asked: a code was accepted from this client within trust.seconds",
+    "error": "the facts cannot be read (a policy group does not resolve): the policy's on_error applies",
 }
 
 
-def _decide(loaded, store, account, rhost):
+def _decide(loaded, store, account, rhost, now: float = 0.0):
     from pam_twofa.accounts import facts
     from pam_twofa.decision import decide
 
-    return decide(loaded, facts(loaded, account, store.load(account.name), rhost))
+    return decide(loaded, facts(loaded, account, store.load(account.name), rhost, now))
+
+
+def _trust_note(loaded, record, rhost, decision, now: float) -> str | None:
+    """What trusted clients mean for this login (None when trust is off or would not matter)."""
+    from pam_twofa import trust
+
+    if not loaded.trust_seconds or decision.action not in ("totp", "email", "trusted"):
+        return None
+    key = trust.client_key(rhost)
+    if key is None:
+        what = "no client address" if not rhost else "the client is not an IP address"
+        return f"trust: {what}: never trusted (trust.seconds needs an IP address)"
+    until = trust.until(record, rhost)
+    if decision.action == "trusted":
+        return f"trust: {key} is trusted until {_iso(until)}; only a login that is asked and passes renews it"
+    if trust.applies(until, loaded.trust_seconds, now):
+        return f"trust: {key} is trusted until {_iso(until)}, but the account is locked: the code is asked"
+    return f"trust: {key} is not trusted; a correct code from it trusts it for {loaded.trust_seconds} s"
 
 
 def cmd_explain(args) -> int:
@@ -222,10 +325,16 @@ def cmd_explain(args) -> int:
         note = " (not an IP address: matches no network)"
     else:
         note = ""
-    decision = _decide(loaded, store, account, args.rhost)
+    import time
+
+    now = time.time()
+    decision = _decide(loaded, store, account, args.rhost, now)
     print(f"user {account.name}, client {args.rhost or '(none)'}{note}, service {args.service}")
     print(f"decision: {decision.action}: {_DESCRIBE[decision.action]}")
     print(f"rule: {decision.rule}")
+    trust_note = _trust_note(loaded, store.load(account.name), args.rhost, decision, now)
+    if trust_note:
+        print(trust_note)
     return 0
 
 
@@ -235,6 +344,20 @@ def _iso(timestamp) -> str | None:
     if not timestamp:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _trusted_rows(loaded, record, now: float) -> list:
+    """The client addresses a login is not asked from (trust.seconds), soonest expiry first."""
+    from pam_twofa.trust import applies
+
+    if record is None:
+        return []
+    entries = sorted((until, address) for address, until in record.trusted.items())
+    return [
+        {"address": address, "until": _iso(until)}
+        for until, address in entries
+        if applies(until, loaded.trust_seconds, now)
+    ]
 
 
 def status_rows(loaded, store, only: str | None = None) -> list:
@@ -247,14 +370,21 @@ def status_rows(loaded, store, only: str | None = None) -> list:
 
     now = time.time()
     if only is not None:
-        names = [only]
+        names: list[str] | set[str] = [only]
     else:
         names = set(store.users())
-        for account in accounts.login_accounts():
+        # Every account the policy names, exempt ones included: a break-glass account in an
+        # enforced group and an exempt group is exactly what an auditor looks for.
+        candidates = {account.name: account for account in accounts.login_accounts()}
+        for name in (*loaded.exempt_users, *accounts.group_members(loaded.exempt_groups)):
+            account = accounts.lookup(name)
+            if account is not None:
+                candidates.setdefault(account.name, account)
+        for account in candidates.values():
             if account.name in names:
                 continue
-            facts = gather_facts(loaded, account, None, None)
-            if decide(loaded, facts).action != SKIP or facts.user in loaded.exempt_users:
+            decision = decide(loaded, gather_facts(loaded, account, None, None))
+            if decision.action != SKIP or decision.exempt:
                 names.add(account.name)
         names = sorted(names)
     rows = []
@@ -287,6 +417,7 @@ def status_rows(loaded, store, only: str | None = None) -> list:
             else None
         )
         row["email"] = record.email if record and record.email else None
+        row["trusted"] = _trusted_rows(loaded, record, now)
         rows.append(row)
     return rows
 
@@ -301,7 +432,7 @@ def cmd_status(args) -> int:
     if args.json:
         print(json.dumps({"version": 1, "policy": loaded.path, "users": rows}, indent=2))
         return 0
-    table = [("USER", "ENROLLED", "POLICY", "LOCKED", "RECOVERY", "LAST SUCCESS")]
+    table: list[tuple[str, ...]] = [("USER", "ENROLLED", "POLICY", "LOCKED", "RECOVERY", "LAST SUCCESS")]
     for row in rows:
         policy_text = "exempt" if row["exempt"] else ("enforced" if row["enforced"] else "optional")
         if row["decision"] is None:
@@ -317,9 +448,17 @@ def cmd_status(args) -> int:
                 f"{last['at']} from {last['rhost'] or '?'}" if last else "never",
             )
         )
+    if loaded.trust_seconds:
+        # The count in the table, each address on a line below it (there may be up to 16).
+        table = [table[0] + ("TRUSTED",)] + [
+            r + (str(len(row["trusted"])) if row["trusted"] else "no",) for r, row in zip(table[1:], rows)
+        ]
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip())
+    for row in rows:
+        for entry in row["trusted"]:
+            print(f"{row['user']}: trusted client {entry['address']} until {entry['until']}")
     if args.user is not None:
         print(f"rule: {rows[0]['rule']}")
     return 0
@@ -391,10 +530,18 @@ COMMANDS = {
 def main(argv) -> int:
     import os
 
-    # Root only, before anything is read; --help still works for everyone.
-    if os.geteuid() != 0 and not any(a in ("-h", "--help") for a in argv):
+    # Root only, before anything is read; --help and --version still work for everyone.
+    if os.geteuid() != 0 and not any(a in ("-h", "--help", "--version") for a in argv):
         raise UsageError("must be run as root (try: sudo twofa-admin ...)")
     args = parser().parse_args(argv)
+    if getattr(args, "user", None):
+        # The account's own spelling: with a case-insensitive directory (SSSD, winbind) every
+        # spelling of a name must reach the one record the login path uses.
+        from pam_twofa import accounts
+
+        account = accounts.lookup(args.user)
+        if account is not None:
+            args.user = account.name
     return COMMANDS[args.command](args)
 
 

@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 
+from pam_twofa import __version__, log
 from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.policy import DEFAULT_PATH
 
@@ -53,11 +54,13 @@ def parser() -> Parser:
         epilog=EPILOG,
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--qr",
         choices=("utf8", "ansi", "none"),
-        default="utf8",
-        help="how to draw the QR code: utf8 half blocks (default), ansi colour blocks, or none",
+        default=None,
+        help="how to draw the QR code: utf8 half blocks (default), ansi colour blocks, or none; "
+        "given explicitly, the QR code, URI and key are printed even with --secret or an import",
     )
     p.add_argument("--recovery-codes", action="store_true", help="make a new set of recovery codes (voids the old set)")
     p.add_argument("--user", help="root: the account to enroll (no password asked)")
@@ -87,6 +90,16 @@ class Session:
 
     def now(self) -> float:
         return time.time()
+
+
+def require_terminal() -> None:
+    """Self-service asks for the password and codes at prompts: without a terminal, say so in one
+    line (getpass would print a warning and read the password from a pipe)."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            "needs a terminal to ask for your password and codes: run it in an interactive session "
+            "(for example: ssh -t HOST twofa-enroll); nothing was changed"
+        )
 
 
 def _getpass(prompt: str) -> str:
@@ -152,10 +165,81 @@ def confirm_password(session: Session) -> None:
     raise UsageError("wrong password; nothing was changed")
 
 
-def _log(user: str, result: str) -> None:
-    from pam_twofa import log
+def _log(user: str, result: str, detail: str = "", priority: int | None = None) -> None:
+    text = f"twofa-enroll: user={log.clean(user)} result={result}"
+    if detail:
+        text += f" ({''.join(c if c.isprintable() else '?' for c in detail)})"
+    log.emit(log.NOTICE if priority is None else priority, text)
 
-    log.emit(log.NOTICE, f"twofa-enroll: user={log.clean(user)} result={result}")
+
+def origin() -> str:
+    """Where a change comes from, as far as this process can tell, for the syslog line and the mail.
+
+    ``login`` is the kernel's audit login uid: pam_loginuid sets it at login and su and sudo keep it, and
+    a user cannot change it, so after ``su victim`` it still names the attacker's own login. ``uid`` is
+    who ran twofa-enroll (sudo sets ``SUDO_UID`` itself for the self-service helper). The SSH client is
+    known only when the environment still holds ``SSH_CONNECTION``: sudo's env_reset drops it, so the
+    self-service helper never sees it (root's own sessions do). Nothing here is a secret.
+    """
+    import pwd
+
+    def name(uid: int) -> str:
+        try:
+            return f"{log.clean(pwd.getpwuid(uid).pw_name, 64)} (uid {uid})"
+        except (KeyError, OverflowError):
+            return f"uid {uid}"
+
+    parts = []
+    try:
+        with open("/proc/self/loginuid", encoding="ascii") as handle:
+            login_uid = int(handle.read().strip())
+        if login_uid != 4294967295:
+            parts.append(f"login {name(login_uid)}")
+    except (OSError, ValueError):
+        pass
+    sudo_uid = os.environ.get("SUDO_UID", "")
+    parts.append(f"run by {name(int(sudo_uid) if sudo_uid.isdigit() else os.getuid())}")
+    try:
+        parts.append(f"terminal {log.clean(os.ttyname(0), 64)}")
+    except OSError:
+        parts.append("no terminal")
+    ssh = os.environ.get("SSH_CONNECTION", "").split()
+    if len(ssh) >= 2:
+        parts.append(f"ssh client {log.clean(ssh[0], 64)} port {log.clean(ssh[1], 8)}")
+    return ", ".join(parts)
+
+
+def announce(user: str, what: str) -> str:
+    """The syslog line of a stored change (NOTICE, authpriv); returns where it came from."""
+    where = origin()
+    _log(user, what, f"from {where}")
+    return where
+
+
+def notify(session: Session, loaded, what: str, where: str, address: str) -> None:
+    """Mail the user about a stored change to their 2FA, when an address is known.
+
+    A mail that cannot be sent is logged and never undoes the change.
+    """
+    from pam_twofa import mail
+
+    user = session.account.name
+    hostname = socket.gethostname()
+    if not address:
+        try:
+            address = loaded.email_address.format(user=user, hostname=hostname)
+        except (KeyError, IndexError, ValueError):
+            address = ""
+    if not mail.valid_address(address):
+        _log(user, "notification not mailed", "no valid address: set one with twofa-admin email", log.WARNING)
+        return
+    message = mail.build_change_notice(loaded, user, address, what, where, session.now(), hostname)
+    try:
+        mail.send(loaded, message)
+    except mail.MailError as exc:
+        _log(user, "notification mail failed", str(exc), log.WARNING)
+        return
+    _log(user, "notification mailed", f"to {mail.mask(address)}", log.INFO)
 
 
 def _verify(loaded, key: bytes, typed: str, now: float, digits: int, period: int, algorithm: str):
@@ -187,6 +271,77 @@ def read_verified_code(session: Session, loaded, key, digits, period, algorithm)
     raise UsageError("no valid code after 3 tries; nothing was stored. Run twofa-enroll again to start over.")
 
 
+CURRENT_PROMPT = "Current code from your app, or a recovery code: "
+
+
+def lost_phone(user: str) -> str:
+    from pam_twofa.store import shell_word
+
+    return f"Lost your phone? Ask an administrator to turn 2FA off for you (twofa-admin disable {shell_word(user)})."
+
+
+def confirm_current_code(session: Session, loaded, store, what: str):
+    """For an account that is enrolled: a code of the current secret, or a recovery code, typed now.
+
+    The password alone must never change a second factor (su lets anyone who knows it become the
+    user). Each try goes through the login's own check (``auth.attempt``) under the user's lock and is
+    saved: a wrong code counts toward the lockout, a locked account cannot try, a used code cannot be
+    used again, and the accepted code is used up. Returns the record as saved; UsageError otherwise.
+    """
+    from pam_twofa import auth
+    from pam_twofa.store import shell_word
+
+    user = session.account.name
+    limits = loaded.limits()
+    session.out(f"To {what}, type a code from the authenticator app you use now, or one of your recovery codes.")
+    session.out(lost_phone(user))
+    for attempt in range(CODE_TRIES):
+        record = store.load(user)
+        if record is not None and auth.is_locked(record, session.now()):
+            # Asked again before every try, so a lockout reached meanwhile (by logins) is told at once.
+            _log(user, "refused: locked", f"until {int(record.locked_until)}; no code asked", log.WARNING)
+            raise UsageError(_locked_message(user, record.locked_until))
+        typed = session.ask(CURRENT_PROMPT)
+        with store.locked(user) as section:
+            record = section.record
+            if record is None or not record.enrolled:
+                raise UsageError(f"2FA was turned off for {user} meanwhile; nothing changed")
+            outcome = auth.attempt(record, typed, session.now(), limits)
+            if outcome.record != record:
+                section.save(outcome.record)
+        if outcome.ok:
+            _log(user, f"current code accepted: {outcome.result}", f"to {what}", log.INFO)
+            return outcome.record
+        if outcome.result == auth.LOCKED or outcome.newly_locked:
+            until = outcome.record.locked_until
+            _log(user, f"refused: {outcome.result}, now locked", f"until {int(until)}; to {what}", log.WARNING)
+            raise UsageError(_locked_message(user, until))
+        _log(
+            user,
+            f"refused: {outcome.result}",
+            f"failure {len(outcome.record.failures)} of {limits.max_failures}; to {what}",
+        )
+        if attempt < CODE_TRIES - 1:
+            if outcome.result == auth.REPLAYED:
+                session.out("That code was already used. Wait for the next code from your app.")
+            else:
+                session.out("Wrong code. Each wrong code counts toward locking the account.")
+    raise UsageError(
+        f"no valid current code after {CODE_TRIES} tries; nothing was changed. "
+        f"Lost your phone? Ask an administrator to run: twofa-admin disable {shell_word(user)}"
+    )
+
+
+def _locked_message(user: str, until: float) -> str:
+    from pam_twofa.store import shell_word
+
+    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(until))
+    return (
+        f"2FA for {user} is locked until {when} (UTC) after too many wrong codes; nothing was changed. "
+        f"An administrator can unlock it with: twofa-admin unlock {shell_word(user)}"
+    )
+
+
 def show_recovery_codes(session: Session, codes) -> None:
     session.out("")
     session.out("Recovery codes: each works once at the code prompt if you lose your phone.")
@@ -208,6 +363,9 @@ def enroll(session: Session, loaded, store) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             session.out("Nothing changed.")
             return 1
+    proved = None
+    if old is not None and old.enrolled and not session.admin:
+        proved = confirm_current_code(session, loaded, store, "replace the secret")
     digits, period, algorithm = loaded.totp_digits, loaded.totp_period, loaded.totp_algorithm
     scratch = []
     if args.import_google_authenticator:
@@ -217,7 +375,9 @@ def enroll(session: Session, loaded, store) -> int:
         key = decode_secret(args.secret)
     else:
         key = os.urandom(20)  # 160 bits, as RFC 4226 recommends
-    if not (args.secret or args.import_google_authenticator):
+    # A known secret is not shown unless asked for: an admin printing the QR code for
+    # someone passes --qr explicitly.
+    if args.qr is not None or not (args.secret or args.import_google_authenticator):
         hostname = socket.gethostname()
         issuer = (args.issuer or loaded.totp_issuer).format(hostname=hostname)
         uri = provisioning_uri(key, user, hostname, issuer, digits, period, algorithm)
@@ -229,6 +389,9 @@ def enroll(session: Session, loaded, store) -> int:
         hashes = hashes + recovery.hashes_for(scratch, salt)
 
     def activate(previous):
+        if proved is not None and (previous is None or previous.key != proved.key or previous.locked_until):
+            # Disabled, replaced or locked since the current code was accepted: start over.
+            raise UsageError(f"2FA for {user} changed meanwhile; nothing was stored. Run twofa-enroll again.")
         return Record(
             user,
             key=key,
@@ -242,16 +405,17 @@ def enroll(session: Session, loaded, store) -> int:
             email=previous.email if previous is not None else "",
         )
 
-    store.update(user, activate)
-    _log(
-        user,
-        "enrolled" + (" (imported from google-authenticator)" if scratch or args.import_google_authenticator else ""),
-    )
+    stored = store.update(user, activate)
+    what = "enrolled" + (" (imported from google-authenticator)" if scratch or args.import_google_authenticator else "")
+    if old is not None and old.enrolled:
+        what += ", replacing the previous secret"
+    where = announce(user, what)
     session.out("")
     session.out(f"Two-factor authentication is now on for {user}.")
     if scratch:
         session.out(f"Your {len(scratch)} google-authenticator scratch codes keep working as recovery codes.")
     show_recovery_codes(session, codes)
+    notify(session, loaded, what, where, stored.email if stored is not None else "")
     return 0
 
 
@@ -260,7 +424,7 @@ def show_secret(session: Session, uri: str, key: bytes) -> None:
 
     secret = base64.b32encode(key).decode().rstrip("=")
     session.out("Scan this QR code with your authenticator app (Google Authenticator, FreeOTP, Aegis, ...):")
-    picture = qr.render(uri, session.args.qr)
+    picture = qr.render(uri, session.args.qr or "utf8")
     if picture:
         session.out(picture)
     session.out(f"Cannot scan it? Add an account by hand with this key (time-based):\n    {group4(secret)}")
@@ -280,26 +444,30 @@ def import_google_authenticator(session: Session, path: str):
         raise UsageError(f"cannot import {path}: {exc}") from None
 
 
-def new_recovery_codes(session: Session, store) -> int:
+def new_recovery_codes(session: Session, loaded, store) -> int:
     from pam_twofa import recovery
 
     user = session.account.name
     record = store.load(user)
     if record is None or not record.enrolled:
         raise UsageError(f"2FA is not on for {user}: run twofa-enroll first")
+    proved = None if session.admin else confirm_current_code(session, loaded, store, "make new recovery codes")
     codes, salt, hashes = recovery.new_codes()
 
     def replace(current):
         if current is None or not current.enrolled:
             raise UsageError(f"2FA was turned off for {user} meanwhile; nothing changed")
+        if proved is not None and (current.key != proved.key or current.locked_until):
+            raise UsageError(f"2FA for {user} changed meanwhile; nothing changed. Run twofa-enroll again.")
         current = current.copy()
         current.recovery_salt, current.recovery_hashes = salt, hashes
         return current
 
-    store.update(user, replace)
-    _log(user, "new recovery codes")
+    stored = store.update(user, replace)
+    where = announce(user, "new recovery codes")
     session.out("New recovery codes made; the old ones no longer work.")
     show_recovery_codes(session, codes)
+    notify(session, loaded, "new recovery codes", where, stored.email if stored is not None else "")
     return 0
 
 
@@ -322,8 +490,41 @@ def run_admin(args) -> int:
     loaded, store = _load(args.policy or DEFAULT_PATH)
     session = Session(args, account, admin=True)
     if args.recovery_codes:
-        return new_recovery_codes(session, store)
+        return new_recovery_codes(session, loaded, store)
     return enroll(session, loaded, store)
+
+
+def sshd_policy() -> str:
+    """The policy the pam_twofa line of the installed /etc/pam.d/sshd names, or the default without one.
+
+    Logins read that policy and its store; enrolling into another would say "now on" while nothing
+    changed for SSH. Only root-owned files not writable by others are believed (as for the policy), and
+    nothing the calling user chooses (no option, no environment variable) changes where it is read.
+    """
+    from pam_twofa import pamd
+    from pam_twofa.login import Options
+
+    sshd = os.path.join(pamd.PAM_DIR, "sshd")
+    if not os.path.lexists(sshd):
+        return DEFAULT_PATH
+    ask = "ask your administrator to run twofa-admin check"
+    problems: list = []
+    try:
+        lines = [entry for entry in pamd.entries("sshd", checked=True, problems=problems) if pamd.is_twofa(entry)]
+    except pamd.PamdError as exc:
+        raise UsageError(f"{exc}: cannot tell which policy SSH logins use; {ask}", code=2) from None
+    if problems:
+        raise UsageError(f"{problems[0]}: cannot tell which policy SSH logins use; {ask}", code=2)
+    named: dict = {}
+    for entry in lines:
+        options = Options(entry.args[1:])
+        if options.bad:
+            raise UsageError(f"{entry.where}: {options.problems()[0]}; SSH logins refuse until it is fixed: {ask}", 2)
+        named.setdefault(options.policy, entry.where)
+    if len(named) > 1:
+        where = ", ".join(f"{path} ({place})" for path, place in named.items())
+        raise UsageError(f"{sshd} names more than one policy: {where}; nothing was changed: {ask}", code=2)
+    return next(iter(named), DEFAULT_PATH)
 
 
 def run_self_service(args) -> int:
@@ -346,12 +547,13 @@ def run_self_service(args) -> int:
     account = accounts.lookup(name)
     if account is None or account.uid == 0:
         raise UsageError("root enrolls with: twofa-enroll --user root")
-    loaded, store = _load(DEFAULT_PATH)
+    loaded, store = _load(sshd_policy())
     session = Session(args, account, admin=False)
     session.out(f"Setting up two-factor authentication for {name} on {socket.gethostname()}.")
+    require_terminal()
     confirm_password(session)
     if args.recovery_codes:
-        return new_recovery_codes(session, store)
+        return new_recovery_codes(session, loaded, store)
     return enroll(session, loaded, store)
 
 

@@ -262,10 +262,8 @@ def test_rotate_key_keeps_both_keys_working_then_final_leaves_only_the_new(fleet
 def test_the_commands_use_the_database(fleet, monkeypatch):
     from pam_twofa import accounts
 
-    class Account:
-        name, uid, gid, gids, home = "alice", 2001, 2001, {2001}, "/home/alice"
-
-    monkeypatch.setattr(accounts, "lookup", lambda user: Account() if user == "alice" else None)
+    alice = accounts.Account("alice", 2001, 2001, {2001}, "/home/alice")
+    monkeypatch.setattr(accounts, "lookup", lambda user: alice if user == "alice" else None)
     store = fleet.store()
     store.update("alice", lambda old: enrolled("alice", failures=[int(time.time())] * 3, locked_until=2**31))
     rc, out = fleet.admin(["status", "alice"])
@@ -310,10 +308,8 @@ def test_check_refuses_unsafe_secret_files_and_warns_about_plain_network_dsn(fle
 def test_disable_removes_a_record_that_does_not_open(fleet, monkeypatch):
     from pam_twofa import accounts
 
-    class Account:
-        name, uid, gid, gids, home = "alice", 2001, 2001, {2001}, "/home/alice"
-
-    monkeypatch.setattr(accounts, "lookup", lambda user: Account() if user == "alice" else None)
+    alice = accounts.Account("alice", 2001, 2001, {2001}, "/home/alice")
+    monkeypatch.setattr(accounts, "lookup", lambda user: alice if user == "alice" else None)
     fleet.store().update("alice", lambda old: enrolled("alice"))
     fleet.server.psql("UPDATE twofa_records SET sealed = 'x 00 00' WHERE user_name = 'alice'", fleet.dbname)
     rc, out = fleet.admin(["status", "alice"])

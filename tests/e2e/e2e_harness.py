@@ -15,6 +15,7 @@ from pathlib import Path
 
 import paramiko
 import pyotp
+from support.codes import code_not_in
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
@@ -81,11 +82,7 @@ def current_code(secret: str) -> str:
 
 def wrong_code(secret: str) -> str:
     """A 6-digit code that matches none of the steps around now."""
-    near = {totp_at(secret, k) for k in range(-4, 5)}
-    candidate = int(totp_at(secret))
-    while f"{candidate:06d}" in near:
-        candidate = (candidate + 123457) % 1_000_000
-    return f"{candidate:06d}"
+    return code_not_in({totp_at(secret, k) for k in range(-4, 5)}, start=int(totp_at(secret)), stride=123457)
 
 
 # --------------------------------------------------------------------------

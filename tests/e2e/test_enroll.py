@@ -24,6 +24,7 @@ from e2e_harness import (
     ALICE_SECRET,
     PASSWORD_PORT,
     PASSWORDS,
+    POLICY_PATH,
     current_code,
     ssh_login,
     totp_at,
@@ -58,6 +59,9 @@ pytestmark = pytest.mark.e2e
 SELF_SERVICE = "/usr/local/libexec/pam-twofa/enroll-self"
 ENROLLED = "Two-factor authentication is now on for {user}."
 MSG_BAD = "Wrong verification code."
+CURRENT_PROMPT = "Current code from your app, or a recovery code: "
+WRONG_CURRENT = "Wrong code. Each wrong code counts toward locking the account."
+LOCKED = "is locked until"
 
 
 def login(user: str, password: str, code):
@@ -75,6 +79,13 @@ def enroll_as_root(host, user: str, secret: str) -> list:
     codes = recovery_codes(done.stdout)
     assert len(codes) == 10
     return codes
+
+
+def stored(host, user: str, field: str) -> str:
+    """One field of the user's record as stored (read as root): ``key``, ``failures``, ``recovery_hashes``..."""
+    text = host.run(["cat", record_path(user)]).stdout
+    [value] = [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith(field + " ")]
+    return value
 
 
 def recovery_left(host, user: str) -> int:
@@ -310,9 +321,10 @@ def test_another_user_cannot_reach_alices_enrollment(alice_with_google_file, mak
         (["sudo", "-n", SELF_SERVICE], python_env + [f"SUDO_UID={alice_uid}"]),
     ):
         done = as_mallory(argv, env)
-        assert f"Password for {mallory}: " in done.stdout + done.stderr, (argv, done)
-        assert "Password for alice" not in done.stdout + done.stderr
-        assert done.returncode == 130, (argv, done)  # no input: nothing changed
+        assert f"Setting up two-factor authentication for {mallory} on " in done.stdout, (argv, done)
+        assert "for alice" not in done.stdout + done.stderr
+        # no terminal: refused before the password is asked, nothing changed
+        assert done.returncode == 1 and "needs a terminal" in done.stderr, (argv, done)
 
     # The store cannot be read directly.
     for argv in (["ls", "/var/lib/pam-twofa"], ["cat", record_path("alice")], ["stat", record_path("alice")]):
@@ -340,6 +352,8 @@ def test_another_user_cannot_reach_alices_enrollment(alice_with_google_file, mak
     try:
         term.expect(PASSWORD_PROMPT.format(user=mallory))
         term.send_line(mallory_password)
+        term.expect(CURRENT_PROMPT)
+        term.send_line(current_code(mallory_secret))
         term.expect("New recovery codes made")
         assert term.wait_exit() == 0
     finally:
@@ -451,17 +465,22 @@ def test_symlinked_google_authenticator_file_is_refused(password_host, make_user
 # 5. Interrupting at each step leaves the previous state as it was
 
 
-def drive_to(term, step: str, user: str, password: str, enrolled: bool) -> None:
-    """Take a twofa-enroll session to ``step``: password, replace (enrolled only), qr, code."""
+def drive_to(term, step: str, user: str, password: str, current: str | None = None) -> None:
+    """Take a twofa-enroll session to ``step``: password, then for an enrolled user replace and the
+    ``current`` code (a recovery code: it is used up, the secret is not), then qr, code."""
     term.expect(PASSWORD_PROMPT.format(user=user))
     if step == "password":
         return
     term.send_line(password)
-    if enrolled:
+    if current is not None:
         term.expect(REPLACE_PROMPT)
         if step == "replace":
             return
         term.send_line("y")
+        term.expect(CURRENT_PROMPT)
+        if step == "current":
+            return
+        term.send_line(current)
     term.expect("or open this URI on the device:")
     if step == "qr":
         return
@@ -471,7 +490,8 @@ def drive_to(term, step: str, user: str, password: str, enrolled: bool) -> None:
     term.expect(CODE_PROMPT)
 
 
-STEPS = {True: ("password", "replace", "qr", "code"), False: ("password", "qr", "code")}
+STEPS = {True: ("password", "replace", "current", "qr", "code"), False: ("password", "qr", "code")}
+PROVED = ("qr", "code")  # steps after the current code was accepted (and used up)
 
 
 @pytest.fixture(params=[True, False], ids=["enrolled", "new"])
@@ -485,20 +505,27 @@ def someone(request, password_host, make_user):
 
 
 def test_ctrl_c_at_each_step_changes_nothing(password_host, someone):
-    user, password, secret, _codes = someone
-    before = record_fingerprint(password_host, user)
+    """Nothing but the recovery code typed to prove the account, which is used up like at a login."""
+    user, password, secret, codes = someone
     entries = store_entries(password_host, user)
-    for step in STEPS[secret is not None]:
+    for index, step in enumerate(STEPS[secret is not None]):
+        before = record_fingerprint(password_host, user)
+        key = stored(password_host, user, "key") if secret else None
+        left = recovery_left(password_host, user) if secret else 0
         term = enroll_terminal(password_host, user)
         try:
-            drive_to(term, step, user, password, enrolled=secret is not None)
+            drive_to(term, step, user, password, current=codes[index] if secret else None)
             term.interrupt()
             status = term.wait_exit()
         finally:
             term.close()
         assert status == 130, (step, term.transcript[-1000:])
         assert f"interrupted; {INTERRUPTED}" in term.transcript, step
-        assert record_fingerprint(password_host, user) == before, step
+        if secret and step in PROVED:
+            assert stored(password_host, user, "key") == key, step
+            assert recovery_left(password_host, user) == left - 1, step
+        else:
+            assert record_fingerprint(password_host, user) == before, step
         assert store_entries(password_host, user) == entries, step
     if secret is not None:
         still = login(user, password, lambda: current_code(secret))
@@ -512,16 +539,24 @@ def test_closed_terminal_at_each_step_changes_nothing(password_host, someone):
         # An enrolled user logs in with a recovery code (each login changes the record: read it after).
         term = ssh_terminal(PASSWORD_PORT, user, password, code=codes[index] if secret else None)
         if secret is not None:
-            assert f"Recovery code accepted; {len(codes) - index - 1} left." in term.transcript, term.transcript
+            proved = len([done for done in STEPS[True][:index] if done in PROVED])  # each used one more
+            left = len(codes) - index - 1 - proved
+            assert f"Recovery code accepted; {left} left." in term.transcript, term.transcript
         before = record_fingerprint(password_host, user)
         entries = store_entries(password_host, user)
+        key = stored(password_host, user, "key") if secret else None
+        left = recovery_left(password_host, user) if secret else 0
         try:
             term.send_line("twofa-enroll")
-            drive_to(term, step, user, password, enrolled=secret is not None)
+            drive_to(term, step, user, password, current=codes[-1 - index] if secret else None)
         finally:
             term.hang_up()
         wait_no_enroll_process(password_host)
-        assert record_fingerprint(password_host, user) == before, step
+        if secret and step in PROVED:
+            assert stored(password_host, user, "key") == key, step
+            assert recovery_left(password_host, user) == left - 1, step
+        else:
+            assert record_fingerprint(password_host, user) == before, step
         assert store_entries(password_host, user) == entries, step
     if secret is not None:
         still = login(user, password, lambda: current_code(secret))
@@ -532,12 +567,12 @@ def test_closed_terminal_at_each_step_changes_nothing(password_host, someone):
 def test_killed_or_closed_input_at_the_code_prompt_changes_nothing(password_host, make_user, how):
     user, password = make_user(password_host)
     secret = pyotp.random_base32(32)
-    enroll_as_root(password_host, user, secret)
-    before = record_fingerprint(password_host, user)
+    codes = enroll_as_root(password_host, user, secret)
     entries = store_entries(password_host, user)
     term = enroll_terminal(password_host, user)
     try:
-        drive_to(term, "code", user, password, enrolled=True)
+        drive_to(term, "code", user, password, current=codes[0])
+        before = record_fingerprint(password_host, user)  # the recovery code is used up once accepted
         if how == "Ctrl-D":
             term.child.sendeof()
         else:
@@ -582,3 +617,145 @@ def test_rerun_when_enrolled_asks_and_no_keeps_the_old_secret(password_host, mak
         assert record_fingerprint(password_host, user) == before, answer
     still = login(user, password, lambda: current_code(secret))
     assert still.ok and still.asked_code, still
+
+
+# --------------------------------------------------------------------------
+# 7. Someone who knows the password (su) cannot replace or renew the second factor (issue 12)
+
+
+@pytest.fixture
+def notify_policy(scenario, password_host, smtp_server):
+    """The scenario's policy (max_failures 3) with mail to the test's SMTP server; restored after."""
+    original = password_host.run(["cat", POLICY_PATH]).stdout
+    assert "\nemail:" not in original
+    password_host.write_policy(
+        original + "email:\n"
+        '  address: "{user}@example.com"\n'
+        "  smtp:\n"
+        f"    host: {smtp_server.host}\n"
+        f"    port: {smtp_server.port}\n"
+        "    timeout: 10\n"
+    )
+    password_host.run(["twofa-admin", "check"])
+    smtp_server.clear()
+    yield smtp_server
+    password_host.write_policy(original)
+
+
+def su_shell(host, attacker: str, attacker_password: str, victim: str, victim_password: str):
+    """The attacker's own SSH session, then ``su VICTIM`` with the victim's password: a shell as the victim."""
+    term = ssh_terminal(PASSWORD_PORT, attacker, attacker_password)
+    term.send_line(f"su {victim}")
+    term.expect("Password: ")
+    term.send_line(victim_password)
+    term.send_line("PS1='E2E-''VICTIM> '")
+    term.expect("E2E-VICTIM> ")
+    term.send_line("id -un")
+    assert victim in term.expect("E2E-VICTIM> ").split(), "su did not give a shell as the victim"
+    return term
+
+
+def exit_status(term) -> int:
+    term.expect("E2E-VICTIM> ")
+    term.send_line('echo "enroll""-exit=$?"')  # the echoed command line does not match
+    term.expect("enroll-exit=")
+    status = term.child.readline().strip()
+    term.expect("E2E-VICTIM> ")
+    return int(status)
+
+
+def test_su_with_the_victims_password_cannot_replace_or_renew_their_2fa(password_host, make_user, notify_policy):
+    host, smtp = password_host, notify_policy
+    attacker, attacker_password = make_user(host)
+    victim, victim_password = make_user(host)
+    secret = pyotp.random_base32(32)
+    codes = enroll_as_root(host, victim, secret)
+    [first_notice] = smtp.wait_for(1)  # the admin's enrollment is told too
+    assert first_notice["To"] == f"{victim}@example.com" and "enrolled" in first_notice.get_content()
+    smtp.clear()
+    key, hashes = stored(host, victim, "key"), stored(host, victim, "recovery_hashes")
+
+    term = su_shell(host, attacker, attacker_password, victim, victim_password)
+    try:
+        # Replacing: the password and "y" are no longer enough; each wrong code counts toward the lockout.
+        mark = len(term.transcript)
+        term.send_line("twofa-enroll")
+        term.expect(PASSWORD_PROMPT.format(user=victim))
+        term.send_line(victim_password)
+        term.expect(REPLACE_PROMPT)
+        term.send_line("y")
+        term.expect(f"Lost your phone? Ask an administrator to turn 2FA off for you (twofa-admin disable {victim}).")
+        for _ in range(2):
+            term.expect(CURRENT_PROMPT)
+            term.send_line(wrong_code(secret))
+            term.expect(WRONG_CURRENT)
+        term.expect(CURRENT_PROMPT)
+        term.interrupt()
+        assert exit_status(term) == 130
+        assert "Scan this QR code" not in term.transcript[mark:] and "otpauth://" not in term.transcript[mark:]
+        assert len(stored(host, victim, "failures").split(",")) == 2, "the wrong codes were counted"
+
+        # Renewing recovery codes: likewise; the third wrong code (max_failures: 3) locks the account.
+        mark = len(term.transcript)
+        term.send_line("twofa-enroll --recovery-codes")
+        term.expect(PASSWORD_PROMPT.format(user=victim))
+        term.send_line(victim_password)
+        term.expect(CURRENT_PROMPT)
+        term.send_line(wrong_code(secret))
+        term.expect(f"2FA for {victim} {LOCKED}")
+        term.expect(f"twofa-admin unlock {victim}")
+        assert exit_status(term) == 1
+        assert "Recovery codes:" not in term.transcript[mark:]
+
+        # Locked: not even asked for a code, either way.
+        for command, answers in (("twofa-enroll --recovery-codes", []), ("twofa-enroll", ["y"])):
+            mark = len(term.transcript)
+            term.send_line(command)
+            term.expect(PASSWORD_PROMPT.format(user=victim))
+            term.send_line(victim_password)
+            for answer in answers:
+                term.expect(REPLACE_PROMPT)
+                term.send_line(answer)
+            term.expect(f"2FA for {victim} {LOCKED}")
+            assert exit_status(term) == 1, command
+            assert CURRENT_PROMPT not in term.transcript[mark:], command
+    finally:
+        term.close()
+
+    assert stored(host, victim, "key") == key, "the victim's secret must be unchanged"
+    assert stored(host, victim, "recovery_hashes") == hashes, "and their recovery codes"
+    assert smtp.messages == [], "nothing changed, nothing to tell"
+    locked = login(victim, victim_password, lambda: current_code(secret))
+    assert not locked.ok and "locked until" in locked.text, locked
+
+    # The admin unlocks; the victim's own app still logs in.
+    host.run(["twofa-admin", "unlock", victim])
+    still = login(victim, victim_password, lambda: current_code(secret))
+    assert still.ok and still.asked_code, still
+
+    # With a valid current code (here a recovery code) the change is made, and the victim is told by mail.
+    term = su_shell(host, attacker, attacker_password, victim, victim_password)
+    try:
+        term.send_line("twofa-enroll --recovery-codes")
+        term.expect(PASSWORD_PROMPT.format(user=victim))
+        term.send_line(victim_password)
+        term.expect(CURRENT_PROMPT)
+        term.send_line(codes[0])
+        term.expect("New recovery codes made")
+        assert exit_status(term) == 0
+    finally:
+        term.close()
+    new_codes = recovery_codes(term.transcript)
+    assert len(new_codes) == 10
+    [notice] = smtp.wait_for(1)
+    hostname = host.run(["hostname"]).stdout.strip()
+    assert notice["To"] == f"{victim}@example.com" and notice.envelope_to == [f"{victim}@example.com"]
+    assert victim in notice["Subject"] and hostname in notice["Subject"]
+    body = notice.get_content()
+    assert "new recovery codes" in body and f"twofa-admin disable {victim}" in body
+    assert "run by " in body and "terminal " in body
+    assert not [code for code in new_codes + codes if code in body or code.replace("-", "") in body]
+    assert secret not in body
+    syslog = host.syslog()
+    assert f"twofa-enroll: user={victim} result=new recovery codes (from " in syslog
+    assert f"twofa-enroll: user={victim} result=refused: bad code" in syslog

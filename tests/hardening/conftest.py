@@ -8,7 +8,6 @@ is audited against every secret every test used (tests/pam/syslog_audit.py).
 
 from __future__ import annotations
 
-import hardening_helpers  # noqa: F401  (puts tests/pam on sys.path)
 import pytest
 from hardening_helpers import World
 

@@ -15,21 +15,19 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import sys
 from pathlib import Path
+
+from support.codes import code_not_in
+from support.conversation import Conv
+
+from pam_twofa import accounts, log, login, totp
+from pam_twofa.accounts import Account
+from pam_twofa.login import Login, Options
+from pam_twofa.record import Record, dumps
+from pam_twofa.store import FileStore
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-PAM_DIR = REPO / "tests" / "pam"
-for _path in (str(PAM_DIR), str(HERE)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from pam_twofa import accounts, log, login, totp  # noqa: E402
-from pam_twofa.accounts import Account  # noqa: E402
-from pam_twofa.login import Login, Options  # noqa: E402
-from pam_twofa.record import Record, dumps  # noqa: E402
-from pam_twofa.store import FileStore  # noqa: E402
 
 KEY = bytes.fromhex("5d1c0f6e9a24b7c3e8f10a2b4c6d8e0f1a3b5c7d")  # the genuine secret
 EVIL_KEY = bytes.fromhex("0badc0de0badc0de0badc0de0badc0de0badc0de")  # an attacker's secret
@@ -39,15 +37,7 @@ EVIL_CODE = totp.totp(EVIL_KEY, T)
 VALID_NOW = {totp.totp(KEY, T + d * 30) for d in (-1, 0, 1)}
 
 
-def _wrong_code() -> str:
-    for n in range(1000):
-        text = f"{(int(CODE) + 7919 * (n + 1)) % 1_000_000:06d}"
-        if text not in VALID_NOW and text != EVIL_CODE:
-            return text
-    raise AssertionError("no wrong code")
-
-
-WRONG = _wrong_code()
+WRONG = code_not_in(VALID_NOW | {EVIL_CODE}, start=int(CODE) + 7919, stride=7919)
 assert CODE != EVIL_CODE and EVIL_CODE not in VALID_NOW
 
 # name: (uid, gid); every account lives in /home/NAME
@@ -67,34 +57,6 @@ rate_limit:
   per_seconds: 900
 on_error: deny
 """
-
-
-class Conv:
-    """A scripted conversation that keeps a transcript: ('prompt'|'info'|'error', text)."""
-
-    def __init__(self, answers=()) -> None:
-        self.answers = list(answers)
-        self.transcript: list = []
-
-    def prompt(self, text, info=None):
-        if info:
-            self.transcript.append(("info", info))
-        self.transcript.append(("prompt", text))
-        return self.answers.pop(0) if self.answers else None
-
-    def info(self, text):
-        self.transcript.append(("info", text))
-
-    def error(self, text):
-        self.transcript.append(("error", text))
-
-    @property
-    def prompts(self) -> list:
-        return [text for kind, text in self.transcript if kind == "prompt"]
-
-    @property
-    def errors(self) -> list:
-        return [text for kind, text in self.transcript if kind == "error"]
 
 
 class World:
@@ -124,8 +86,10 @@ class World:
         return self.accounts.get(name)
 
     def write_policy(self, text: str, with_state: bool = True) -> str:
-        if with_state:
+        if with_state:  # and the required version, unless the text has it
             text = text + f"storage:\n  state_dir: {self.state}\n"
+            if not any(line.startswith("version:") for line in text.splitlines()):
+                text += "version: 1\n"
         tmp = self.etc / ".policy.yaml.new"
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o644)
@@ -211,11 +175,14 @@ def plant(path: Path, kind: str, target: Path | None = None) -> None:
 
         shutil.rmtree(path)
     if kind == "symlink":
+        assert target is not None
         os.symlink(target, path)
     elif kind == "dangling":
+        assert target is not None
         os.symlink(target, path)
         assert not target.exists()
     elif kind == "hardlink":
+        assert target is not None
         os.link(target, path)
     elif kind == "fifo":
         os.mkfifo(path, 0o600)

@@ -133,7 +133,7 @@ MUTANTS = {
     "user-name-not-validated": (
         "inputs",
         [
-            ("pam_twofa/login.py", "if account is None or not valid_user_name(account.name):", "if account is None:"),
+            ("pam_twofa/login.py", "if account is None or not storable_name(account.name):", "if account is None:"),
         ],
         [H + "test_inputs.py::test_any_user_name_is_refused_cleanly_and_writes_nothing"],
     ),
@@ -165,13 +165,13 @@ MUTANTS = {
         [
             (
                 "pam_twofa/login.py",
-                "            record = store.load(user)\n            if record is None or not record.enrolled:",
+                "            record = section.record\n            if record is None or not record.enrolled:",
                 "            record = self._early\n            if record is None or not record.enrolled:",
             ),
             (
                 "pam_twofa/login.py",
-                '        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user):',
-                '        self._early = store.load(user)\n        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user):',
+                '        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user) as section:',
+                '        self._early = store.load(user)\n        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user) as section:',
             ),
         ],
         [

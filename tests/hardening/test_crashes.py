@@ -157,7 +157,7 @@ class Setup:
         self.tmp_path = tmp_path
         world = self.world
         world.enroll("alice")
-        self.before = world.record_path().read_bytes()
+        self.before: bytes | None = world.record_path().read_bytes()
         if op == "create":
             world.record_path().unlink()
             self.before = None

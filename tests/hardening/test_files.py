@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +32,7 @@ from hardening_helpers import (
     record_text,
     snapshot,
 )
+from support.blocking import no_block
 
 from pam_twofa import googleauth
 from pam_twofa import policy as policy_module
@@ -43,22 +42,6 @@ from pam_twofa.store import StoreError
 
 NOBODY = 65534
 PASS, FAIL, IGNORE = login.PASS, login.FAIL, login.IGNORE
-
-
-@contextmanager
-def deadline(seconds: int = 10):
-    """Fail instead of hanging (a FIFO opened without O_NONBLOCK would block forever)."""
-
-    def expired(_signum, _frame):
-        raise AssertionError(f"blocked for more than {seconds} s (a FIFO opened blocking?)")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def no_traceback_in(world: World) -> None:
@@ -123,7 +106,7 @@ def test_planted_store_paths(world, tmp_path, where, kind, may_pass):
     plant(path, kind, target)
     before = snapshot(tmp_path)
 
-    with deadline():
+    with no_block(10):
         attacker = world.run("alice", [EVIL_CODE])
         right = world.run("alice", [CODE], now=T + 30)
         wrong = world.run("alice", [WRONG], now=T + 60)
@@ -249,14 +232,16 @@ def test_policy_on_error_allow_in_a_tampered_policy_is_not_trusted(world):
 def test_policy_path_is_not_a_plain_root_file(world, tmp_path, kind):
     world.enroll("alice")
     lax = tmp_path / "lax.yaml"  # a valid policy that would let alice in without a code
-    lax.write_text(f"enforce:\n  mode: off\nexempt:\n  users: [alice]\nstorage:\n  state_dir: {world.state}\n")
+    lax.write_text(
+        f"version: 1\nenforce:\n  mode: off\nexempt:\n  users: [alice]\nstorage:\n  state_dir: {world.state}\n"
+    )
     os.chmod(lax, 0o644)
     if kind == "hardlink-user-file":
         os.chown(lax, NOBODY, NOBODY)
         plant(world.policy_path, "hardlink", lax)
     else:
         plant(world.policy_path, kind.split("-")[0], lax)
-    with deadline():
+    with no_block(10):
         result, conv = world.run("alice", [WRONG])
     assert result == FAIL and conv.errors == [login.MSG_ERROR]
     assert f"{world.policy_path}: " in world.log_text(), world.log_text()
@@ -310,7 +295,7 @@ def test_planted_policy_cache_is_never_written_through(world, tmp_path, kind):
     if world.cache_path.exists():
         world.cache_path.unlink()
     plant(world.cache_path, kind, shadow.path if kind in ("symlink", "hardlink") else ghost)
-    with deadline():
+    with no_block(10):
         result, conv = world.run("alice", [CODE])
         assert result == PASS, (conv.transcript, world.log_text())  # the cache is only an optimisation
         assert policy_module.load(str(world.policy_path)).mode == "all"
@@ -329,7 +314,7 @@ def test_planted_policy_cache_temporary_name(world, tmp_path, kind):
     if world.cache_path.exists():
         world.cache_path.unlink()
     plant(tmp, kind, shadow.path if kind in ("symlink", "hardlink") else ghost)
-    with deadline():
+    with no_block(10):
         assert policy_module.load(str(world.policy_path)).mode == "all"
     shadow.assert_untouched()
     assert not os.path.lexists(ghost)
@@ -505,12 +490,16 @@ def test_policy_of_the_wrong_shape_fails_closed_with_file_and_line(world, shape)
     no_traceback_in(world)
 
 
-def test_empty_policy_is_the_documented_all_defaults_policy(world):
-    """Not run through a login: its default state folder is the host's. (An empty
-    file means every default, 2FA off: see the closing note of the suite.)"""
+def test_empty_policy_is_refused_not_all_defaults(world):
+    """An emptied file is not "every default" (2FA off): it lacks the required version."""
+    world.enroll("alice")
     world.policy_path.write_bytes(b"")
-    loaded = policy_module.load(str(world.policy_path))
-    assert loaded.mode == "off" and loaded.state_dir == "/var/lib/pam-twofa" and loaded.on_error == "deny"
+    with pytest.raises(PolicyError) as info:
+        policy_module.load(str(world.policy_path))
+    assert len(info.value.errors) == 1
+    assert info.value.errors[0].startswith(f'{world.policy_path}:1: version: missing; add "version: 1"')
+    result, conv = world.run("alice", [WRONG])
+    assert result == FAIL and conv.errors == [login.MSG_ERROR]
 
 
 @pytest.mark.parametrize("content", ["oversized", "invalid-utf8", "binary", "nul"])
@@ -562,7 +551,7 @@ GA_TEXT = f'{GA_SECRET}\n" RATE_LIMIT 3 30\n" WINDOW_SIZE 17\n" DISALLOW_REUSE\n
 
 
 def _as_user(path, uid=NOBODY):
-    with deadline():
+    with no_block(10):
         return googleauth.read_as_user(str(path), uid, uid, [uid])
 
 

@@ -27,7 +27,7 @@ from pam_twofa.policy_parse import parse
 from pam_twofa.record import RecordError, loads
 
 PASS, FAIL, IGNORE = login.PASS, login.FAIL, login.IGNORE
-FAST = dict(
+FAST: dict = dict(
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
@@ -95,6 +95,7 @@ def may_pass(typed: str) -> bool:
 @given(typed=TYPED)
 @example(typed=CODE)
 @example(typed=f"  {CODE}\n")
+@example(typed=CODE[:3] + "\t" + CODE[3:])
 @example(typed=CODE.translate(FULLWIDTH))
 @example(typed=CODE + "\0")
 @example(typed="\0" + CODE)
@@ -112,7 +113,14 @@ def test_only_the_right_code_passes_and_nothing_raises(world, typed):
         assert conv.errors == []
     else:
         assert conv.errors == [login.MSG_BAD], conv.transcript
-    if typed in (CODE, f" {CODE} ", f"{CODE}\n", CODE[:3] + " " + CODE[3:], CODE[:3] + "-" + CODE[3:]):
+    if typed in (
+        CODE,
+        f" {CODE} ",
+        f"{CODE}\n",
+        CODE[:3] + " " + CODE[3:],
+        CODE[:3] + "-" + CODE[3:],
+        CODE[:3] + "\t" + CODE[3:],  # the README: spaces, tabs and dashes are ignored
+    ):
         assert result == PASS
     text = world.log_text()
     assert CODE not in text and (len(typed) < 6 or typed[:16] not in text)

@@ -90,7 +90,7 @@ on_error: deny
 """
 
     scratch.write_policy_text(policy_text())
-    recovery_seen = set()
+    recovery_seen: set[str] = set()
 
     def new_recovery_codes():
         found = {t for t in scratch.sensitive if re.fullmatch(r"[a-z0-9]{5}-[a-z0-9]{5}", t)} - recovery_seen

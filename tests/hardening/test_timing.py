@@ -43,8 +43,9 @@ def _scenarios(world: World):
         return "nosuchuser"
 
     def unstorable():
-        world.accounts["bad/name"] = world.accounts["alice"].__class__("bad/name", 1009, 1009, {1009}, "/x")
-        return "bad/name"
+        # Any name NSS returns is stored (encoded); only control characters cannot be.
+        world.accounts["bad\x1bname"] = world.accounts["alice"].__class__("bad\x1bname", 1009, 1009, {1009}, "/x")
+        return "bad\x1bname"
 
     def locked():
         world.enroll("carol", key=KEY, failures=[int(T)] * 3, locked_until=int(T) + 900)

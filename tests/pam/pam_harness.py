@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from support.codes import code_not_in
 
 # --- fixed paths -----------------------------------------------------------------
 
@@ -64,10 +65,17 @@ USERS = {
     "peggy": (2008, 2008),
     "trent": (2009, 2009),
     "victor": (2010, 2010),
+    "bgadmin": (2011, 2011),  # break-glass: supplementary member of staff (enforced) AND ops (exempt)
+    # Names the directory services hand out that are not plain file names (test_pam_names.py)
+    "CORP\\walter": (2101, 2101),  # winbind
+    "wendy@corp.example": (2102, 2102),  # SSSD with fully qualified names
+    "jos\u00e9": (2103, 2103),  # LDAP / AD, non-ASCII
+    "two words": (2104, 2104),
+    "\u00fc" * 100: (2105, 2105),  # 200 bytes of UTF-8: stored under a hashed file name
 }
 GROUPS = {  # name: (gid, supplementary members)
-    "staff": (3000, ["alice"]),
-    "ops": (3001, ["dave"]),
+    "staff": (3000, ["alice", "bgadmin"]),
+    "ops": (3001, ["dave", "bgadmin"]),
 }
 PASSWORDS = {name: f"Pw.{name}.k7Qz-{name[::-1]}" for name in USERS}
 
@@ -188,12 +196,7 @@ class Enrolled:
         """A well-formed code that no step the module accepts (window 1, plus margin) produces."""
         step = current_step()
         valid = {oath(self.secret, s) for s in range(step - 3, step + 4)}
-        candidate = int(self.code())
-        for k in range(1, 1000):
-            text = f"{(candidate + 104729 * (k + salt)) % 1_000_000:06d}"
-            if text not in valid:
-                return text
-        raise AssertionError("no wrong code found")
+        return code_not_in(valid, start=int(self.code()) + 104729 * (1 + salt), stride=104729)
 
 
 # --- results -------------------------------------------------------------------------
@@ -230,7 +233,7 @@ def leaks(lines, sensitive) -> list:
     inside a 10-digit timestamp; other values as substrings (long inputs by
     their first 16 characters too, in case a log line truncates them).
     """
-    found = []
+    found: list = []
     for value in sensitive:
         if not value or len(value.strip()) < 6:
             continue
@@ -254,8 +257,8 @@ class Env:
         self.passwd = root / "passwd"
         self.group = root / "group"
         self.passdb = root / "passdb"
-        self.admin = shutil.which("twofa-admin")
-        self.enroll = shutil.which("twofa-enroll")
+        self.admin = shutil.which("twofa-admin") or "twofa-admin"
+        self.enroll = shutil.which("twofa-enroll") or "twofa-enroll"
         if PACKAGE_OVERRIDE:
             self.admin = _command_of(root, "twofa-admin", "pam_twofa.cli.admin")
             self.enroll = _command_of(root, "twofa-enroll", "pam_twofa.cli.enroll")
@@ -336,16 +339,16 @@ class Env:
             env=self.base_env,
             cwd=cwd or str(self.root),
         )
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None  # both are pipes
         chunks: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: chunks.append(proc.stdout.read()), name="pamtester-output", daemon=True
-        )
+        reader = threading.Thread(target=lambda: chunks.append(stdout.read()), name="pamtester-output", daemon=True)
         reader.start()
 
         def feed(data: bytes) -> None:
             try:
-                proc.stdin.write(data)
-                proc.stdin.flush()
+                stdin.write(data)
+                stdin.flush()
             except BrokenPipeError:
                 pass  # the command already gave up reading: its output says why
 
@@ -361,7 +364,7 @@ class Env:
             raise
         finally:
             try:
-                proc.stdin.close()
+                stdin.close()
             except BrokenPipeError:
                 pass
         try:
@@ -532,6 +535,7 @@ class Scratch:
         max_failures=3,
         per_seconds=900,
         on_error="deny",
+        trust_seconds=0,
     ) -> Path:
         """A valid policy (flow style, one key a line) pointing at this test's state folder."""
 
@@ -554,13 +558,18 @@ totp:
 rate_limit:
   max_failures: {max_failures}
   per_seconds: {per_seconds}
+trust:
+  seconds: {trust_seconds}
 storage:
   state_dir: {self.state_dir}
 on_error: {on_error}
 """
         return self.write_policy_text(text)
 
-    def write_policy_text(self, text: str) -> Path:
+    def write_policy_text(self, text: str, verbatim: bool = False) -> Path:
+        """Replace the policy by ``text``; ``version: 1`` is appended unless it has one or ``verbatim``."""
+        if not verbatim and not any(line.startswith("version:") for line in text.splitlines()):
+            text += ("" if not text or text.endswith("\n") else "\n") + "version: 1\n"
         tmp = self.policy_path.with_suffix(".tmp")
         tmp.write_text(text)
         os.chmod(tmp, 0o644)
@@ -584,6 +593,11 @@ on_error: {on_error}
         line = lines[0].strip()
         assert line.split() == ["auth", "required", PAM_PYTHON, str(MODULE), f"policy={self.policy_path}"], line
         return line
+
+    def module_line(self, *extra: str, policy: bool = True) -> str:
+        """The pam_twofa line with ``extra`` module arguments appended; without its ``policy=`` if not ``policy``."""
+        fields = [f for f in self.auth_line.split() if policy or not f.startswith("policy=")]
+        return " ".join([*fields, *extra])
 
     def _write_services(self) -> None:
         (self.service_dir / PW).write_text(f"auth required {PAM_MATRIX} passdb={self.env.passdb}\n{self.auth_line}\n")
@@ -697,10 +711,12 @@ on_error: {on_error}
         tail = result.output.split("ecovery codes", 1)[-1]
         self.sensitive.update(t for t in re.findall(r"\b[0-9a-z]{4,8}-[0-9a-z]{4,8}\b", tail) if re.search(r"\d", t))
         if "backend: postgresql" not in self.policy_path.read_text():  # else the record is in the database
-            assert (self.state_dir / "users" / f"{user}.rec").is_file()
+            assert self.record_path(user).is_file()
         enrolled = Enrolled(user, secret, step - 1)
         self.enrolled[user] = enrolled
         return enrolled
 
     def record_path(self, user: str) -> Path:
-        return self.state_dir / "users" / f"{user}.rec"
+        from pam_twofa.store import encode_name
+
+        return self.state_dir / "users" / f"{encode_name(user)}.rec"

@@ -25,6 +25,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 
 import pytest
 from pam_harness import KEY, LOG_AUTHPRIV, PW, STACKS, leaks, syslog_facility
+from support.mail import Mailbox
 
 pytestmark = pytest.mark.pam
 
@@ -52,42 +53,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         return probe.getsockname()[1]
-
-
-class Mailbox:
-    """What one SMTP server received: parsed messages with their envelope and session facts."""
-
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.auth_attempts: list = []  # (login, password) the server was offered
-        self.cond = threading.Condition()
-
-    def add(self, message) -> None:
-        with self.cond:
-            self.messages.append(message)
-            self.cond.notify_all()
-
-    def mark(self) -> int:
-        with self.cond:
-            return len(self.messages)
-
-    def since(self, mark: int) -> list:
-        with self.cond:
-            return list(self.messages[mark:])
-
-    def wait_new(self, mark: int, proc=None, timeout: float = MAIL_WAIT):
-        """The first message after ``mark``; None if ``proc`` exits (or time runs out) without one."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while len(self.messages) <= mark:
-                if proc is not None and proc.poll() is not None:
-                    # it exited: anything it sent was accepted before it did
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.cond.wait(min(left, 0.05))
-            return self.messages[mark] if len(self.messages) > mark else None
 
 
 class Handler:
@@ -384,7 +349,7 @@ def mail_login(
     seen = {}
 
     def respond(proc):
-        message = box.wait_new(mark, proc)
+        message = box.wait_new(mark, proc, MAIL_WAIT)
         if message is None:
             return None
         code = code_of(message, digits)
@@ -958,3 +923,19 @@ def test_the_mailed_code_is_a_secret_of_the_leak_check(scratch, smtp):
     # the check itself would see the code in a line of this test's syslog
     assert leaks([f"pam_twofa: code {attempt.code}"], scratch.sensitive)
     assert not leaks(scratch.lines, {attempt.code, other_code(attempt.code)})
+
+
+def test_an_address_with_two_at_signs_is_refused_before_any_smtp_and_not_counted(scratch, smtp):
+    """``{user}@corp.example`` for an SSSD name ``wendy@corp.example`` (issue 12): no RCPT TO, no send counted."""
+    port, box = smtp
+    user = "wendy@corp.example"
+    email_policy(scratch, port, mode="all", address="{user}@corp.example")
+    result = scratch.login(KEY, user, rhost=CLIENT)
+    assert result.denied and MSG_MAIL_FAILED in result.output, str(result)
+    assert result.log_with("result=mail failed (", "no valid address", "twofa-admin email"), str(result)
+    assert box.messages == [], [m.envelope_to for m in box.messages]
+    assert not scratch.record_path(user).exists() or record_field(scratch, user, "email_sends") == ""
+    # nor can an admin record such an address for her
+    refused = scratch.cli("email", user, "wendy@corp.example@corp.example")
+    assert refused.rc != 0, str(refused)
+    assert not scratch.record_path(user).exists() or record_field(scratch, user, "email") == ""

@@ -6,7 +6,7 @@ no traceback reaches the output or syslog (the harness checks every call).
 import os
 
 import pytest
-from pam_harness import KEY, MSG_BAD, MSG_ERROR, STACKS
+from pam_harness import KEY, MSG_BAD, MSG_ERROR, PAM_PERMIT, STACKS
 
 pytestmark = pytest.mark.pam
 
@@ -80,6 +80,54 @@ def test_broken_policy_fails_closed_and_names_file_and_line(scratch, policy, kin
     assert scratch.cli("check").rc == 0
     again = scratch.login(KEY, "alice", code)
     assert again.ok, str(again)
+
+
+# --- an empty, version-less or truncated policy ---------------------------------------
+
+NO_VERSION = {
+    # id: text written verbatim (an accidental `> policy.yaml`, a half-written file...)
+    "empty": "",
+    "comments-only": "# pam-twofa policy\n# version: 1\n",
+    "null": "~\n",
+    "version-less": "enforce:\n  mode: off\nstorage:\n  state_dir: {state}\n",
+    "truncated-at-1": "v",
+    "truncated-at-9": "version: ",
+}
+
+
+@pytest.mark.parametrize("kind", NO_VERSION)
+def test_empty_or_versionless_policy_applies_on_error(scratch, kind):
+    """Refused, never read as "all defaults" (2FA off): deny by default, allowed with on_error=allow."""
+    alice = scratch.enroll("alice")
+    code = alice.code()
+    allow = "twofa-key-allow"  # the key stack, with the module option on_error=allow
+    (scratch.service_dir / allow).write_text(f"{scratch.auth_line} on_error=allow\nauth required {PAM_PERMIT}\n")
+    # Control, under the valid policy (mode off): frank gets in, alice is asked for her code.
+    assert scratch.login(KEY, "frank").ok
+    assert scratch.pamtester(allow, "frank").ok
+    assert scratch.pamtester(allow, "alice").prompted
+
+    scratch.write_policy_text(NO_VERSION[kind].format(state=scratch.state_dir), verbatim=True)
+    check = scratch.cli("check")
+    assert check.rc == 2, str(check)
+    assert f"{scratch.policy_path}:1: " in check.output, str(check)
+    if not kind.startswith("truncated"):
+        assert f'{scratch.policy_path}:1: version: missing; add "version: 1" as the first line' in check.output
+
+    for stack in STACKS:
+        for user, answer in (("alice", code), ("frank", None)):
+            result = scratch.login(stack, user, answer)
+            assert result.denied, str(result)
+            assert MSG_ERROR in result.output and not result.prompted, str(result)
+            assert result.log_with(f"user={user}", "error: policy", f"{scratch.policy_path}:1:"), str(result)
+    for user in ("alice", "frank"):
+        result = scratch.pamtester(allow, user)
+        assert result.ok and not result.prompted, str(result)
+        assert result.log_with(f"user={user}", "allowed without a code"), str(result)
+
+    # Repaired: alice is asked again, and her code was not consumed by the refused attempts.
+    scratch.write_policy()
+    assert scratch.login(KEY, "alice", code).ok
 
 
 # --- broken state ------------------------------------------------------------------

@@ -17,10 +17,10 @@ pytestmark = pytest.mark.pam
 
 class Collected:
     def __init__(self) -> None:
-        self.lines = []
-        self.typed = set()  # answers typed at prompts: codes, passwords
-        self.secrets = set()  # TOTP secrets (base32, lower case, hex), enrollment and recovery codes
-        self.passwords = set()
+        self.lines: list[str] = []
+        self.typed: set[str] = set()  # answers typed at prompts: codes, passwords
+        self.secrets: set[str] = set()  # TOTP secrets (base32, lower case, hex), enrollment and recovery codes
+        self.passwords: set[str] = set()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,66 @@
+"""Trusted clients (``trust.seconds``): the record's trust for a client address (pure: no I/O, no clock).
+
+A code accepted from an address trusts that address for the account until
+``now + trust.seconds``. Only an asked-and-passed login grants or renews it: a
+trusted login renewing itself would keep a user who logs in often trusted
+forever. Addresses are stored in one canonical text, so ``::ffff:192.0.2.1``,
+``192.0.2.1`` and ``fe80::1%eth0`` / ``fe80::1`` each share one entry
+(docs/policy.md, docs/threat-model.md).
+"""
+
+from _socket import AF_INET6, inet_ntop
+
+from pam_twofa.network import parse_address
+from pam_twofa.record import MAX_TRUSTED
+
+
+def client_key(rhost: str | None) -> str | None:
+    """The canonical text of the client's IP address; None without one (missing, empty, a hostname).
+
+    A hostname (sshd with ``UseDNS yes``) is never trusted: whoever controls
+    the reverse DNS of their address would choose which entry they match.
+    """
+    address = parse_address(rhost)
+    if address is None:
+        return None
+    bits, value = address
+    if bits == 32:
+        return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
+    return inet_ntop(AF_INET6, value.to_bytes(16, "big"))
+
+
+def until(record, rhost: str | None) -> int:
+    """When the record's trust for this client ends (0: none)."""
+    if record is None or not record.trusted:
+        return 0
+    key = client_key(rhost)
+    return record.trusted.get(key, 0) if key is not None else 0
+
+
+def applies(trusted_until: int, seconds: int, now: float) -> bool:
+    """Whether a trust that ends at ``trusted_until`` lets a login at ``now`` in, under ``trust.seconds``.
+
+    An entry that ends later than the policy now allows (``trust.seconds``
+    was lowered, or the clock went back) is not honoured: lowering the
+    setting, or setting it to 0, takes effect at once.
+    """
+    return seconds > 0 and now < trusted_until <= now + seconds
+
+
+def renew(record, rhost: str | None, now: float, seconds: int) -> None:
+    """After a correct code from ``rhost``: trust it for ``seconds`` more, in ``record`` (changed in place).
+
+    Entries that no longer apply are dropped first, so a stale entry never
+    blocks a new one; when the record is still full, the entry that expires
+    soonest goes. Without a client address nothing is granted.
+    """
+    trusted = record.trusted
+    for address in [a for a, t in trusted.items() if not applies(t, seconds, now)]:
+        del trusted[address]
+    key = client_key(rhost)
+    if seconds <= 0 or key is None:
+        return
+    trusted.pop(key, None)
+    while len(trusted) >= MAX_TRUSTED:
+        del trusted[min(trusted, key=lambda a: (trusted[a], a))]
+    trusted[key] = int(now) + seconds

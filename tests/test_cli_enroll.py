@@ -1,0 +1,311 @@
+"""twofa-enroll's enroll() and new_recovery_codes(): a real file store and policy, a scripted user.
+
+The self-service path (a user through sudo) must never change an enrolled second factor on the
+password alone: it asks for a current code, checked like a login (issue 12). Every change is told
+to the user by syslog and mail. The terminal and sudo parts are tested end to end in
+tests/e2e/test_enroll.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pyotp
+import pytest
+from support.codes import code_not_in
+
+from pam_twofa import mail, policy
+from pam_twofa.accounts import Account
+from pam_twofa.cli import UsageError
+from pam_twofa.cli import enroll as cli
+from pam_twofa.record import Record
+from pam_twofa.recovery import new_codes
+from pam_twofa.store import FileStore
+
+NOW = 1_700_000_010.0
+OLD_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+OLD_KEY = base64.b32decode(OLD_SECRET)
+ALICE = Account("alice", 1001, 1001, {1001}, "/home/alice")
+
+
+def code_at(secret: str, offset: int = 0) -> str:
+    return pyotp.TOTP(secret).at(int(NOW) + 30 * offset)
+
+
+def wrong(secret: str = OLD_SECRET) -> str:
+    return code_not_in({code_at(secret, k) for k in range(-2, 3)}, start=123456, stride=1111)
+
+
+class User:
+    """Answers prompts from a script: prompt substring -> list of answers (callables get the transcript)."""
+
+    def __init__(self, answers: dict) -> None:
+        self.answers = {key: list(value) for key, value in answers.items()}
+        self.transcript: list[str] = []
+        self.prompts: list[str] = []
+
+    def out(self, text: str = "") -> None:
+        self.transcript.append(text)
+
+    def ask(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        for key, queue in self.answers.items():
+            if key in prompt:
+                if not queue:
+                    raise AssertionError(f"no more answers for {prompt!r}")
+                answer = queue.pop(0)
+                return answer("\n".join(self.transcript)) if callable(answer) else answer
+        raise AssertionError(f"unexpected prompt {prompt!r}")
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.transcript)
+
+
+def new_secret_code(transcript: str) -> str:
+    """The current code of the new secret printed on the screen (groups of four)."""
+    grouped = re.findall(r"^    ((?:[A-Z2-7]{4} ){7}[A-Z2-7]{4})$", transcript, re.M)[-1]
+    return code_at(grouped.replace(" ", ""))
+
+
+class FixedSession(cli.Session):
+    def now(self) -> float:
+        return NOW
+
+
+@pytest.fixture
+def env(make_policy, state_dir, monkeypatch, logs):
+    """(policy, store, sent mails, log lines): mail.send captured, max_failures 3."""
+    loaded = policy.load(make_policy("rate_limit:\n  max_failures: 3\n  per_seconds: 900\n"), use_cache=False)
+    store = FileStore(state_dir)
+    sent = []
+    monkeypatch.setattr(mail, "send", lambda pol, message: sent.append(message))
+
+    class Env:
+        pass
+
+    e = Env()
+    e.policy, e.store, e.sent, e.logs = loaded, store, sent, logs
+    return e
+
+
+CODES: list[str] = []  # the plain recovery codes of the last enrolled_record()
+
+
+def enrolled_record(**fields) -> Record:
+    codes, salt, hashes = new_codes()
+    CODES[:] = codes
+    fields.setdefault("last_step", int(NOW) // 30 - 5)
+    return Record(
+        "alice", key=OLD_KEY, enrolled_at=int(NOW) - 86400, recovery_salt=salt, recovery_hashes=hashes, **fields
+    )
+
+
+def session(user: User, *argv, admin: bool = False) -> FixedSession:
+    args = cli.parser().parse_args(list(argv))
+    return FixedSession(args, ALICE, admin=admin, out=user.out, ask=user.ask, ask_secret=user.ask)
+
+
+def run_enroll(env, user: User, *argv, admin: bool = False) -> int:
+    return cli.enroll(session(user, *argv, admin=admin), env.policy, env.store)
+
+
+def run_renew(env, user: User, admin: bool = False) -> int:
+    return cli.new_recovery_codes(session(user, "--recovery-codes", admin=admin), env.policy, env.store)
+
+
+# -- replacing an enrolled secret needs a current code ----------------------------------
+
+
+def test_replacing_needs_the_current_code_and_wrong_ones_count_toward_the_lockout(env):
+    old = enrolled_record()
+    env.store.update("alice", lambda _r: old)
+    user = User({"Replace": ["y"], "Current code": [wrong(), wrong(), wrong()]})
+    with pytest.raises(UsageError, match="locked until .* twofa-admin unlock alice"):
+        run_enroll(env, user)
+    after = env.store.load("alice")
+    assert after.key == OLD_KEY, "the secret must be unchanged"
+    assert after.recovery_hashes == old.recovery_hashes
+    assert len(after.failures) == 3 and after.locked_until == int(NOW) + 900
+    assert "Scan this QR code" not in user.text, "no new secret before the current code"
+    assert "twofa-admin disable alice" in user.text  # the way out for a lost phone
+    assert env.sent == []
+
+
+def test_wrong_current_codes_below_the_limit_refuse_and_are_saved(env, make_policy):
+    env.policy = policy.load(make_policy("rate_limit:\n  max_failures: 5\n"), use_cache=False)
+    env.store.update("alice", lambda _r: enrolled_record())
+    user = User({"Replace": ["y"], "Current code": [wrong(), "12345x", "nonsense"]})
+    with pytest.raises(UsageError, match="no valid current code after 3 tries; nothing was changed.*disable alice"):
+        run_enroll(env, user)
+    after = env.store.load("alice")
+    assert after.key == OLD_KEY and len(after.failures) == 3 and not after.locked_until
+    assert user.text.count("Wrong code.") == 2
+    assert [line for line in env.logs if "result=refused: bad code" in line and "failure 3 of 5" in line]
+
+
+def test_a_locked_account_cannot_replace_and_is_not_asked(env):
+    env.store.update("alice", lambda _r: enrolled_record(locked_until=int(NOW) + 600))
+    user = User({"Replace": ["y"]})
+    with pytest.raises(UsageError, match=r"locked until \d{4}-\d\d-\d\d \d\d:\d\d \(UTC\).*twofa-admin unlock alice"):
+        run_enroll(env, user)
+    assert not [p for p in user.prompts if "Current code" in p]
+    after = env.store.load("alice")
+    assert after.key == OLD_KEY and after.locked_until == int(NOW) + 600
+
+
+def test_a_used_code_cannot_prove_the_account(env):
+    used_step = int(NOW) // 30
+    env.store.update("alice", lambda _r: enrolled_record(last_step=used_step))
+    user = User({"Replace": ["y"], "Current code": [code_at(OLD_SECRET)] * 3})
+    with pytest.raises(UsageError, match="locked until"):  # replays are failures: the third locks (max 3)
+        run_enroll(env, user)
+    assert "already used" in user.text
+    after = env.store.load("alice")
+    assert after.key == OLD_KEY and len(after.failures) == 3
+
+
+def test_the_current_code_replaces_the_secret_and_is_used_up(env):
+    env.store.update("alice", lambda _r: enrolled_record(email="alice@example.org"))
+    user = User(
+        {"Replace": ["y"], "Current code": [wrong(), code_at(OLD_SECRET)], "Code from the app": [new_secret_code]}
+    )
+    assert run_enroll(env, user) == 0
+    after = env.store.load("alice")
+    assert after.key != OLD_KEY and after.enrolled
+    assert after.failures == [] and after.email == "alice@example.org"
+    # The old secret's code was consumed before the new secret was made: it cannot be reused.
+    assert user.prompts.index(cli.CURRENT_PROMPT) < [i for i, p in enumerate(user.prompts) if "Code from" in p][0]
+    assert [line for line in env.logs if "current code accepted: success" in line]
+    [notice] = env.sent
+    assert notice["To"] == "alice@example.org"
+
+
+def test_a_recovery_code_proves_the_account_once(env):
+    old = enrolled_record()
+    env.store.update("alice", lambda _r: old)
+    user = User({"Replace": ["y"], "Current code": [CODES[3]], "Code from the app": [new_secret_code]})
+    assert run_enroll(env, user) == 0
+    assert env.store.load("alice").key != OLD_KEY
+    # the same recovery code is gone with the old set, and in between it was consumed (see the store test below)
+    assert [line for line in env.logs if "current code accepted: success (recovery code)" in line]
+
+
+def test_the_accepted_code_is_consumed_even_if_the_user_stops_later(env):
+    old = enrolled_record()
+    env.store.update("alice", lambda _r: old)
+
+    def interrupt(_transcript):
+        raise KeyboardInterrupt
+
+    user = User({"Replace": ["y"], "Current code": [CODES[0]], "Code from the app": [interrupt]})
+    with pytest.raises(KeyboardInterrupt):
+        run_enroll(env, user)
+    after = env.store.load("alice")
+    assert after.key == OLD_KEY, "nothing new stored"
+    assert len(after.recovery_hashes) == len(old.recovery_hashes) - 1, "the recovery code used to prove is used up"
+
+
+def test_first_enrollment_needs_no_current_code_and_notifies(env):
+    env.store.update("alice", lambda _r: Record("alice", email="alice@example.org"))  # address only
+    user = User({"Code from the app": [new_secret_code]})
+    assert run_enroll(env, user) == 0
+    assert cli.CURRENT_PROMPT not in user.prompts
+    assert env.store.load("alice").enrolled
+    [notice] = env.sent
+    assert notice["To"] == "alice@example.org" and "alice" in notice["Subject"]
+    body = notice.get_content()
+    assert "enrolled" in body and "twofa-admin disable alice" in body
+    assert [line for line in env.logs if "user=alice result=enrolled (from " in line]
+
+
+def test_admin_replaces_without_a_code_and_the_user_is_told(env):
+    env.store.update("alice", lambda _r: enrolled_record(locked_until=int(NOW) + 600))
+    secret = pyotp.random_base32(32)
+    user = User({})
+    assert run_enroll(env, user, "--secret", secret, "--code", code_at(secret), "--force", admin=True) == 0
+    after = env.store.load("alice")
+    assert base64.b32encode(after.key).decode().rstrip("=") == secret and not after.locked_until
+    [notice] = env.sent
+    assert notice["To"] == "alice@localhost"  # the policy's template: no recorded address
+    assert "replacing the previous secret" in notice.get_content()
+    assert [line for line in env.logs if "result=enrolled, replacing the previous secret (from " in line]
+
+
+# -- renewing recovery codes needs a current code ------------------------------------
+
+
+def test_renewing_recovery_codes_needs_a_current_code(env):
+    old = enrolled_record()
+    env.store.update("alice", lambda _r: old)
+    user = User({"Current code": [wrong(), wrong(), wrong()]})
+    with pytest.raises(UsageError, match="locked until"):
+        run_renew(env, user)
+    after = env.store.load("alice")
+    assert after.recovery_hashes == old.recovery_hashes and after.recovery_salt == old.recovery_salt
+    assert "Recovery codes:" not in user.text and env.sent == []
+
+
+def test_renewing_with_the_current_code_makes_new_codes_and_notifies(env):
+    old = enrolled_record()
+    env.store.update("alice", lambda _r: old)
+    user = User({"Current code": [code_at(OLD_SECRET)]})
+    assert run_renew(env, user) == 0
+    after = env.store.load("alice")
+    assert after.recovery_salt != old.recovery_salt and after.last_step == int(NOW) // 30
+    [notice] = env.sent
+    assert "new recovery codes" in notice.get_content()
+    shown = re.findall(r"\b[a-z2-9]{5}-[a-z2-9]{5}\b", user.text[user.text.index("Recovery codes:") :])
+    assert len(shown) == 10 and not [c for c in shown if c in notice.get_content()]
+
+
+def test_admin_renews_without_a_code(env):
+    env.store.update("alice", lambda _r: enrolled_record())
+    user = User({})
+    assert run_renew(env, user, admin=True) == 0
+    assert cli.CURRENT_PROMPT not in user.prompts and len(env.sent) == 1
+
+
+# -- notifications ---------------------------------------------------------------------
+
+
+def test_a_mail_failure_is_logged_and_does_not_undo_the_change(env, monkeypatch):
+    def fail(_policy, _message):
+        raise mail.MailError("SMTP localhost:25: Connection refused")
+
+    monkeypatch.setattr(mail, "send", fail)
+    env.store.update("alice", lambda _r: enrolled_record())
+    assert run_renew(env, User({"Current code": [code_at(OLD_SECRET)]})) == 0
+    assert env.store.load("alice").enrolled
+    assert [line for line in env.logs if "notification mail failed" in line and "Connection refused" in line]
+
+
+def test_no_mail_when_the_template_gives_no_valid_address(env, make_policy):
+    env.policy = policy.load(make_policy('email:\n  address: "{user}@corp.example"\n'), use_cache=False)
+    account = Account("x@evil.example", 1002, 1002, {1002}, "/home/x")
+    secret = pyotp.random_base32(32)
+    args = cli.parser().parse_args(["--secret", secret, "--code", code_at(secret)])
+    user = User({})
+    assert cli.enroll(FixedSession(args, account, admin=True, out=user.out, ask=user.ask), env.policy, env.store) == 0
+    assert env.sent == []
+    assert [line for line in env.logs if "notification not mailed" in line]
+
+
+def test_the_notice_names_what_when_where_and_what_to_do_without_any_secret(env):
+    message = mail.build_change_notice(
+        env.policy, "alice", "alice@example.org", "new recovery codes", "run by bob (uid 1002)", NOW, "host1"
+    )
+    body = message.get_content()
+    assert message["To"] == "alice@example.org" and message["From"] == "pam-twofa@host1"
+    assert "host1" in message["Subject"]
+    for part in ("alice", "host1", "new recovery codes", "2023-11-14 22:13:30 UTC", "run by bob (uid 1002)"):
+        assert part in body, part
+    assert "twofa-admin disable alice" in body and "administrator" in body
+
+
+def test_origin_names_the_invoking_uid(monkeypatch):
+    monkeypatch.setenv("SUDO_UID", "0")
+    monkeypatch.setenv("SSH_CONNECTION", "203.0.113.9 50000 10.0.0.1 22")
+    where = cli.origin()
+    assert "run by root (uid 0)" in where and "ssh client 203.0.113.9 port 50000" in where
