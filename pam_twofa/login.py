@@ -136,8 +136,9 @@ class Login:
         except PolicyError as exc:
             return self.failed_closed("policy", exc)
         self.on_error = policy.on_error
-        from pam_twofa.store import StoreError
+        from pam_twofa.store import Store, StoreError
 
+        store: Store
         if policy.backend == "postgresql":
             from pam_twofa.agentstore import AgentStore
 
