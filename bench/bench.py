@@ -1,4 +1,4 @@
-"""pam-twofa benchmarks (SPEC §11): ratios measured in one run, never absolute budgets.
+"""pam-twofa benchmarks (docs/performance.md): ratios measured in one run, never absolute budgets.
 
 Usage (as root, after scripts/install.sh):  /usr/bin/python3 bench/bench.py [--runs N]
 

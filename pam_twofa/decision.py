@@ -1,4 +1,4 @@
-"""Who is asked for a code: the four steps of SPEC §3, and trusted clients (pure: no I/O).
+"""Who is asked for a code: the four steps of docs/policy.md, and trusted clients (pure: no I/O).
 
 The caller looks up the facts (group ids, client address, enrollment) and
 passes them in; ``decide`` returns what to do and the rule that decided it,

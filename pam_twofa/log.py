@@ -1,4 +1,4 @@
-"""Syslog (facility authpriv) for every decision and outcome (SPEC §8).
+"""Syslog (facility authpriv) for every decision and outcome (docs/login.md).
 
 Lines look like ``pam_twofa(sshd:auth): user=alice rhost=10.0.0.7 result=bad code``.
 Callers pass only names, addresses, results and rules, never a code, secret

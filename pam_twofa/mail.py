@@ -1,4 +1,4 @@
-"""Emailed one-time codes: the message and its delivery over real SMTP (SPEC §6).
+"""Emailed one-time codes: the message and its delivery over real SMTP (docs/login.md).
 
 An adapter: ``smtplib`` with STARTTLS, implicit TLS and authentication as the
 policy says, bounded by ``email.smtp.timeout``. Imported only when a login

@@ -174,7 +174,11 @@ class _Validator:
                 self.error(key_node, prefix, "keys must be plain names")
                 continue
             name = key_node.value
-            full = f"{prefix}.{name}" if prefix else name
+            # A key that is blank or has odd characters is quoted, so the message stays readable.
+            shown = (
+                name if name and name.strip() == name and all(c.isalnum() or c in "_-" for c in name) else repr(name)
+            )
+            full = f"{prefix}.{shown}" if prefix else shown
             if name in seen:
                 self.error(key_node, full, "repeated key")
                 continue

@@ -1,7 +1,7 @@
 """TOTP (RFC 6238) over HOTP (RFC 4226): pure functions, no I/O, no clock.
 
 Used on the login path, so it avoids the ``hmac``/``hashlib``/``base64``
-modules, whose imports alone cost more than the login budget (SPEC §11): HMAC
+modules, whose imports alone cost more than the login budget (docs/performance.md): HMAC
 is a few lines over the interpreter's builtin ``_sha*`` modules. A test proves
 the codes equal ``pyotp``'s for many random secrets, times and digit counts.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The SPEC §11 benchmark, as root: prints one table of ratios measured in one run.
+# The benchmark of docs/performance.md, as root: prints one table of ratios measured in one run.
 #   sudo bash scripts/bench.sh [--runs N] [--rounds N]
 # Installs what it needs exactly as the test command does, and builds the
 # password-stack SSH host image for figure (5).

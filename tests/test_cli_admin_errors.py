@@ -1,4 +1,4 @@
-"""twofa-admin's errors and exit codes (SPEC §7, issue 5 "Must show" 4), through the INSTALLED command.
+"""twofa-admin's errors and exit codes (README twofa-admin, issue 5 "Must show" 4), through the INSTALLED command.
 
 Every case runs ``/usr/local/bin/twofa-admin`` as a subprocess, as an
 administrator would, and checks the documented contract of

@@ -1,4 +1,4 @@
-"""pam_twofa.decision: the four steps of SPEC §3, table-driven, with plain Facts (no system lookups)."""
+"""pam_twofa.decision: the four steps of docs/policy.md, table-driven, with plain Facts (no system lookups)."""
 
 from __future__ import annotations
 

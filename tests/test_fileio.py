@@ -1,4 +1,4 @@
-"""write_atomic and friends (SPEC §4): temporary file in the same folder, fsync, rename; never through a symlink."""
+"""write_atomic and friends (docs/store.md): temporary file in the same folder, fsync, rename; never through a symlink."""
 
 import multiprocessing
 import os

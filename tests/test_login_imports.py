@@ -1,4 +1,4 @@
-"""Regression guard for the login budget (SPEC §11): what a login imports, not how long it takes.
+"""Regression guard for the login budget (docs/performance.md): what a login imports, not how long it takes.
 
 A successful login runs in a fresh ``/usr/bin/python3 -I`` (as pam_python
 embeds it) with a warm policy cache, and must not import the modules that

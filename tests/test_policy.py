@@ -1,4 +1,4 @@
-"""Loading the policy on the login path: the compiled cache, and refusing unsafe files (SPEC §3, §4, §11)."""
+"""Loading the policy on the login path: the compiled cache, and refusing unsafe files (docs/policy.md)."""
 
 import os
 import shutil

@@ -1,4 +1,4 @@
-"""Strict validation of the policy YAML (SPEC §3): what is accepted, and errors as FILE:LINE: key: message."""
+"""Strict validation of the policy YAML (docs/policy.md): what is accepted, and errors as FILE:LINE: key: message."""
 
 import json
 import os

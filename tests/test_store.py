@@ -1,4 +1,4 @@
-"""The file store (SPEC §4, §12): one private record per user, atomic updates under a per-user fcntl lock."""
+"""The file store (docs/store.md): one private record per user, atomic updates under a per-user fcntl lock."""
 
 import multiprocessing
 import os

@@ -53,7 +53,7 @@ def run(main, argv=None, prog: str | None = None) -> int:
     except EOFError:
         print(f"\n{prog}: no input (terminal closed?); nothing was changed", file=sys.stderr)
         return 130
-    except Exception as exc:  # never a traceback for the user (SPEC §7)
+    except Exception as exc:  # never a traceback for the user (docs/login.md)
         print(
             f"{prog}: unexpected error ({type(exc).__name__}); nothing was changed. Please report this.",
             file=sys.stderr,

@@ -1,4 +1,4 @@
-"""twofa-admin: the root tool (SPEC §7)."""
+"""twofa-admin: the root tool (README, twofa-admin)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""twofa-enroll: turn on two-factor authentication for an account (SPEC §5).
+"""twofa-enroll: turn on two-factor authentication for an account (README Enrollment, docs/threat-model.md).
 
 Two ways in:
 

@@ -1,4 +1,4 @@
-"""End to end layer (SPEC §10, layer 3): real sshd with pam-twofa in Docker.
+"""End to end layer (the third test layer): real sshd with pam-twofa in Docker.
 
 pytest-docker starts docker/docker-compose.yml (docker-compose 1.29): two SSH
 hosts built by docker/Dockerfile, installed as the README tells an admin:

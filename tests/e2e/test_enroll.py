@@ -1,4 +1,4 @@
-"""Self-service enrollment (``twofa-enroll``, SPEC §5, issue 3) end to end.
+"""Self-service enrollment (``twofa-enroll``, docs/threat-model.md, issue 3) end to end.
 
 Real users with real passwords live only in the containers, so the tool runs
 there, as an unprivileged user on a real terminal: ``docker exec -it -u USER``

@@ -1,4 +1,4 @@
-"""SSH logins against real sshd + pam-twofa in Docker (SPEC §10, layer 3).
+"""SSH logins against real sshd + pam-twofa in Docker (the third test layer).
 
 Users, policy and helpers: see conftest.py. Every login is a new SSH
 connection. paramiko drives keyboard-interactive; one scenario uses the

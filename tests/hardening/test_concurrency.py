@@ -1,4 +1,4 @@
-"""Races (SPEC §4, §11): parallel logins of one user with the same code, with
+"""Races (docs/store.md, docs/performance.md): parallel logins of one user with the same code, with
 different wrong codes around the lockout boundary, enrollment racing logins,
 and many processes creating the store at once.
 

@@ -1,4 +1,4 @@
-"""Crashes (SPEC §4): SIGKILL the authenticating process at every step of a write.
+"""Crashes (docs/store.md): SIGKILL the authenticating process at every step of a write.
 
 A child ``/usr/bin/python3 -I`` (the interpreter pam_python embeds; sys.path =
 this checkout) wraps ``os.open/write/fsync/close/rename/unlink/fchmod/mkdir``

@@ -1,4 +1,4 @@
-"""Adversarial files (SPEC §4, §9): links, FIFOs, folders, wrong owners and modes,
+"""Adversarial files (docs/store.md, docs/login.md): links, FIFOs, folders, wrong owners and modes,
 truncated, empty, oversized, binary and wrong-shaped files, wherever pam-twofa
 expects one of its own.
 

@@ -1,4 +1,4 @@
-"""Syslog never holds a secret (SPEC §8), over a broad run through the real PAM stack.
+"""Syslog never holds a secret (docs/login.md), over a broad run through the real PAM stack.
 
 One module-scoped scenario drives every path that logs: enrollment (given
 secret and google-authenticator import), success, wrong code, replay,

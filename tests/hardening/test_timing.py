@@ -11,7 +11,7 @@ dominates the cost of a refused code.
 (What a user is TOLD still differs where the policy says so: a locked
 account is told it is locked, so its owner knows to wait or call an admin.
 An unenrolled user whom the policy does not ask, or asks by email, gets a
-different conversation by design: SPEC §3.)
+different conversation by design: docs/policy.md.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Harness of the PAM layer (SPEC §10.2): the real ``pam_python.so`` loading
+"""Harness of the PAM layer (the second test layer): the real ``pam_python.so`` loading
 the INSTALLED module, driven by ``pamtester`` under ``pam_wrapper``.
 
 Nothing on the host is changed:
@@ -31,7 +31,7 @@ syslog lines it produced.
 
 Every call also asserts, for every test, that no ``Traceback`` reached the
 output or syslog, and that no secret, password or code typed so far in the
-test appears in syslog (SPEC §8).
+test appears in syslog (docs/login.md).
 """
 
 from __future__ import annotations

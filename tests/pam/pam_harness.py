@@ -35,7 +35,7 @@ PAM_PERMIT = "/lib/x86_64-linux-gnu/security/pam_permit.so"
 PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
 TOOLS = ("pamtester", "oathtool", "unshare", "mount", "twofa-admin", "twofa-enroll")
 
-# The two stacks (SPEC §3, REFERENCE "How sshd drives PAM").
+# The two stacks (docs/login.md).
 PW = "twofa-pw"  # password (pam_matrix) then the code
 KEY = "twofa-key"  # the code then pam_permit: the SSH key was the first factor
 STACKS = (PW, KEY)
@@ -514,7 +514,7 @@ class Scratch:
         self.service_dir.mkdir()
         self.users = USERS
         self.passwords = PASSWORDS
-        # Everything syslog must never contain (SPEC §8): grows with the test.
+        # Everything syslog must never contain (docs/login.md): grows with the test.
         self.sensitive: set[str] = set(PASSWORDS.values())
         self.enrolled: dict[str, Enrolled] = {}
         self.write_policy()

@@ -1,4 +1,4 @@
-"""Session-level syslog audit (SPEC §8): run over EVERY line a PAM test session captured.
+"""Session-level syslog audit (docs/login.md): run over EVERY line a PAM test session captured.
 
 Each harness call already checks its own lines against the secrets of its
 own test. This audit runs once at the end of a session (the ``pam_env``

@@ -1,4 +1,4 @@
-"""twofa-admin against the real login path (issue 5, "Must show" 1-3; SPEC §3 and §7).
+"""twofa-admin against the real login path (issue 5, "Must show" 1-3; docs/policy.md).
 
 Every claim of ``twofa-admin`` (disable, status, explain, unlock) is checked
 against what the real ``pam_python.so`` does with the INSTALLED module,
@@ -6,7 +6,7 @@ driven by pamtester under pam_wrapper/nss_wrapper (see conftest.py).
 ``twofa-admin`` runs as a subprocess under the same nss_wrapper users.
 
 Emailed codes go to a real SMTP server (aiosmtpd) in this process, so the
-email branch of SPEC §3 step 3 is observed as a ``Code sent to`` prompt and
+email branch of docs/policy.md step 3 is observed as a ``Code sent to`` prompt and
 a delivered message, not inferred.
 
 Users and groups (pam_harness.USERS / GROUPS): alice is a supplementary and
@@ -342,7 +342,7 @@ STATUS_POLICY = dict(
     max_failures=3,
 )
 
-# what SPEC §3 says each row must be: (enrolled, exempt, enforced, locked, rule fragment)
+# what docs/policy.md says each row must be: (enrolled, exempt, enforced, locked, rule fragment)
 STATUS_EXPECTED = {
     "alice": (True, False, True, False, "enrolled"),  # staff (supplementary), enrolled
     "bob": (True, False, False, True, "enrolled"),  # optional, enrolled, locked out below
@@ -538,7 +538,7 @@ EXPLAIN_RHOSTS = {
 
 
 def spec_decision(user_kind: str, network, unenrolled: str) -> str:
-    """SPEC §3, in order, written out independently of the product."""
+    """The decision of docs/policy.md, in order, written out independently of the product."""
     if user_kind.startswith("exempt-") or network:
         return "skip"
     if user_kind == "enrolled-not-enforced":

@@ -1,4 +1,4 @@
-"""The email fallback through the real PAM stack (SPEC §3 step 3, §6; issue 4).
+"""The email fallback through the real PAM stack (docs/policy.md step 3, docs/login.md; issue 4).
 
 Enforced users who have not enrolled TOTP get a one-time code by mail, in the
 same ``pamtester`` run that then asks for it: the harness's interactive

@@ -1,4 +1,4 @@
-"""Bad input through the real PAM stack (SPEC §9): broken policy, broken state,
+"""Bad input through the real PAM stack (docs/login.md, Bad input): broken policy, broken state,
 unknown users, malformed codes. Each fails closed with a clear message, and
 no traceback reaches the output or syslog (the harness checks every call).
 """

@@ -1,4 +1,4 @@
-"""Users who are not asked for a code (SPEC §3 steps 1 and 4), in both stacks.
+"""Users who are not asked for a code (docs/policy.md steps 1 and 4), in both stacks.
 
 The policy enforces 2FA for everyone with ``unenrolled: deny`` and the exempt
 users are ENROLLED, so only the exemption can explain a login without a

@@ -1,4 +1,4 @@
-"""Syslog through the real PAM stack (SPEC §8): every outcome is logged, to
+"""Syslog through the real PAM stack (docs/login.md): every outcome is logged, to
 authpriv, and no code, secret or password is ever logged.
 
 A module-scoped scenario drives every path once (success, wrong code,

@@ -1,6 +1,6 @@
 """Codes, replay, lockout and enforcement through the real PAM stack (pamtester + pam_python).
 
-Both stacks of SPEC §3: password (pam_matrix) then code, and code then
+Both stacks of docs/login.md: password (pam_matrix) then code, and code then
 pam_permit (the SSH key was the first factor). Codes come from oathtool.
 """
 
