@@ -208,3 +208,18 @@ def test_a_hung_agent_is_bounded_by_the_deadline(tmp_path):
     finally:
         listener.close()
         os.unlink(path)
+
+
+def test_a_row_locked_past_statement_timeout_fails_in_bounded_time(fleet):
+    fleet.write_policy(statement_timeout=1)
+    fleet.start_agent()
+    holder = fleet.store()
+    store = client(fleet, timeout=3)  # what login.py gives: connect_timeout + statement_timeout + 1 = 2 + 1 + 1
+    with holder.locked("alice"):  # another host's login (or an admin) holds the row
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="agent: database"):
+            with store.locked("alice"):
+                pass
+        assert time.monotonic() - started < 3
+    with store.locked("alice") as section:  # and the agent's connection is usable again at once
+        assert section.record is None
