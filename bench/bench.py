@@ -39,6 +39,8 @@ PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
 
 
 def installed_module() -> str:
+    if os.environ.get("PAM_TWOFA_BENCH_PACKAGE"):  # a checkout's pam_twofa folder instead of the installed one
+        return os.path.join(os.path.abspath(os.environ["PAM_TWOFA_BENCH_PACKAGE"]), "pam_module.py")
     out = subprocess.run(
         ["/usr/bin/python3", "-I", "-c", "import pam_twofa.pamconfig as p; print(p.module_path())"],
         capture_output=True,
@@ -244,11 +246,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=60, help="A/B pairs per figure (default 60)")
     parser.add_argument("--rounds", type=int, default=20, help="rounds of the same-code race (default 20)")
     parser.add_argument("--ssh", action="store_true", help="also (5): SSH login through a Docker sshd (needs Docker)")
+    parser.add_argument("--db", action="store_true", help="also (6)-(8): the database backend (needs postgresql-15)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench.py: run as root (the store must be root-owned)", file=sys.stderr)
         return 1
     rows = login_vs_bare(args.runs) + scale(args.runs)
+    db_lines, db_ok = [], True
+    if args.db:
+        from db_bench import db_figures
+
+        db_rows, db_lines, db_ok = db_figures(Bench, args.runs, args.rounds)
+        rows += db_rows
     if args.ssh:
         from ssh_bench import ssh_rows
 
@@ -267,9 +276,9 @@ def main() -> int:
             f"{name:50} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}"
         )
     lines, concurrent_ok = concurrency(args.rounds)
-    for line in lines:
+    for line in lines + db_lines:
         print(line)
-    return 0 if ok and concurrent_ok else 1
+    return 0 if ok and concurrent_ok and db_ok else 1
 
 
 if __name__ == "__main__":

@@ -136,9 +136,18 @@ class Login:
         except PolicyError as exc:
             return self.failed_closed("policy", exc)
         self.on_error = policy.on_error
-        from pam_twofa.store import FileStore, StoreError
+        from pam_twofa.store import Store, StoreError
 
-        store = FileStore(policy.state_dir)
+        store: Store
+        if policy.backend == "postgresql":
+            from pam_twofa.agentstore import AgentStore
+
+            # A fixed deadline for every answer: an agent (re)connecting to the database, and one statement.
+            store = AgentStore(policy.agent_socket, policy.pg_connect_timeout + policy.pg_statement_timeout + 1)
+        else:
+            from pam_twofa.store import FileStore
+
+            store = FileStore(policy.state_dir)
         try:
             return self._run(policy, store)
         except StoreError as exc:
@@ -149,7 +158,7 @@ class Login:
     def _run(self, policy, store) -> str:
         from pam_twofa import accounts
         from pam_twofa.decision import DENY, EMAIL, ERROR, SKIP, TRUSTED, decide, unresolved_groups
-        from pam_twofa.store import storable_name
+        from pam_twofa.store import StoreError, storable_name
 
         account = accounts.lookup(self.user) if self.user else None
         if account is None or not storable_name(account.name):
@@ -162,7 +171,16 @@ class Login:
             self.log(log.NOTICE, "unknown user")
             self.conv.error(MSG_BAD)
             return FAIL
-        record = store.load(account.name)
+        try:
+            record = store.load(account.name)
+        except StoreError:
+            # Exempt users, groups and networks never depend on the store: an outage must
+            # not lock out the break-glass accounts. Everyone else fails as the store does.
+            unknown = decide(policy, accounts.facts(policy, account, None, self.rhost, self.now()))
+            if not unknown.exempt:
+                raise
+            self.log(log.WARNING, "exempt", unknown.rule + "; the store is failing")
+            return IGNORE
         facts = accounts.facts(policy, account, record, self.rhost, self.now())
         decision = decide(policy, facts)
         for name in unresolved_groups(policy, facts)[1]:

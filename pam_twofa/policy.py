@@ -15,7 +15,7 @@ from pam_twofa.primitives import ELOOP
 
 DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
-CACHE_MAGIC = "pam-twofa-policy-cache 3"
+CACHE_MAGIC = "pam-twofa-policy-cache 4"
 
 # The one schema: a row per key, (attribute, key path in the YAML, kind, default, check).
 # The YAML tree, the defaults, the validation and the cache all derive from it.
@@ -33,6 +33,8 @@ CACHE_MAGIC = "pam-twofa-policy-cache 3"
 #   ("host",)                       a host name or address
 #   ("path",)                       a normalized absolute path
 #   ("text",)                       any printable text
+#   ("socket",)                     a normalized absolute path that fits a Unix socket address
+#   ("dsn",)                        a non-empty libpq connection string (parsed by twofa-admin check)
 SCHEMA = (
     ("version", "version", "int", 1, ("enum", 1)),
     ("mode", "enforce.mode", "str", "off", ("enum", "off", "groups", "all")),
@@ -64,6 +66,15 @@ SCHEMA = (
     ("max_sends", "email.max_sends", "int", 3, ("range", 1, 1000)),
     ("send_window", "email.per_seconds", "int", 3600, ("range", 1, 7 * 86400)),
     ("state_dir", "storage.state_dir", "str", "/var/lib/pam-twofa", ("path",)),
+    # The database backend (README "Many hosts", docs/store.md): the login path reads backend,
+    # agent_socket and the two timeouts; the agent and the commands read the rest.
+    ("backend", "storage.backend", "str", "files", ("enum", "files", "postgresql")),
+    ("agent_socket", "storage.agent_socket", "str", "/run/pam-twofa/agent.sock", ("socket",)),
+    ("pg_dsn", "storage.postgresql.dsn", "optstr", None, ("dsn",)),
+    ("pg_password_file", "storage.postgresql.password_file", "optstr", None, ("path",)),
+    ("pg_key_file", "storage.postgresql.key_file", "str", "/etc/pam-twofa/fleet.key", ("path",)),
+    ("pg_connect_timeout", "storage.postgresql.connect_timeout", "int", 3, ("range", 1, 60)),
+    ("pg_statement_timeout", "storage.postgresql.statement_timeout", "int", 3, ("range", 1, 60)),
     ("on_error", "on_error", "str", "deny", ("enum", "deny", "allow")),
 )
 # The same rows without the check: (attribute, key path, kind, default).

@@ -83,6 +83,18 @@ def _text(value):
     return None  # printable, as every text is (see _unprintable)
 
 
+def _socket(value):
+    # sun_path holds 108 bytes with the terminating NUL
+    return _path(value) or (None if len(value.encode()) <= 107 else "expected a path of at most 107 bytes")
+
+
+def _dsn(value):
+    # libpq parses it (the agent, and twofa-admin check with its own messages); here: not empty
+    if not value.strip():
+        return "expected a libpq connection string (host=... dbname=... user=...)"
+    return None
+
+
 # The interpreters of the checks declared in policy.SCHEMA: name -> check(value, *arguments).
 CHECKS = {
     "enum": _enum,
@@ -94,6 +106,8 @@ CHECKS = {
     "path": _path,
     "host": _host,
     "text": _text,
+    "socket": _socket,
+    "dsn": _dsn,
 }
 _KIND = {key: kind for _attr, key, kind, _default, _check in SCHEMA}
 _ATTR = {key: attr for attr, key, _kind, _default, _check in SCHEMA}
@@ -273,6 +287,10 @@ def parse(text: str, path: str) -> Policy:
     if values.get("smtp_password_file") and not values.get("smtp_username"):
         validator.errors.append(
             f"{path}:{validator.lines['smtp_password_file']}: email.smtp.password_file: needs email.smtp.username"
+        )
+    if values.get("backend") == "postgresql" and not values.get("pg_dsn"):
+        validator.errors.append(
+            f"{path}:{validator.lines['backend']}: storage.postgresql.dsn: required with storage.backend: postgresql"
         )
     if validator.errors:
         raise PolicyError(validator.errors)

@@ -11,7 +11,9 @@ if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo bash scripts/in
 
 # What the package depends on (debian/control), checked first so that an
 # install needing nothing new does not need "apt-get update".
-DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy"
+# python3-psycopg2 and python3-cryptography: the database backend
+# (pam-twofa-agent, twofa-admin db), never imported on the login path.
+DEPS="sudo libpam-python python3-six python3-yaml python3-pyotp python3-qrcode python3-pampy python3-psycopg2 python3-cryptography"
 
 deb=$(bash scripts/build-deb.sh)
 
@@ -57,6 +59,19 @@ Replace each with the line from "twofa-admin pam-config" (it names
 /usr/lib/python3/dist-packages/pam_twofa/pam_module.py, the same on Debian 12 and 13),
 then run this script again to remove the link.
 MSG
+fi
+
+# The host agent of the database backend ships with the package, disabled:
+# it is enabled only when the policy selects storage.backend: postgresql.
+if /usr/bin/python3 -I -c 'import sys; from pam_twofa import policy
+sys.exit(policy.load("/etc/pam-twofa/policy.yaml").backend != "postgresql")' 2>/dev/null; then
+    if [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        systemctl enable --now pam-twofa-agent.service
+        echo "install.sh: pam-twofa-agent enabled and started (storage.backend: postgresql)"
+    else
+        echo "install.sh: storage.backend is postgresql but systemd is not running: start pam-twofa-agent yourself"
+    fi
 fi
 cat <<MSG
 

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "test.sh: run as root" >&2; exit 1; fi
 
 TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux openssh-client zbar-tools python3-pil lintian"
+# The database backend: a real PostgreSQL 15 started by the tests (tests/pgserver.py), TLS certificates made with openssl.
+TEST_DEPS="$TEST_DEPS postgresql-15 python3-psycopg2 python3-cryptography openssl"
 missing=$(for p in $TEST_DEPS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"; done)
 if [ -n "$missing" ]; then
     apt-get update -qq

@@ -482,6 +482,10 @@ def policy_values(draw, alphabet=PRINTABLE):
             value = _path_text(draw, alphabet)
         elif name == "text":
             value = draw(st.text(alphabet, max_size=12))
+        elif name == "socket":
+            value = "/run/" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=40))
+        elif name == "dsn":
+            value = "host=" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=20))
         else:
             raise AssertionError(f"no strategy for check {check}")
         values[attr] = value
@@ -489,6 +493,8 @@ def policy_values(draw, alphabet=PRINTABLE):
         values["smtp_starttls"] = False
     if values.get("smtp_password_file") and not values.get("smtp_username"):
         values["smtp_username"] = "relay"
+    if values.get("backend") == "postgresql" and not values.get("pg_dsn"):
+        values["pg_dsn"] = "host=db1 dbname=twofa"
     return values
 
 
@@ -551,7 +557,7 @@ def test_policy_with_a_newline_in_a_value_is_refused_and_a_valid_one_is_cached(f
 
 
 def test_cache_magic_names_the_format_with_trust_seconds():
-    assert CACHE_MAGIC == "pam-twofa-policy-cache 3"
+    assert CACHE_MAGIC == "pam-twofa-policy-cache 4"  # 4: the storage backend keys
     assert "trust.seconds 0" in policy.dumps_cache(policy.Policy(), os.stat(REPO)).split("\n")
 
 

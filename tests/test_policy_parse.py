@@ -706,6 +706,8 @@ GOOD_TEXT = {
     "host": "mail.example.org",
     "path": "/etc/pam-twofa/x",
     "text": "relay user",
+    "socket": "/run/pam-twofa/agent.sock",
+    "dsn": "host=db1 dbname=twofa",
 }
 CONTROL = ["\n", "\r", "\t", "\x00", "\x07", "\x1b", "\x7f", "\x85", "\u2028", "\u200b", "\ufeff", "\ud800"]
 TEXT_KEYS = [
@@ -735,6 +737,7 @@ def test_text_keys_cover_every_text_and_list_key_but_the_enums():
         "enforce.unenrolled",
         "totp.algorithm",
         "on_error",
+        "storage.backend",
     }
 
 

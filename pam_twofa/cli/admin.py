@@ -19,6 +19,7 @@ examples:
   twofa-admin unlock alice
   twofa-admin email alice alice@example.com
   twofa-admin pam-config --stack key
+  twofa-admin db check                 # the database backend (README "Many hosts")
 """
 
 
@@ -66,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--stack", choices=("password", "key"), default="password", help="password+code (default) or SSH key+code"
     )
+    from pam_twofa.cli import db
+
+    db.add_parsers(command)
     return top
 
 
@@ -119,7 +123,16 @@ def cmd_check(args) -> int:
         raise PolicyError([*exc.errors, *errors]) from None
     group_errors, group_notes = group_problems(args.policy, loaded)
     errors, notes = [*group_errors, *errors], [*group_notes, *notes]
-    print(f"{args.policy}: OK (enforce.mode: {loaded.mode}, state_dir: {loaded.state_dir})")
+    if loaded.backend == "postgresql":
+        from pam_twofa.backends import storage_problems
+
+        with open(args.policy, encoding="utf-8") as handle:
+            storage_errors, storage_warnings = storage_problems(loaded, handle.read())
+        errors, notes = [*storage_errors, *errors], [*(f"warning: {w}" for w in storage_warnings), *notes]
+        where = f"backend: postgresql via {loaded.agent_socket}"
+    else:
+        where = f"state_dir: {loaded.state_dir}"
+    print(f"{args.policy}: OK (enforce.mode: {loaded.mode}, {where})")
     for note in notes:
         print(note)
     for error in errors:
@@ -157,10 +170,10 @@ def group_problems(path: str, loaded) -> tuple[list, list]:
 
 def _context(args):
     from pam_twofa import policy
-    from pam_twofa.store import FileStore
+    from pam_twofa.backends import store_for
 
     loaded = policy.load(args.policy)
-    return loaded, FileStore(loaded.state_dir)
+    return loaded, store_for(loaded)
 
 
 def _known(store, user: str):
@@ -480,6 +493,12 @@ def cmd_pam_config(args) -> int:
     return 0
 
 
+def cmd_db(args) -> int:
+    from pam_twofa.cli import db
+
+    return db.run(args)
+
+
 def invoker() -> str:
     """Who is running this, for audit lines: the login user behind sudo/su if known."""
     import os
@@ -504,6 +523,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "email": cmd_email,
     "pam-config": cmd_pam_config,
+    "db": cmd_db,
 }
 
 

@@ -473,10 +473,10 @@ def new_recovery_codes(session: Session, loaded, store) -> int:
 
 def _load(policy_path: str):
     from pam_twofa import policy
-    from pam_twofa.store import FileStore
+    from pam_twofa.backends import store_for
 
     loaded = policy.load(policy_path)
-    return loaded, FileStore(loaded.state_dir)
+    return loaded, store_for(loaded)
 
 
 def run_admin(args) -> int:

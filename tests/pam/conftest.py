@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pytest
 from pam_harness import USERS, Scratch
+from pgfixtures import pg_server  # noqa: F401  (a real PostgreSQL for the database backend's tests)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,63 @@
+"""The wire format between the login path and ``pam-twofa-agent`` (docs/store.md, "The host agent").
+
+Both directions send frames over a Unix stream socket: a header line
+``pta1 WORD LENGTH\\n`` (ASCII) and then LENGTH bytes of UTF-8 body. The
+login sends an operation as WORD; the agent answers with a status:
+
+==========  =================  ===========================================
+operation   body               answer
+==========  =================  ===========================================
+load        user name          ``record`` (record text) or ``none``
+lock        user name          opens the user's section: ``record`` / ``none``
+lockw       user name          the same without reading (``discard``): ``none``
+save        record text        in the section: ``ok``
+delete      (empty)            in the section: ``ok`` with ``1`` or ``0``
+end         (empty)            commits the section: ``ok``
+users       (empty)            ``ok`` with one name a line
+==========  =================  ===========================================
+
+Any operation may get ``error`` or ``corrupt`` with a one-line message. A
+record travels in its text form (``record.dumps``), so the login path needs
+no json. This module is imported on the login path: ``str`` methods only.
+"""
+
+TAG = "pta1"
+MAX_BODY = 128 * 1024
+MAX_HEADER = 64
+OPERATIONS = ("load", "lock", "lockw", "save", "delete", "end", "users")
+STATUSES = ("record", "none", "ok", "error", "corrupt")
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a frame of this protocol."""
+
+
+def frame(word: str, body: str = "") -> bytes:
+    data = body.encode("utf-8", "surrogatepass")
+    if len(data) > MAX_BODY:
+        raise ProtocolError("frame too large")
+    return f"{TAG} {word} {len(data)}\n".encode("ascii") + data
+
+
+def parse_header(line: bytes, allowed) -> tuple[str, int]:
+    """(word, body length) of a header line without its newline; ProtocolError if malformed."""
+    try:
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError("header is not ASCII") from None
+    parts = text.split(" ")
+    if len(parts) != 3 or parts[0] != TAG:
+        raise ProtocolError(f"not a {TAG} frame (another version of pam-twofa on one side?)")
+    word, length = parts[1], parts[2]
+    if word not in allowed:
+        raise ProtocolError("unknown operation or status")
+    if not (length.isascii() and length.isdigit()) or len(length) > 7 or int(length) > MAX_BODY:
+        raise ProtocolError("bad frame length")
+    return word, int(length)
+
+
+def decode_body(data: bytes) -> str:
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise ProtocolError("body is not UTF-8") from None

@@ -1,0 +1,183 @@
+"""The login path's store with the database backend: the ``Store`` interface over the agent's socket.
+
+``pam-twofa-agent`` holds the database connections and the fleet key; this
+side only speaks ``agentproto`` over a Unix socket, with ``_socket`` (the
+``socket`` module costs the login path its import) and ``str`` methods. Every
+operation has a fixed deadline (connect and each answer), so a hung agent or
+database gives ``on_error``'s result in bounded time; any failure is a
+``StoreError`` naming the cause, which ``login`` turns into ``on_error``.
+
+One connection per operation or section: nothing is held open while the user
+types, and the agent rolls a section back if this side goes away.
+"""
+
+import _socket
+import time
+
+from pam_twofa import agentproto
+from pam_twofa.record import RecordError, dumps, loads
+from pam_twofa.store import CorruptedRecord, Section, Store, StoreError
+
+_REPLIES = agentproto.STATUSES
+
+
+class _Channel:
+    """One connection to the agent, every read and write bounded by the operation's deadline."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.sock: _socket.socket | None = None
+        self.buffer = b""
+
+    def open(self) -> None:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except TimeoutError:
+            sock.close()
+            raise StoreError(f"agent {self.path}: no answer within {self.timeout:g} s") from None
+        except OSError as exc:
+            sock.close()
+            raise StoreError(
+                f"agent {self.path}: cannot connect ({exc.strerror or exc}): is pam-twofa-agent running?"
+            ) from None
+        self.sock = sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def call(self, operation: str, body: str = "") -> tuple[str, str]:
+        """Send one operation and wait for its answer until the deadline: (status, body)."""
+        if self.sock is None:
+            self.open()
+        sock = self.sock
+        assert sock is not None
+        deadline = time.monotonic() + self.timeout
+        try:
+            sock.settimeout(self.timeout)
+            sock.sendall(agentproto.frame(operation, body))
+            header = self._read_line(deadline)
+            status, length = agentproto.parse_header(header, _REPLIES)
+            data = self._read_exactly(length, deadline)
+        except TimeoutError:
+            self.close()
+            raise StoreError(
+                f"agent {self.path}: no answer within {self.timeout:g} s (database slow or unreachable?)"
+            ) from None
+        except agentproto.ProtocolError as exc:
+            self.close()
+            raise StoreError(f"agent {self.path}: unexpected answer ({exc})") from None
+        except OSError as exc:
+            self.close()
+            raise StoreError(f"agent {self.path}: connection failed ({exc.strerror or exc})") from None
+        text = agentproto.decode_body(data) if data else ""
+        if status == "error":
+            raise StoreError(f"agent: {text}")
+        if status == "corrupt":
+            raise CorruptedRecord(f"agent: {text}")
+        return status, text
+
+    def _recv(self, deadline: float) -> bytes:
+        left = deadline - time.monotonic()
+        sock = self.sock
+        if left <= 0 or sock is None:
+            raise TimeoutError
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise StoreError(f"agent {self.path}: closed the connection (stopped or restarted?)")
+        return chunk
+
+    def _read_line(self, deadline: float) -> bytes:
+        while b"\n" not in self.buffer:
+            if len(self.buffer) > agentproto.MAX_HEADER:
+                raise agentproto.ProtocolError("header too long")
+            self.buffer += self._recv(deadline)
+        line, _sep, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def _read_exactly(self, length: int, deadline: float) -> bytes:
+        while len(self.buffer) < length:
+            self.buffer += self._recv(deadline)
+        data, self.buffer = self.buffer[:length], self.buffer[length:]
+        return data
+
+
+def _record(status: str, text: str, user: str):
+    if status == "none":
+        return None
+    if status != "record":
+        raise StoreError(f"agent: unexpected answer {status!r}")
+    try:
+        return loads(text, user)
+    except RecordError as exc:
+        raise CorruptedRecord(f"agent: record of {user} does not parse ({exc})") from None
+
+
+class _AgentSection(Section):
+    def __init__(self, store: "AgentStore", user: str, read: bool) -> None:
+        self.store = store
+        self.user = user
+        self.read = read
+        self.record = None
+        self.channel = store.channel()
+
+    def __enter__(self) -> "_AgentSection":
+        try:
+            status, text = self.channel.call("lock" if self.read else "lockw", self.user)
+            self.record = _record(status, text, self.user) if self.read else None
+        except BaseException:
+            self.channel.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.channel.call("end")  # the commit: a failure here means nothing was written
+        finally:
+            self.channel.close()  # on an exception, closing makes the agent roll back
+
+    def save(self, record) -> None:
+        if record.user != self.user:
+            raise StoreError("a record can only be saved in its own user's section")
+        self.channel.call("save", dumps(record))
+        self.record = record
+
+    def delete(self) -> bool:
+        _status, text = self.channel.call("delete")
+        self.record = None
+        return text == "1"
+
+
+class AgentStore(Store):
+    """``Store`` through ``pam-twofa-agent`` at ``path``; ``timeout``: seconds for each answer."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+
+    def channel(self) -> _Channel:
+        return _Channel(self.path, self.timeout)
+
+    def _one(self, operation: str, body: str = "") -> tuple[str, str]:
+        channel = self.channel()
+        try:
+            return channel.call(operation, body)
+        finally:
+            channel.close()
+
+    def load(self, user: str):
+        status, text = self._one("load", user)
+        return _record(status, text, user)
+
+    def locked(self, user: str, read: bool = True) -> _AgentSection:
+        return _AgentSection(self, user, read)
+
+    def users(self) -> list:
+        _status, text = self._one("users")
+        return text.split("\n") if text else []

@@ -1,0 +1,105 @@
+"""Which store the commands use, and the host-side checks of the database settings (not the login path)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from pam_twofa.store import FileStore, Store
+
+
+def store_for(policy) -> Store:
+    """The store the policy selects, for the commands: files, or the database directly."""
+    if policy.backend == "postgresql":
+        from pam_twofa.pgstore import Database, PgStore
+
+        return PgStore(Database.from_policy(policy))
+    return FileStore(policy.state_dir)
+
+
+def _line_of(text: str, key: str) -> int:
+    """The line of ``key`` (a dotted path) in the policy text, or 1."""
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return 1
+    line = 1
+    for part in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == part:
+                line = key_node.start_mark.line + 1
+                node = value_node
+                break
+        else:
+            break
+    return line
+
+
+def _loopback(host: str) -> bool:
+    if not host or host.startswith(("/", "@")):  # a Unix socket folder (or abstract socket)
+        return True
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def dsn_problems(dsn: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) about a libpq connection string, without connecting."""
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        params = parse_dsn(dsn)
+    except Exception as exc:  # psycopg2.ProgrammingError: libpq's own message
+        return [f"not a valid libpq connection string ({' '.join(str(exc).split())})"], []
+    errors, warnings = [], []
+    if "password" in params:
+        errors.append(
+            "holds a password, and the policy file is readable by every local user: "
+            "remove it and put it in storage.postgresql.password_file (root-owned 0600)"
+        )
+    hosts = [h for h in params.get("host", "").split(",")] + [h for h in params.get("hostaddr", "").split(",") if h]
+    remote = sorted({h for h in hosts if not _loopback(h)})
+    sslmode = params.get("sslmode", "prefer")
+    if remote and sslmode not in ("verify-full", "verify-ca"):
+        warnings.append(
+            f"host {', '.join(remote)} is not on this machine and sslmode is {sslmode}, not verify-full or "
+            "verify-ca: anyone on the network path can pose as the database (and see and change every answer: "
+            "unlock or disable any user, reset failure counters, make used codes valid again) or capture the "
+            "role's password; the secrets stay encrypted under the fleet key. "
+            "Set sslmode=verify-full and sslrootcert=FILE"
+        )
+    return errors, warnings
+
+
+def storage_problems(policy, text: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) as ``FILE:LINE: key: message`` for the database settings of a valid policy."""
+    from pam_twofa.fleetkey import unsafe_file
+
+    if policy.backend != "postgresql":
+        return [], []
+    errors, warnings = [], []
+
+    def at(key: str, message: str) -> str:
+        return f"{policy.path}:{_line_of(text, key)}: {key}: {message}"
+
+    for key, path, what in (
+        ("storage.postgresql.key_file", policy.pg_key_file, "the fleet key file"),
+        ("storage.postgresql.password_file", policy.pg_password_file, "the database password file"),
+    ):
+        if path is None:
+            continue
+        problem = unsafe_file(path, what)
+        if problem:
+            if problem.endswith("is missing") and key.endswith("key_file"):
+                problem += " (make it with twofa-admin db keygen PATH, or copy the fleet's key from another host)"
+            errors.append(at(key, problem + "; it must be a root-owned 0600 file, not a link"))
+    dsn_errors, dsn_warnings = dsn_problems(policy.pg_dsn)
+    errors += [at("storage.postgresql.dsn", m) for m in dsn_errors]
+    warnings += [at("storage.postgresql.dsn", m) for m in dsn_warnings]
+    return errors, warnings

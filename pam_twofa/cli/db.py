@@ -1,0 +1,236 @@
+"""``twofa-admin db ...``: the database backend's key, schema, migration and checks (README "Many hosts")."""
+
+from __future__ import annotations
+
+from pam_twofa.cli import UsageError
+
+
+def add_parsers(command) -> None:
+    """``command(name, help)`` makes a subparser of twofa-admin; db has its own subcommands."""
+    db = command("db", "the database backend: keygen, init, migrate, check, rotate-key")
+    sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+
+    def leaf(name, help_text):
+        import argparse
+
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
+        return cmd
+
+    keygen = leaf("keygen", "write a new fleet key file at PATH (root-owned 0600; never overwrites)")
+    keygen.add_argument("path")
+    keygen.add_argument(
+        "--keep", metavar="KEY_FILE", help="also keep the keys of KEY_FILE, after the new one (for rotate-key)"
+    )
+    init = leaf("init", "create the schema (idempotent) and print the GRANTs for the hosts' role")
+    init.add_argument("--dsn", help="connect as the database owner with this connection string (default: the policy's)")
+    init.add_argument("--role", help="the hosts' role in the GRANTs (default: user= of the policy's dsn)")
+    migrate = leaf("migrate", "copy this host's file store into the database (safe to re-run)")
+    migrate.add_argument("--state-dir", metavar="DIR", help="the file store to read (default: storage.state_dir)")
+    leaf("check", "connect, check the schema version and that the fleet key opens the canary")
+    rotate = leaf("rotate-key", "re-seal every row under the keys of PATH, while logins go on")
+    rotate.add_argument("path")
+    rotate.add_argument("--dsn", help="connect as the database owner (the hosts' role cannot rewrite the canary)")
+    rotate.add_argument(
+        "--final", action="store_true", help="seal under PATH's first key only, and drop the other keys from PATH"
+    )
+
+
+def run(args) -> int:
+    import psycopg2
+
+    from pam_twofa.pgstore import describe
+    from pam_twofa.store import StoreError
+
+    try:
+        return _COMMANDS[args.db_command](args)
+    except psycopg2.Error as exc:
+        raise StoreError("database: " + describe(exc)) from None
+
+
+def _commands():
+    return {
+        "keygen": cmd_keygen,
+        "init": cmd_init,
+        "migrate": cmd_migrate,
+        "check": cmd_check,
+        "rotate-key": cmd_rotate,
+    }
+
+
+def _policy(args):
+    from pam_twofa import policy
+
+    return policy.load(args.policy)
+
+
+def _keyring(path: str):
+    from pam_twofa import fleetkey
+
+    try:
+        return fleetkey.load(path)
+    except fleetkey.FleetKeyError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_keygen(args) -> int:
+    import os
+
+    from pam_twofa import fleetkey
+
+    if not os.path.isabs(args.path):
+        raise UsageError(f"{args.path}: give an absolute path")
+    ring = fleetkey.Keyring.generate()
+    if args.keep:
+        old = _keyring(args.keep)
+        ring = fleetkey.Keyring(ring.keys + [k for k in old.keys if k[0] not in ring.ids][: fleetkey.MAX_KEYS - 1])
+    try:
+        fleetkey.write_new(args.path, ring)
+    except fleetkey.FleetKeyError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{args.path}: new fleet key {ring.ids[0]}" + (f" (keeping {', '.join(ring.ids[1:])})" if args.keep else ""))
+    print("Copy it to storage.postgresql.key_file on every host (root-owned 0600), e.g. with scp -p.")
+    return 0
+
+
+def _open(args, dsn=None):
+    from pam_twofa.pgstore import Database
+
+    loaded = _policy(args)
+    return loaded, Database.from_policy(loaded, dsn=dsn)
+
+
+def cmd_init(args) -> int:
+    from psycopg2.extensions import parse_dsn
+
+    from pam_twofa.pgstore import GRANTS
+
+    loaded, db = _open(args, args.dsn)
+    conn = db.connect(check_schema=False)
+    try:
+        done = db.init(conn)
+    finally:
+        conn.close()
+    for line in done or ["schema already at version 1; key canary opens: nothing to do"]:
+        print(line)
+    params = parse_dsn(loaded.pg_dsn) if loaded.pg_dsn else {}
+    role = args.role or params.get("user") or "twofa"
+    database = (parse_dsn(args.dsn) if args.dsn else params).get("dbname") or "twofa"
+    print("\nLeast privilege for the hosts' role (they need nothing else):")
+    print(GRANTS.format(role=_ident(role), database=_ident(database)), end="")
+    return 0
+
+
+def _ident(name: str) -> str:
+    if name.replace("_", "a").isalnum() and name.isascii() and name.islower() and not name[0].isdigit():
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def cmd_check(args) -> int:
+    from pam_twofa.pgstore import PgStore
+
+    loaded, db = _open(args)
+    store = PgStore(db)
+    conn = store.connection()  # connects and checks the schema version
+    with conn.cursor() as cur:
+        db.canary(cur)
+        cur.execute("SELECT count(*) FROM twofa_records")
+        count = cur.fetchone()[0]
+        cur.execute("SELECT key_ids, count(*) FROM twofa_records GROUP BY key_ids ORDER BY key_ids")
+        by_key = cur.fetchall()
+    conn.rollback()
+    info = conn.info
+    tls = "TLS" if info.ssl_in_use else "no TLS"
+    print(f"database: connected to {info.host} port {info.port}, database {info.dbname} as {info.user} ({tls})")
+    store.close()
+    print("schema: version 1")
+    print(f"key: {loaded.pg_key_file} opens the canary (keys {', '.join(db.keyring.ids)})")
+    print(f"records: {count}" + "".join(f"; {n} sealed under {k}" for k, n in by_key))
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from pam_twofa.pgstore import PgStore
+    from pam_twofa.store import CorruptedRecord, FileStore
+
+    loaded, db = _open(args)
+    files = FileStore(args.state_dir or loaded.state_dir)
+    store = PgStore(db)
+    moved, same, conflicts, unreadable = [], [], [], []
+    for user in files.users():
+        try:
+            record = files.load(user)
+        except CorruptedRecord as exc:
+            unreadable.append(f"{user}: {exc}")
+            continue
+        if record is None:
+            continue
+        with store.locked(user) as section:
+            if section.record is None:
+                section.save(record)
+                moved.append(user)
+            elif section.record == record:
+                same.append(user)
+            else:
+                conflicts.append(user)
+    store.close()
+    for user in moved:
+        print(f"moved: {user}")
+    for user in same:
+        print(f"already in the database (same content): {user}")
+    for user in conflicts:
+        print(f"CONFLICT: {user}: the database holds a different record; kept the database's, the file is unchanged")
+    for line in unreadable:
+        print(f"SKIPPED (unreadable): {line}")
+    print(
+        f"{len(moved)} moved, {len(same)} already there, {len(conflicts)} conflicting, {len(unreadable)} unreadable"
+        f" (files under {files.users_dir} are left in place)"
+    )
+    return 1 if conflicts or unreadable else 0
+
+
+def cmd_rotate(args) -> int:
+    from pam_twofa import fleetkey
+    from pam_twofa.pgstore import PgStore
+    from pam_twofa.store import CorruptedRecord, StoreError
+
+    loaded, db = _open(args, args.dsn)
+    new = _keyring(args.path)
+    if args.final:
+        new = fleetkey.Keyring(new.keys[:1])
+    # Read with every key known here, write under exactly the new keyring.
+    reading = fleetkey.Keyring(new.keys + [k for k in db.keyring.keys if k[0] not in new.ids])
+    db.keyring = reading
+    store = PgStore(db)
+    conn = store.connection()
+    with conn.cursor() as cur:
+        db.canary(cur, reading)
+        db.write_canary(cur, new)
+    conn.commit()
+    done, failed = 0, []
+    for user in store.users():
+        try:
+            with store.locked(user) as section:
+                if section.record is not None:
+                    db.write(section.cur, section.record, keyring=new)
+            done += 1
+        except CorruptedRecord as exc:
+            failed.append(f"{user}: {exc}")
+    store.close()
+    if failed:
+        for line in failed:
+            print(f"NOT RE-SEALED: {line}")
+        raise StoreError(f"{len(failed)} record(s) could not be opened with the known keys; nothing else is wrong")
+    print(f"{done} record(s) re-sealed under key(s) {', '.join(new.ids)}")
+    if args.final:
+        fleetkey.replace(args.path, new)
+        print(f"{args.path}: now holds only key {new.ids[0]}; hosts holding it (or the previous file) keep working.")
+        print("Copy it to every host's key_file; the old key can then be destroyed.")
+    else:
+        print(f"Next: copy {args.path} to storage.postgresql.key_file on every host and restart pam-twofa-agent there;")
+        print(f"then run: twofa-admin db rotate-key {args.path} --final")
+    return 0
+
+
+_COMMANDS = _commands()

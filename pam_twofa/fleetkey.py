@@ -1,0 +1,229 @@
+"""The fleet key and sealing records with it (the agent and the CLIs only, never the login path).
+
+A key file is a keyring, text, root-owned 0600::
+
+    pam-twofa-fleet-key 1
+    key 3f9a1c2e 64-HEX-DIGITS      <- the first key: every row is sealed under it
+    key 8b77d0a4 64-HEX-DIGITS      <- further keys: rows are sealed under these too
+
+Each row of the database holds one sealed copy of the record text per key of
+the keyring of whoever wrote it (one line ``KEY_ID NONCE CIPHERTEXT``, hex),
+and can be opened with any of them. That is what lets a key be rotated while
+logins go on (README "Many hosts"): during a rotation the hosts hold either the
+old keyring or the new one (new key first, old key kept), and rows carry both
+sealings, so every host can read every row.
+
+Sealing is AES-256-GCM (``cryptography``) with a fresh 96-bit nonce, and the
+associated data binds the user name and the key id: a row copied onto another
+user, or a sealing relabelled with another key id, fails to open.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+MAGIC = "pam-twofa-fleet-key 1"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+ID_HEX = 8
+MAX_KEYS = 8
+MAX_SEALED = 256 * 1024
+
+
+class FleetKeyError(Exception):
+    """The key file is missing, unsafe or malformed; the message says which and what to do."""
+
+
+class SealError(Exception):
+    """A sealed value does not open with any key of the keyring (tampered, another user's, wrong key)."""
+
+
+class Keyring:
+    """Keys in order: ``keys[0]`` is the one every new sealing uses first."""
+
+    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise FleetKeyError("a keyring needs at least one key")
+        self.keys = list(keys)
+
+    @property
+    def ids(self) -> list[str]:
+        return [kid for kid, _key in self.keys]
+
+    def dumps(self) -> str:
+        return MAGIC + "\n" + "".join(f"key {kid} {key.hex()}\n" for kid, key in self.keys)
+
+    @classmethod
+    def generate(cls) -> Keyring:
+        return cls([(os.urandom(ID_HEX // 2).hex(), os.urandom(KEY_BYTES))])
+
+    @classmethod
+    def loads(cls, text: str, path: str = "key file") -> Keyring:
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        if not lines or lines[0] != MAGIC:
+            raise FleetKeyError(f"{path}: not a pam-twofa fleet key (make one with: twofa-admin db keygen PATH)")
+        keys: list[tuple[str, bytes]] = []
+        for number, line in enumerate(lines[1:], start=2):
+            parts = line.split(" ")
+            if (
+                len(parts) != 3
+                or parts[0] != "key"
+                or len(parts[1]) != ID_HEX
+                or len(parts[2]) != 2 * KEY_BYTES
+                or parts[1].strip("0123456789abcdef")
+                or parts[2].strip("0123456789abcdef")
+            ):
+                raise FleetKeyError(f"{path}:{number}: malformed key line (expected: key ID 64-HEX-DIGITS)")
+            if parts[1] in (kid for kid, _key in keys):
+                raise FleetKeyError(f"{path}:{number}: key id {parts[1]} appears twice")
+            keys.append((parts[1], bytes.fromhex(parts[2])))
+        if not keys or len(keys) > MAX_KEYS:
+            raise FleetKeyError(f"{path}: expected 1 to {MAX_KEYS} keys")
+        return cls(keys)
+
+
+def unsafe_file(path: str, what: str) -> str | None:
+    """Why ``path`` cannot hold a secret (missing, a link, not root-owned 0600), or None."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return f"{path}: {what} is missing"
+    except OSError as exc:
+        return f"{path}: {what} cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path}: {what} is a symbolic link; put the file itself there"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path}: {what} is not a regular file"
+    if st.st_uid != 0 or st.st_mode & 0o077:
+        return (
+            f"{path}: {what} must be owned by root with mode 0600 "
+            f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): chown root {path}; chmod 600 {path}"
+        )
+    return None
+
+
+def read_private(path: str, what: str, limit: int = 64 * 1024) -> str:
+    """The text of a root-only secret file, opened without following a link."""
+    problem = unsafe_file(path, what)
+    if problem:
+        raise FleetKeyError(problem)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise FleetKeyError(f"{path}: {what} cannot be opened ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+            raise FleetKeyError(f"{path}: {what} changed while being opened; check it")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise FleetKeyError(f"{path}: {what} is too large")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FleetKeyError(f"{path}: {what} is not text") from None
+
+
+def load(path: str) -> Keyring:
+    return Keyring.loads(read_private(path, "the fleet key file"), path)
+
+
+def write_new(path: str, keyring: Keyring) -> None:
+    """Write a key file that must not exist yet (O_EXCL, no link followed), 0600, synced."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise FleetKeyError(f"{path}: already exists; a key file is never overwritten (choose another path)") from None
+    except OSError as exc:
+        raise FleetKeyError(f"{path}: cannot create ({exc.strerror})") from None
+    try:
+        os.fchmod(fd, 0o600)
+        data = keyring.dumps().encode("ascii")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def replace(path: str, keyring: Keyring) -> None:
+    """Replace an existing key file atomically (rename of a new O_EXCL file beside it)."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".new")
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    write_new(tmp, keyring)
+    os.rename(tmp, path)
+
+
+def _aad(user: str, kid: str) -> bytes:
+    return b"pam-twofa-record 1\0" + user.encode("utf-8", "surrogatepass") + b"\0" + kid.encode("ascii")
+
+
+def seal(keyring: Keyring, user: str, text: str) -> str:
+    """``text`` sealed under every key of the keyring: one ``ID NONCE CIPHERTEXT`` line per key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    plain = text.encode("utf-8")
+    lines = []
+    for kid, key in keyring.keys:
+        nonce = os.urandom(NONCE_BYTES)
+        lines.append(f"{kid} {nonce.hex()} {AESGCM(key).encrypt(nonce, plain, _aad(user, kid)).hex()}")
+    return "\n".join(lines)
+
+
+def sealed_ids(sealed: str) -> list[str]:
+    return [line.split(" ", 1)[0] for line in sealed.split("\n") if line]
+
+
+def open_sealed(keyring: Keyring, user: str, sealed: str) -> str:
+    """The text, opened with the first key of the keyring the row was sealed under; SealError otherwise."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    if len(sealed) > MAX_SEALED:
+        raise SealError("sealed record too large")
+    by_id = {}
+    for line in sealed.split("\n"):
+        parts = line.split(" ")
+        if len(parts) != 3:
+            raise SealError("malformed sealed record")
+        by_id[parts[0]] = parts
+    for kid, key in keyring.keys:
+        if kid not in by_id:
+            continue
+        _kid, nonce_hex, data_hex = by_id[kid]
+        try:
+            nonce, data = bytes.fromhex(nonce_hex), bytes.fromhex(data_hex)
+        except ValueError:
+            raise SealError("malformed sealed record") from None
+        if len(nonce) != NONCE_BYTES:
+            raise SealError("malformed sealed record")
+        try:
+            plain = AESGCM(key).decrypt(nonce, data, _aad(user, kid))
+        except InvalidTag:
+            raise SealError(f"does not open with key {kid} (tampered, or copied from another user's row)") from None
+        try:
+            return plain.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SealError("sealed record is not text") from None
+    raise SealError(
+        f"sealed under key(s) {', '.join(sorted(by_id)) or 'none'}, and the key file holds "
+        f"{', '.join(keyring.ids)}: this host has the wrong fleet key (copy the current one from another host)"
+    )

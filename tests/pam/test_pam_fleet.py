@@ -1,0 +1,250 @@
+"""The database backend through the real pam_python.so: two agents with two policies on one database
+stand in for two hosts (README "Many hosts").
+
+Host A is the test's ``scratch``; host B a second Scratch (its own policy, PAM services and agent
+socket). Both policies name the same PostgreSQL database (tests/pgserver.py, started for the
+session) and the same fleet key; each host has its own ``pam-twofa-agent`` of this checkout.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pam_harness import KEY, MSG_ERROR, MSG_LOCKED, MSG_REPLAYED, PW, Scratch, current_step, oath, settle
+from pgserver import Fleet
+
+
+class Host:
+    def __init__(self, name: str, scratch: Scratch, fleet: Fleet, agent_socket: str) -> None:
+        self.name = name
+        self.scratch = scratch
+        self.fleet = fleet
+        self.socket = agent_socket
+        self.agent = None
+        self.settings: dict = {}
+        self.key_file = None
+        self.dsn = None
+
+    def write_policy(self, **settings) -> None:
+        self.settings = settings or self.settings
+        self.scratch.write_policy(**self.settings)
+        text = self.scratch.policy_path.read_text()
+        head = text.split("storage:\n", 1)[0]
+        tail = text.split("on_error:", 1)[1]
+        storage = self.fleet.policy_text(socket=self.socket, key_file=self.key_file, dsn=self.dsn)
+        storage = "storage:\n" + storage.split("storage:\n", 1)[1]
+        storage = storage.replace(str(self.fleet.state_dir), str(self.scratch.state_dir))  # this host's own
+        self.scratch.write_policy_text(head + storage + "on_error:" + tail)
+
+    def start_agent(self):
+        self.agent = self.fleet.start_agent(self.scratch.policy_path)
+        return self.agent
+
+    def login(self, user, code=None, stack=KEY, rhost=None):
+        return self.scratch.login(stack, user, code, rhost=rhost)
+
+
+@pytest.fixture
+def hosts(pg_server, scratch, pam_env, tmp_path):  # noqa: F811
+    fleet = Fleet(pg_server, tmp_path / "fleet-db")
+    scratch.sensitive.add(pg_server.password)
+    b_root = tmp_path / "b"
+    b_root.mkdir()
+    second = Scratch(pam_env, b_root)
+    second.sensitive = scratch.sensitive  # one fleet: a secret typed on A must not show on B either
+    a = Host("A", scratch, fleet, str(fleet.socket))
+    b = Host("B", second, fleet, str(fleet.socket) + "-b")
+    for host in (a, b):
+        host.write_policy(max_failures=3, exempt_users=["carol"])
+        host.start_agent()
+    try:
+        yield a, b
+    finally:
+        fleet.close()
+
+
+def test_enroll_on_a_log_in_on_b_and_the_code_is_refused_on_a(hosts):
+    a, b = hosts
+    alice = a.scratch.enroll("alice")
+    assert not (a.scratch.state_dir / "users").exists()  # nothing in the file store
+    settle(4)
+    code = alice.code()
+    first = b.login("alice", code)
+    assert first.ok, first
+    again = a.login("alice", code)
+    assert again.denied and MSG_REPLAYED in again.output, again
+    assert again.log_with("user=alice", "replayed code"), again
+
+
+def test_failures_on_a_and_b_add_up_to_one_lockout(hosts):
+    a, b = hosts
+    alice = a.scratch.enroll("alice")
+    assert a.login("alice", alice.wrong_code(1)).denied
+    assert b.login("alice", alice.wrong_code(2)).denied
+    third = a.login("alice", alice.wrong_code(3), stack=PW)
+    assert third.denied and MSG_LOCKED in third.output, third
+    locked = b.login("alice", alice.code())
+    assert locked.denied and MSG_LOCKED in locked.output, locked
+
+
+def test_unlock_and_disable_on_b_take_effect_on_a_at_once(hosts):
+    a, b = hosts
+    alice = a.scratch.enroll("alice")
+    for salt in range(3):
+        a.login("alice", alice.wrong_code(salt))
+    assert MSG_LOCKED in a.login("alice", alice.code()).output
+    unlocked = b.scratch.cli("unlock", "alice")
+    assert unlocked.rc == 0, unlocked
+    settle(4)
+    assert a.login("alice", alice.code()).ok
+    disabled = b.scratch.cli("disable", "alice", "--yes")
+    assert disabled.rc == 0, disabled
+    after = a.login("alice")  # enforce.mode off: not enrolled any more, so not asked
+    assert after.ok and not after.prompted, after
+    status = a.scratch.cli("status", "alice")
+    assert status.rc == 0 and "alice" in status.output and " no " in status.output, status
+
+
+def test_database_down_fails_closed_exempt_user_gets_in_and_back_without_restarts(hosts, pg_server):  # noqa: F811
+    a, b = hosts
+    alice = a.scratch.enroll("alice")
+    pg_server.stop()
+    try:
+        down = a.login("alice", alice.code())
+        assert down.denied and MSG_ERROR in down.output, down
+        assert down.log_with("user=alice", "error: store", "database", "cannot connect"), down
+        exempt = a.login("carol", stack=PW)
+        assert exempt.ok and not exempt.prompted, exempt
+        assert exempt.log_with("user=carol", "exempt", "the store is failing"), exempt
+    finally:
+        pg_server.start()
+    settle(4)
+    back = b.login("alice", alice.code())
+    assert back.ok, back
+
+
+def test_agent_killed_fails_closed_then_restarted_works(hosts):
+    a, _b = hosts
+    alice = a.scratch.enroll("alice")
+    a.agent.kill()
+    dead = a.login("alice", alice.code())
+    assert dead.denied and MSG_ERROR in dead.output, dead
+    assert dead.log_with("user=alice", "error: store", "pam-twofa-agent running"), dead
+    assert a.login("carol").ok  # exempt: still in
+    a.start_agent()
+    settle(4)
+    assert a.login("alice", alice.code()).ok
+
+
+def test_a_host_with_the_wrong_key_fails_closed(hosts, tmp_path):
+    from pam_twofa import fleetkey
+
+    a, b = hosts
+    alice = a.scratch.enroll("alice")
+    b.agent.stop()
+    b.key_file = tmp_path / "other.key"
+    fleetkey.write_new(str(b.key_file), fleetkey.Keyring.generate())
+    b.write_policy()
+    b.start_agent()
+    wrong = b.login("alice", alice.code())
+    assert wrong.denied and MSG_ERROR in wrong.output, wrong
+    assert wrong.log_with("user=alice", "error: store", "wrong fleet key"), wrong
+    settle(4)
+    assert a.login("alice", alice.code()).ok
+
+
+def test_a_dsn_whose_first_host_is_dead_and_second_alive(hosts, pg_server):  # noqa: F811
+    from pgserver import free_port
+
+    a, b = hosts
+    alice = a.scratch.enroll("alice")
+    b.agent.stop()
+    b.dsn = (
+        f"host=127.0.0.1,127.0.0.1 port={free_port()},{pg_server.port} dbname={b.fleet.dbname} "
+        "user=twofa sslmode=disable target_session_attrs=read-write"
+    )
+    b.write_policy()
+    b.start_agent()
+    settle(4)
+    assert b.login("alice", alice.code()).ok
+
+
+def test_parallel_attempts_with_one_code_over_both_hosts_exactly_one_succeeds(hosts):
+    a, b = hosts
+    for host in hosts:  # 19 replays must not lock the account: each one is told "already used"
+        host.write_policy(max_failures=100, exempt_users=["carol"])
+    alice = a.scratch.enroll("alice")
+    settle(12)
+    code = alice.code()
+    count = 20
+    barrier = threading.Barrier(count)
+    results = []
+
+    def answer(proc):
+        time.sleep(2)  # every pamtester has loaded the module and waits at the prompt
+        barrier.wait(timeout=30)
+        return code
+
+    def attempt(host):
+        results.append(host.scratch.pamtester_interactive(KEY, "alice", respond=answer))
+
+    threads = [threading.Thread(target=attempt, args=(host,)) for host in (a, b) * (count // 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == count
+    assert sum(r.ok for r in results) == 1, results
+    # (syslog cannot be told apart between parallel runs; each one's own output can)
+    assert sum(MSG_REPLAYED in r.output for r in results) == count - 1, results
+
+
+def test_db_migrate_carries_enrollment_replay_and_lockout_to_another_host(hosts):
+    a, b = hosts
+    a.scratch.write_policy(max_failures=3, exempt_users=["carol"])  # host A still on its file store
+    alice, bob = a.scratch.enroll("alice"), a.scratch.enroll("bob")
+    settle(6)
+    used = alice.code()
+    assert a.login("alice", used).ok
+    for salt in range(3):
+        a.login("bob", bob.wrong_code(salt))
+    assert (a.scratch.state_dir / "users" / "alice.rec").is_file()
+    a.write_policy()  # now the database
+    moved = a.scratch.cli("db", "migrate")
+    assert moved.rc == 0 and "2 moved" in moved.output, moved
+    again = a.scratch.cli("db", "migrate")
+    assert again.rc == 0 and "0 moved, 2 already there" in again.output, again
+    replayed = b.login("alice", used)
+    assert replayed.denied and MSG_REPLAYED in replayed.output, replayed  # the replay step came along
+    locked = b.login("bob", bob.code())
+    assert locked.denied and MSG_LOCKED in locked.output, locked  # and the lockout
+    settle(4)
+    following = oath(alice.secret, current_step() + 1)  # the next step's code (window 1), never used
+    a.scratch.sensitive.add(following)
+    assert b.login("alice", following).ok  # the same secret, nobody re-enrolled
+
+
+def test_the_emailed_code_quota_is_fleet_wide(hosts, tmp_path):
+    from aiosmtpd.controller import Controller
+    from test_pam_email import Handler, Mailbox, email_policy, free_port, mail_login
+
+    a, b = hosts
+    box, port = Mailbox(), free_port()
+    controller = Controller(Handler(box), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        for host in hosts:
+            text = email_policy(host.scratch, port, max_sends=2)
+            storage = host.fleet.policy_text(socket=host.socket).split("storage:\n", 1)[1]
+            host.scratch.write_policy_text(text.split("storage:\n", 1)[0] + "storage:\n" + storage + "on_error: deny\n")
+        first = mail_login(a.scratch, box, "bob")
+        assert first.result.ok, first
+        second = mail_login(b.scratch, box, "bob")
+        assert second.result.ok, second
+        third = mail_login(a.scratch, box, "bob")
+        assert third.result.denied and "Too many codes were emailed" in third.result.output, third
+        assert not third.mails
+    finally:
+        controller.stop()
