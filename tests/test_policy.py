@@ -483,7 +483,8 @@ def policy_values(draw, alphabet=PRINTABLE):
         elif name == "text":
             value = draw(st.text(alphabet, max_size=12))
         elif name == "socket":
-            value = "/run/" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=40))
+            name_part = st.text("abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=40)
+            value = "/run/" + draw(name_part.filter(lambda n: n not in (".", "..")))  # "/run/." is no socket path
         elif name == "dsn":
             value = "host=" + draw(st.text("abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=20))
         else:
