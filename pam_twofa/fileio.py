@@ -26,9 +26,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, locked: bool = True)
         fd = os.open(tmp, _CREATE, mode)
     try:
         os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -41,6 +39,13 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, locked: bool = True)
         os.unlink(tmp)
         raise
     fsync_dir(folder)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Every byte of ``data`` to ``fd`` (``os.write`` may write less than it was given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def fsync_dir(folder: str) -> None:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 import stat
 
+from pam_twofa.fileio import fsync_dir, write_all, write_atomic
+
 MAGIC = "pam-twofa-fleet-key 1"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -144,32 +146,19 @@ def write_new(path: str, keyring: Keyring) -> None:
         raise FleetKeyError(f"{path}: cannot create ({exc.strerror})") from None
     try:
         os.fchmod(fd, 0o600)
-        data = keyring.dumps().encode("ascii")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, keyring.dumps().encode("ascii"))
         os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(path)
         raise
     os.close(fd)
-    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(folder)
 
 
 def replace(path: str, keyring: Keyring) -> None:
-    """Replace an existing key file atomically (rename of a new O_EXCL file beside it)."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".new")
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    write_new(tmp, keyring)
-    os.rename(tmp, path)
+    """Replace an existing key file atomically (a new O_EXCL file beside it, synced, renamed over it)."""
+    write_atomic(path, keyring.dumps().encode("ascii"), mode=0o600, locked=False)
 
 
 def _aad(user: str, kid: str) -> bytes:
