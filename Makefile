@@ -1,8 +1,8 @@
 # Shortcuts; install, test, demo, bench, deb and upgrade-test need root.
 # unit and lint use the test venv that scripts/test.sh builds: run it once first.
 VENV ?= /var/tmp/pam-twofa-test-venv
-# The layers that need root, pam_wrapper, the installed module or Docker.
-SLOW_LAYERS = --ignore=tests/pam --ignore=tests/hardening --ignore=tests/e2e
+# The layers that need root, pam_wrapper, the installed module, PostgreSQL or Docker.
+SLOW_LAYERS = --ignore=tests/pam --ignore=tests/hardening --ignore=tests/e2e --ignore=tests/e2e_fleet --ignore=tests/db
 .PHONY: install test demo bench unit lint deb upgrade-test
 install:
 	bash scripts/install.sh
@@ -12,7 +12,7 @@ demo:
 	bash scripts/demo.sh
 bench:
 	bash scripts/bench.sh
-# The unit tests alone (everything but tests/pam, tests/hardening, tests/e2e): about a minute on 2 cores.
+# The unit tests alone (everything but tests/pam, tests/hardening, tests/db, tests/e2e, tests/e2e_fleet).
 unit:
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(SLOW_LAYERS) tests
 # ruff check, ruff format --check and mypy, as scripts/test.sh runs them first.

@@ -1,6 +1,8 @@
 """twofa-admin check / unlock / pam-config, run through pam_twofa.cli.run as the entry point does."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -284,3 +286,19 @@ def test_commands_act_on_the_accounts_own_spelling(capsys, make_policy, monkeypa
     code, out, _err = cli(capsys, "--policy", path, "disable", "Alice", "--yes")
     assert code == 0, out
     assert store.users() == []
+
+
+def test_the_commands_of_the_file_backend_do_not_load_the_database_libraries():
+    # twofa-admin parses the db subcommands' arguments itself, so that status, check and the
+    # other commands on a file-backend host never pay for psycopg2 and cryptography.
+    script = (
+        "import sys\n"
+        "from pam_twofa.cli import admin\n"
+        "admin.parser().parse_args(['status'])\n"
+        "admin.parser().parse_args(['db', 'check'])\n"
+        "print(sorted(m for m in ('psycopg2', 'cryptography', 'pam_twofa.pgstore', 'pam_twofa.fleetkey',"
+        " 'pam_twofa.cli.db') if m in sys.modules))\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=repo)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 
+from pam_twofa import log
+from pam_twofa.policy import PolicyError
+from pam_twofa.store import StoreError
+
 
 class UsageError(Exception):
     """A one-line error for the user of a command; exit code in ``code``."""
@@ -29,10 +33,6 @@ def require_root(command: str) -> None:
 
 def run(main, argv=None, prog: str | None = None) -> int:
     """Run ``main(argv)``, turning expected errors into one line on stderr and an exit code."""
-    from pam_twofa import log
-    from pam_twofa.policy import PolicyError
-    from pam_twofa.store import StoreError
-
     prog = prog or (os.path.basename(sys.argv[0]) if sys.argv else "twofa")
     log.set_ident(prog)
     try:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import pwd
+import sys
+import time
 
-from pam_twofa import __version__
+from pam_twofa import __version__, accounts, log, pamd, policy, trust
+from pam_twofa.backends import storage_problems, store_for
 from pam_twofa.cli import Parser, UsageError, run
-from pam_twofa.policy import DEFAULT_PATH
+from pam_twofa.decision import SKIP, decide
+from pam_twofa.login import Options
+from pam_twofa.mail import valid_address
+from pam_twofa.network import parse_address
+from pam_twofa.pamconfig import render
+from pam_twofa.policy import DEFAULT_PATH, PolicyError
+from pam_twofa.record import Record
+from pam_twofa.store import CorruptedRecord, storable_name
 
 EPILOG = """exit codes: 0 ok, 1 usage, unknown user or not root, 2 policy invalid, 3 store unreadable
 
@@ -67,10 +80,37 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument(
         "--stack", choices=("password", "key"), default="password", help="password+code (default) or SSH key+code"
     )
-    from pam_twofa.cli import db
-
-    db.add_parsers(command)
+    _db_parsers(command)
     return top
+
+
+def _db_parsers(command) -> None:
+    """``command(name, help)`` makes a subparser of twofa-admin; db has its own subcommands."""
+    db = command("db", "the database backend: keygen, init, migrate, check, rotate-key")
+    sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+
+    def leaf(name, help_text):
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
+        return cmd
+
+    keygen = leaf("keygen", "write a new fleet key file at PATH (root-owned 0600; never overwrites)")
+    keygen.add_argument("path")
+    keygen.add_argument(
+        "--keep", metavar="KEY_FILE", help="also keep the keys of KEY_FILE, after the new one (for rotate-key)"
+    )
+    init = leaf("init", "create the schema (idempotent) and print the GRANTs for the hosts' role")
+    init.add_argument("--dsn", help="connect as the database owner with this connection string (default: the policy's)")
+    init.add_argument("--role", help="the hosts' role in the GRANTs (default: user= of the policy's dsn)")
+    migrate = leaf("migrate", "copy this host's file store into the database (safe to re-run)")
+    migrate.add_argument("--state-dir", metavar="DIR", help="the file store to read (default: storage.state_dir)")
+    leaf("check", "connect, check the schema version and that the fleet key opens the canary")
+    rotate = leaf("rotate-key", "re-seal every row under the keys of PATH, while logins go on")
+    rotate.add_argument("path")
+    rotate.add_argument("--dsn", help="connect as the database owner (the hosts' role cannot rewrite the canary)")
+    rotate.add_argument(
+        "--final", action="store_true", help="seal under PATH's first key only, and drop the other keys from PATH"
+    )
 
 
 HOLE = "pam_python.so is loaded outside sshd — a local root hole (see README Security); remove it"
@@ -78,10 +118,6 @@ HOLE = "pam_python.so is loaded outside sshd — a local root hole (see README S
 
 def pam_problems(pam_dir: str | None, policy_path: str) -> tuple:
     """(errors, notes) about /etc/pam.d: bad pam_twofa arguments in sshd, pam_python.so anywhere else."""
-    import os
-
-    from pam_twofa import pamd
-    from pam_twofa.login import Options
 
     folder = pam_dir or pamd.PAM_DIR
     errors: list = []
@@ -111,11 +147,6 @@ def pam_problems(pam_dir: str | None, policy_path: str) -> tuple:
 
 
 def cmd_check(args) -> int:
-    import sys
-
-    from pam_twofa import policy
-    from pam_twofa.policy import PolicyError
-
     errors, notes = pam_problems(getattr(args, "pam_dir", None), args.policy)
     try:
         loaded = policy.load(args.policy, use_cache=False)
@@ -124,8 +155,6 @@ def cmd_check(args) -> int:
     group_errors, group_notes = group_problems(args.policy, loaded)
     errors, notes = [*group_errors, *errors], [*group_notes, *notes]
     if loaded.backend == "postgresql":
-        from pam_twofa.backends import storage_problems
-
         with open(args.policy, encoding="utf-8") as handle:
             storage_errors, storage_warnings = storage_problems(loaded, handle.read())
         errors, notes = [*storage_errors, *errors], [*(f"warning: {w}" for w in storage_warnings), *notes]
@@ -147,7 +176,6 @@ def group_problems(path: str, loaded) -> tuple[list, list]:
     resolve makes logins of users outside the other enforce groups apply on_error (never "not a
     member"); an exempt group that does not resolve exempts nobody.
     """
-    from pam_twofa import accounts
 
     errors, notes = [], []
     wanted = loaded.exempt_groups + (loaded.enforce_groups if loaded.mode == "groups" else ())
@@ -169,17 +197,12 @@ def group_problems(path: str, loaded) -> tuple[list, list]:
 
 
 def _context(args):
-    from pam_twofa import policy
-    from pam_twofa.backends import store_for
-
     loaded = policy.load(args.policy)
     return loaded, store_for(loaded)
 
 
 def _known(store, user: str):
     """(account or None, record or None); UsageError if the user is neither on the system nor in the store."""
-    from pam_twofa import accounts
-    from pam_twofa.store import storable_name
 
     if not storable_name(user):
         raise UsageError(f"invalid user name {user!r} (empty, control characters, or too long)")
@@ -192,8 +215,6 @@ def _known(store, user: str):
 
 
 def _audit(action: str, user: str) -> None:
-    from pam_twofa import log
-
     log.emit(log.NOTICE, f"twofa-admin: {action} user={log.clean(user)} by={log.clean(invoker())}")
 
 
@@ -220,7 +241,6 @@ def cmd_unlock(args) -> int:
 
 def _confirm(question: str, refusal: str) -> bool:
     """Ask on the terminal; without one, refuse (the caller must pass --yes)."""
-    import sys
 
     if not sys.stdin.isatty():
         raise UsageError(refusal)
@@ -228,9 +248,6 @@ def _confirm(question: str, refusal: str) -> bool:
 
 
 def cmd_disable(args) -> int:
-    from pam_twofa.record import Record
-    from pam_twofa.store import CorruptedRecord
-
     loaded, store = _context(args)
     try:
         account, record = _known(store, args.user)
@@ -269,8 +286,6 @@ def cmd_disable(args) -> int:
 
 
 def _print_next_decision(loaded, store, user: str) -> int:
-    from pam_twofa import accounts
-
     account = accounts.lookup(user)
     if account is not None:
         decision = _decide(loaded, store, account, None)
@@ -290,15 +305,11 @@ _DESCRIBE = {
 
 
 def _decide(loaded, store, account, rhost, now: float = 0.0):
-    from pam_twofa.accounts import facts
-    from pam_twofa.decision import decide
-
-    return decide(loaded, facts(loaded, account, store.load(account.name), rhost, now))
+    return decide(loaded, accounts.facts(loaded, account, store.load(account.name), rhost, now))
 
 
 def _trust_note(loaded, record, rhost, decision, now: float) -> str | None:
     """What trusted clients mean for this login (None when trust is off or would not matter)."""
-    from pam_twofa import trust
 
     if not loaded.trust_seconds or decision.action not in ("totp", "email", "trusted"):
         return None
@@ -315,8 +326,6 @@ def _trust_note(loaded, record, rhost, decision, now: float) -> str | None:
 
 
 def cmd_explain(args) -> int:
-    from pam_twofa.network import parse_address
-
     loaded, store = _context(args)
     account, _record = _known(store, args.user)
     if account is None:
@@ -325,7 +334,6 @@ def cmd_explain(args) -> int:
         note = " (not an IP address: matches no network)"
     else:
         note = ""
-    import time
 
     now = time.time()
     decision = _decide(loaded, store, account, args.rhost, now)
@@ -339,8 +347,6 @@ def cmd_explain(args) -> int:
 
 
 def _iso(timestamp) -> str | None:
-    import time
-
     if not timestamp:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
@@ -348,7 +354,6 @@ def _iso(timestamp) -> str | None:
 
 def _trusted_rows(loaded, record, now: float) -> list:
     """The client addresses a login is not asked from (trust.seconds), soonest expiry first."""
-    from pam_twofa.trust import applies
 
     if record is None:
         return []
@@ -356,17 +361,12 @@ def _trusted_rows(loaded, record, now: float) -> list:
     return [
         {"address": address, "until": _iso(until)}
         for until, address in entries
-        if applies(until, loaded.trust_seconds, now)
+        if trust.applies(until, loaded.trust_seconds, now)
     ]
 
 
 def status_rows(loaded, store, only: str | None = None) -> list:
     """One dict per user in the store or enforced by the policy (the ``--json`` format)."""
-    import time
-
-    from pam_twofa import accounts
-    from pam_twofa.accounts import facts as gather_facts
-    from pam_twofa.decision import SKIP, decide
 
     now = time.time()
     if only is not None:
@@ -383,7 +383,7 @@ def status_rows(loaded, store, only: str | None = None) -> list:
         for account in candidates.values():
             if account.name in names:
                 continue
-            decision = decide(loaded, gather_facts(loaded, account, None, None))
+            decision = decide(loaded, accounts.facts(loaded, account, None, None))
             if decision.action != SKIP or decision.exempt:
                 names.add(account.name)
         names = sorted(names)
@@ -398,8 +398,8 @@ def status_rows(loaded, store, only: str | None = None) -> list:
             "enrolled_at": _iso(record.enrolled_at) if record and record.enrolled else None,
         }
         if account is not None:
-            decision = decide(loaded, gather_facts(loaded, account, record, None))
-            unenrolled = decide(loaded, gather_facts(loaded, account, None, None))
+            decision = decide(loaded, accounts.facts(loaded, account, record, None))
+            unenrolled = decide(loaded, accounts.facts(loaded, account, None, None))
             row["decision"] = decision.action
             row["rule"] = decision.rule
             row["exempt"] = decision.exempt
@@ -423,8 +423,6 @@ def status_rows(loaded, store, only: str | None = None) -> list:
 
 
 def cmd_status(args) -> int:
-    import json
-
     loaded, store = _context(args)
     if args.user is not None:
         _known(store, args.user)
@@ -465,9 +463,6 @@ def cmd_status(args) -> int:
 
 
 def cmd_email(args) -> int:
-    from pam_twofa.mail import valid_address
-    from pam_twofa.record import Record
-
     loaded, store = _context(args)
     account, _record = _known(store, args.user)
     if account is None:
@@ -487,28 +482,23 @@ def cmd_email(args) -> int:
 
 
 def cmd_pam_config(args) -> int:
-    from pam_twofa.pamconfig import render
-
     print(render(args.stack, args.policy), end="")
     return 0
 
 
 def cmd_db(args) -> int:
-    from pam_twofa.cli import db
+    from pam_twofa.cli import db  # psycopg2 and cryptography: only for the db commands (see its docstring)
 
     return db.run(args)
 
 
 def invoker() -> str:
     """Who is running this, for audit lines: the login user behind sudo/su if known."""
-    import os
 
     try:
         with open("/proc/self/loginuid", encoding="ascii") as handle:
             uid = int(handle.read().strip())
         if uid != 4294967295:
-            import pwd
-
             return pwd.getpwuid(uid).pw_name
     except (OSError, ValueError, KeyError):
         pass
@@ -528,8 +518,6 @@ COMMANDS = {
 
 
 def main(argv) -> int:
-    import os
-
     # Root only, before anything is read; --help and --version still work for everyone.
     if os.geteuid() != 0 and not any(a in ("-h", "--help", "--version") for a in argv):
         raise UsageError("must be run as root (try: sudo twofa-admin ...)")
@@ -537,7 +525,6 @@ def main(argv) -> int:
     if getattr(args, "user", None):
         # The account's own spelling: with a case-insensitive directory (SSSD, winbind) every
         # spelling of a name must reach the one record the login path uses.
-        from pam_twofa import accounts
 
         account = accounts.lookup(args.user)
         if account is not None:

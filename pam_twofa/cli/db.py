@@ -1,47 +1,23 @@
-"""``twofa-admin db ...``: the database backend's key, schema, migration and checks (README "Many hosts")."""
+"""``twofa-admin db ...``: the database backend's key, schema, migration and checks (README "Many hosts").
+
+The subcommands' parsers are in ``admin``: this module loads psycopg2 and cryptography, which the
+other commands and hosts on the file backend do not need.
+"""
 
 from __future__ import annotations
 
+import os
+
+import psycopg2
+from psycopg2.extensions import parse_dsn
+
+from pam_twofa import fleetkey, policy
 from pam_twofa.cli import UsageError
-
-
-def add_parsers(command) -> None:
-    """``command(name, help)`` makes a subparser of twofa-admin; db has its own subcommands."""
-    db = command("db", "the database backend: keygen, init, migrate, check, rotate-key")
-    sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
-
-    def leaf(name, help_text):
-        import argparse
-
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
-        return cmd
-
-    keygen = leaf("keygen", "write a new fleet key file at PATH (root-owned 0600; never overwrites)")
-    keygen.add_argument("path")
-    keygen.add_argument(
-        "--keep", metavar="KEY_FILE", help="also keep the keys of KEY_FILE, after the new one (for rotate-key)"
-    )
-    init = leaf("init", "create the schema (idempotent) and print the GRANTs for the hosts' role")
-    init.add_argument("--dsn", help="connect as the database owner with this connection string (default: the policy's)")
-    init.add_argument("--role", help="the hosts' role in the GRANTs (default: user= of the policy's dsn)")
-    migrate = leaf("migrate", "copy this host's file store into the database (safe to re-run)")
-    migrate.add_argument("--state-dir", metavar="DIR", help="the file store to read (default: storage.state_dir)")
-    leaf("check", "connect, check the schema version and that the fleet key opens the canary")
-    rotate = leaf("rotate-key", "re-seal every row under the keys of PATH, while logins go on")
-    rotate.add_argument("path")
-    rotate.add_argument("--dsn", help="connect as the database owner (the hosts' role cannot rewrite the canary)")
-    rotate.add_argument(
-        "--final", action="store_true", help="seal under PATH's first key only, and drop the other keys from PATH"
-    )
+from pam_twofa.pgstore import GRANTS, Database, PgStore, describe
+from pam_twofa.store import CorruptedRecord, FileStore, StoreError
 
 
 def run(args) -> int:
-    import psycopg2
-
-    from pam_twofa.pgstore import describe
-    from pam_twofa.store import StoreError
-
     try:
         return _COMMANDS[args.db_command](args)
     except psycopg2.Error as exc:
@@ -59,14 +35,10 @@ def _commands():
 
 
 def _policy(args):
-    from pam_twofa import policy
-
     return policy.load(args.policy)
 
 
 def _keyring(path: str):
-    from pam_twofa import fleetkey
-
     try:
         return fleetkey.load(path)
     except fleetkey.FleetKeyError as exc:
@@ -74,10 +46,6 @@ def _keyring(path: str):
 
 
 def cmd_keygen(args) -> int:
-    import os
-
-    from pam_twofa import fleetkey
-
     if not os.path.isabs(args.path):
         raise UsageError(f"{args.path}: give an absolute path")
     ring = fleetkey.Keyring.generate()
@@ -94,17 +62,11 @@ def cmd_keygen(args) -> int:
 
 
 def _open(args, dsn=None):
-    from pam_twofa.pgstore import Database
-
     loaded = _policy(args)
     return loaded, Database.from_policy(loaded, dsn=dsn)
 
 
 def cmd_init(args) -> int:
-    from psycopg2.extensions import parse_dsn
-
-    from pam_twofa.pgstore import GRANTS
-
     loaded, db = _open(args, args.dsn)
     conn = db.connect(check_schema=False)
     try:
@@ -128,8 +90,6 @@ def _ident(name: str) -> str:
 
 
 def cmd_check(args) -> int:
-    from pam_twofa.pgstore import PgStore
-
     loaded, db = _open(args)
     store = PgStore(db)
     conn = store.connection()  # connects and checks the schema version
@@ -151,9 +111,6 @@ def cmd_check(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from pam_twofa.pgstore import PgStore
-    from pam_twofa.store import CorruptedRecord, FileStore
-
     loaded, db = _open(args)
     files = FileStore(args.state_dir or loaded.state_dir)
     store = PgStore(db)
@@ -191,10 +148,6 @@ def cmd_migrate(args) -> int:
 
 
 def cmd_rotate(args) -> int:
-    from pam_twofa import fleetkey
-    from pam_twofa.pgstore import PgStore
-    from pam_twofa.store import CorruptedRecord, StoreError
-
     loaded, db = _open(args, args.dsn)
     new = _keyring(args.path)
     if args.final:

@@ -16,15 +16,25 @@ closed terminal at any step leaves the previous state as it was.
 
 from __future__ import annotations
 
+import argparse
 import base64
+import getpass
 import os
+import pwd
 import socket
 import sys
 import time
+from urllib.parse import quote, urlencode
 
-from pam_twofa import __version__, log
+import pam
+
+from pam_twofa import __version__, accounts, auth, googleauth, log, mail, pamd, policy, qr, recovery, totp
+from pam_twofa.backends import store_for
 from pam_twofa.cli import Parser, UsageError, run
+from pam_twofa.login import Options
 from pam_twofa.policy import DEFAULT_PATH
+from pam_twofa.record import Record
+from pam_twofa.store import shell_word
 
 SELF_SERVICE = "/usr/libexec/pam-twofa/enroll-self"  # shipped by the Debian package (debian/)
 PAM_SERVICE = "twofa-enroll"  # falls back to /etc/pam.d/other (common-auth) unless an admin creates it
@@ -52,7 +62,7 @@ def parser() -> Parser:
         prog="twofa-enroll",
         description="Turn on two-factor authentication (TOTP) for your account, or (root) for another.",
         epilog=EPILOG,
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
@@ -103,8 +113,6 @@ def require_terminal() -> None:
 
 
 def _getpass(prompt: str) -> str:
-    import getpass
-
     return getpass.getpass(prompt)
 
 
@@ -134,7 +142,6 @@ def provisioning_uri(
     both; algorithm, digits and period appear only when not the defaults,
     as some apps reject parameters they do not expect.
     """
-    from urllib.parse import quote, urlencode
 
     secret = base64.b32encode(key).decode().rstrip("=")
     issuer = issuer.replace(":", "")
@@ -151,7 +158,6 @@ def provisioning_uri(
 
 def confirm_password(session: Session) -> None:
     """The user's Unix password, checked through PAM (python-pam); UsageError after a few tries."""
-    import pam
 
     checker = pam.pam()
     for attempt in range(PASSWORD_TRIES):
@@ -181,7 +187,6 @@ def origin() -> str:
     known only when the environment still holds ``SSH_CONNECTION``: sudo's env_reset drops it, so the
     self-service helper never sees it (root's own sessions do). Nothing here is a secret.
     """
-    import pwd
 
     def name(uid: int) -> str:
         try:
@@ -221,7 +226,6 @@ def notify(session: Session, loaded, what: str, where: str, address: str) -> Non
 
     A mail that cannot be sent is logged and never undoes the change.
     """
-    from pam_twofa import mail
 
     user = session.account.name
     hostname = socket.gethostname()
@@ -243,8 +247,6 @@ def notify(session: Session, loaded, what: str, where: str, address: str) -> Non
 
 
 def _verify(loaded, key: bytes, typed: str, now: float, digits: int, period: int, algorithm: str):
-    from pam_twofa import auth, totp
-
     code = auth.normalize_code(typed)
     if not code.isdigit():
         return None
@@ -275,8 +277,6 @@ CURRENT_PROMPT = "Current code from your app, or a recovery code: "
 
 
 def lost_phone(user: str) -> str:
-    from pam_twofa.store import shell_word
-
     return f"Lost your phone? Ask an administrator to turn 2FA off for you (twofa-admin disable {shell_word(user)})."
 
 
@@ -288,8 +288,6 @@ def confirm_current_code(session: Session, loaded, store, what: str):
     saved: a wrong code counts toward the lockout, a locked account cannot try, a used code cannot be
     used again, and the accepted code is used up. Returns the record as saved; UsageError otherwise.
     """
-    from pam_twofa import auth
-    from pam_twofa.store import shell_word
 
     user = session.account.name
     limits = loaded.limits()
@@ -333,8 +331,6 @@ def confirm_current_code(session: Session, loaded, store, what: str):
 
 
 def _locked_message(user: str, until: float) -> str:
-    from pam_twofa.store import shell_word
-
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(until))
     return (
         f"2FA for {user} is locked until {when} (UTC) after too many wrong codes; nothing was changed. "
@@ -351,9 +347,6 @@ def show_recovery_codes(session: Session, codes) -> None:
 
 
 def enroll(session: Session, loaded, store) -> int:
-    from pam_twofa import recovery
-    from pam_twofa.record import Record
-
     args, user = session.args, session.account.name
     old = store.load(user)
     if old is not None and old.enrolled and not args.force:
@@ -420,8 +413,6 @@ def enroll(session: Session, loaded, store) -> int:
 
 
 def show_secret(session: Session, uri: str, key: bytes) -> None:
-    from pam_twofa import qr
-
     secret = base64.b32encode(key).decode().rstrip("=")
     session.out("Scan this QR code with your authenticator app (Google Authenticator, FreeOTP, Aegis, ...):")
     picture = qr.render(uri, session.args.qr or "utf8")
@@ -433,8 +424,6 @@ def show_secret(session: Session, uri: str, key: bytes) -> None:
 
 
 def import_google_authenticator(session: Session, path: str):
-    from pam_twofa import googleauth
-
     account = session.account
     groups = sorted(account.gids)
     try:
@@ -445,8 +434,6 @@ def import_google_authenticator(session: Session, path: str):
 
 
 def new_recovery_codes(session: Session, loaded, store) -> int:
-    from pam_twofa import recovery
-
     user = session.account.name
     record = store.load(user)
     if record is None or not record.enrolled:
@@ -472,16 +459,12 @@ def new_recovery_codes(session: Session, loaded, store) -> int:
 
 
 def _load(policy_path: str):
-    from pam_twofa import policy
-    from pam_twofa.backends import store_for
-
     loaded = policy.load(policy_path)
     return loaded, store_for(loaded)
 
 
 def run_admin(args) -> int:
     """Root: enroll ``--user`` (default: root itself) without a password."""
-    from pam_twofa import accounts
 
     name = args.user or "root"
     account = accounts.lookup(name)
@@ -501,8 +484,6 @@ def sshd_policy() -> str:
     changed for SSH. Only root-owned files not writable by others are believed (as for the policy), and
     nothing the calling user chooses (no option, no environment variable) changes where it is read.
     """
-    from pam_twofa import pamd
-    from pam_twofa.login import Options
 
     sshd = os.path.join(pamd.PAM_DIR, "sshd")
     if not os.path.lexists(sshd):
@@ -529,7 +510,6 @@ def sshd_policy() -> str:
 
 def run_self_service(args) -> int:
     """A user through sudo: their own account only, password first, no root-only option."""
-    from pam_twofa import accounts
 
     used = [name for name in ROOT_ONLY if getattr(args, name) not in (None, False)]
     if used:
@@ -538,7 +518,6 @@ def run_self_service(args) -> int:
     uid_text = os.environ.get("SUDO_UID", "")
     if os.geteuid() != 0 or not uid_text.isdigit():
         raise UsageError("this helper is run through sudo by twofa-enroll; run twofa-enroll instead")
-    import pwd
 
     try:
         name = pwd.getpwuid(int(uid_text)).pw_name
