@@ -4,19 +4,42 @@ import os
 
 
 class Account:
-    __slots__ = ("name", "uid", "gid", "gids", "home", "groups_known")
+    """An account of the user database. Its supplementary groups are read on first use: a login whose
+    policy names no group never asks NSS for them (with SSSD or LDAP that is a lookup saved)."""
 
-    def __init__(self, name: str, uid: int, gid: int, gids: set, home: str, groups_known: bool = True) -> None:
+    __slots__ = ("name", "uid", "gid", "home", "_gids", "_groups_known")
+
+    def __init__(self, name: str, uid: int, gid: int, gids: set | None, home: str, groups_known: bool = True) -> None:
         self.name = name
         self.uid = uid
         self.gid = gid
-        self.gids = gids
         self.home = home
-        self.groups_known = groups_known  # False: getgrouplist failed, ``gids`` is the primary group only
+        self._gids = gids  # None: not read yet
+        self._groups_known = groups_known
+
+    @property
+    def gids(self) -> set:
+        """Primary and supplementary group ids (the primary only when ``groups_known`` is False)."""
+        if self._gids is None:
+            self._read_groups()
+        return self._gids  # type: ignore[return-value]
+
+    @property
+    def groups_known(self) -> bool:
+        """False when getgrouplist failed, so ``gids`` holds the primary group only."""
+        if self._gids is None:
+            self._read_groups()
+        return self._groups_known
+
+    def _read_groups(self) -> None:
+        try:
+            self._gids, self._groups_known = set(os.getgrouplist(self.name, self.gid)), True
+        except OSError:
+            self._gids, self._groups_known = {self.gid}, False
 
 
 def lookup(user: str) -> Account | None:
-    """The account, with its primary and supplementary group ids; None if unknown."""
+    """The account; None if unknown. Its groups are read when first asked for (``Account.gids``)."""
     import pwd
 
     if not user or "\0" in user:
@@ -25,12 +48,7 @@ def lookup(user: str) -> Account | None:
         entry = pwd.getpwnam(user)
     except (KeyError, ValueError, OverflowError):
         return None
-    try:
-        gids = set(os.getgrouplist(user, entry.pw_gid))
-        known = True
-    except OSError:
-        gids, known = {entry.pw_gid}, False
-    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, gids, entry.pw_dir, known)
+    return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, None, entry.pw_dir)
 
 
 def group_ids(names) -> dict:
@@ -87,15 +105,16 @@ def facts(policy, account: Account, record, rhost, now: float = 0.0):
         from pam_twofa.trust import until
 
         trusted_until = until(record, rhost)
+    # Only a policy that names groups needs the user's supplementary groups.
     return Facts(
         account.name,
         account.gid,
-        account.gids,
+        account.gids if wanted else {account.gid},
         group_ids(wanted) if wanted else {},
         rhost,
         record is not None and record.enrolled,
         trusted_until,
         record.locked_until if record is not None else 0,
         now,
-        account.groups_known,
+        account.groups_known if wanted else True,
     )

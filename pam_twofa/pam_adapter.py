@@ -1,10 +1,26 @@
 """pam_python's handle, adapted to ``login`` (imported, so its bytecode is cached).
 
-``pam_module.py`` is the file pam_python executes, compiled from source at
-every login; it stays a few lines and calls ``authenticate`` here.
+``pam_module.py`` is the file pam_python executes, compiled from source in
+every interpreter it starts; it holds only the entry points and calls
+``authenticate`` here, which first refuses a stack pam_python is not safe in.
+
+pam_python is safe in sshd's stack only: its interpreter takes its Python,
+and so its standard library, from the calling process's PATH, so in a setuid
+program's stack (su, chsh, anything including common-auth) a user's copied
+tree runs as root before any of this is read (README, Security). That cannot
+be undone here; the module refuses to lend itself to such a stack, fails
+closed and tells the admin.
 """
 
+import os
+import sys
+import syslog
+
 from pam_twofa import login
+
+# The prefixes of the system's Python: /usr, or / inside sshd (no PATH there,
+# /bin/python3 through merged /usr). Both are root's; a copied tree is not.
+SYSTEM_PREFIXES = ("/usr", "/")
 
 
 class _Conversation:
@@ -55,8 +71,44 @@ def _item(pamh, name: str):
     return value if isinstance(value, str) else None
 
 
+def _service(pamh) -> str:
+    name = getattr(pamh, "service", None)
+    if not isinstance(name, str) or not name:
+        return "-"
+    return "".join(c if c.isprintable() and c not in " /" else "?" for c in name[:32])
+
+
+def unsafe() -> str | None:
+    """Why this process is one pam_python must not run in (None: sshd, or another non-setuid program
+    on the system's Python)."""
+    if os.getuid() != os.geteuid() or os.getgid() != os.getegid():
+        return "loaded by a setuid or setgid program"
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+        if prefix not in SYSTEM_PREFIXES:
+            return f"its Python runs from {prefix!r}, not from the system's {SYSTEM_PREFIXES[0]}"
+    return None
+
+
 def authenticate(pamh, argv) -> int:
     """The PAM result of one authentication; every exception ends in PAM_AUTH_ERR."""
+    try:
+        why = unsafe()
+        if why:
+            service = _service(pamh)
+            syslog.syslog(
+                syslog.LOG_AUTHPRIV | syslog.LOG_CRIT,
+                f"pam_twofa({service}:auth): refusing to run: {why}. pam_python is only safe in sshd's stack"
+                " (the caller's PATH picks the Python that runs as root): remove the pam_python line from"
+                f" /etc/pam.d/{service} (or the file it includes) now, see README Security; login refused",
+            )
+            return pamh.PAM_AUTH_ERR
+    except Exception:
+        return pamh.PAM_AUTH_ERR
+    return run(pamh, argv)
+
+
+def run(pamh, argv) -> int:
+    """The login flow for a handle the guard let through."""
     try:
         try:
             user = pamh.get_user(None)

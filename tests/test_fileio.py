@@ -194,3 +194,31 @@ def test_is_private_and_describe_mode(tmp_path):
     os.chmod(path, 0o644)
     os.chown(path, 65534, 65534)
     assert describe_mode(os.stat(path)) == "mode 0644, owner uid 65534"
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """What each fsync was called on: "file" or "folder"."""
+    kinds = []
+    real = os.fsync
+
+    def counted(fd):
+        kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", counted)
+    return kinds
+
+
+def test_the_file_and_then_its_folder_are_fsynced(tmp_path, fsynced):
+    write_atomic(str(tmp_path / "a.rec"), b"data")
+    assert fsynced == ["file", "folder"]
+
+
+def test_sync_folder_false_still_fsyncs_the_file_before_the_rename(tmp_path, fsynced, monkeypatch):
+    renamed = []
+    real_rename = os.rename
+    monkeypatch.setattr(fileio.os, "rename", lambda a, b: (renamed.append(list(fsynced)), real_rename(a, b)))
+    write_atomic(str(tmp_path / "a.rec"), b"data", sync_folder=False)
+    assert fsynced == ["file"] and renamed == [["file"]]
+    assert (tmp_path / "a.rec").read_bytes() == b"data"

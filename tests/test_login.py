@@ -89,6 +89,30 @@ def test_enrolled_right_code_passes(policy_path, store, logs):
     assert logs == ["pam_twofa(sshd:auth): user=alice rhost=192.0.2.10 result=success"]
 
 
+def test_a_login_fsyncs_its_record_but_not_the_folder_and_the_commands_fsync_both(policy_path, store, monkeypatch):
+    import os
+    import stat
+
+    from pam_twofa import fileio, policy
+
+    enroll(store)
+    policy.load(policy_path)  # the cache is written once, not by every login
+    kinds = []
+    real = os.fsync
+
+    def counted(fd):
+        kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", counted)
+    assert run(policy_path, "alice", [CODE])[0] == PASS
+    assert kinds == ["file"]  # docs/store.md, "Atomic writes"
+    kinds.clear()
+    with store.locked("alice") as section:  # the commands' store (backends.store_for)
+        section.save(section.record)
+    assert kinds == ["file", "folder"]
+
+
 def test_code_typed_with_spaces_and_from_the_previous_step(policy_path, store):
     enroll(store)
     assert run(policy_path, "alice", [" " + CODE[:3] + " " + CODE[3:] + "\n"])[0] == PASS

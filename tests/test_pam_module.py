@@ -5,7 +5,7 @@ import syslog
 
 import pytest
 
-from pam_twofa import accounts, log, login, pam_module, recovery, totp
+from pam_twofa import accounts, log, login, pam_adapter, pam_module, recovery, totp
 from pam_twofa.accounts import Account
 from pam_twofa.record import Record
 from pam_twofa.store import FileStore
@@ -69,7 +69,7 @@ class Handle:
 @pytest.fixture(autouse=True)
 def system_python(monkeypatch):
     """The tests run in a venv (another sys.prefix): the module would refuse it as it refuses a copied tree."""
-    monkeypatch.setattr(pam_module, "SYSTEM_PREFIXES", (*pam_module.SYSTEM_PREFIXES, sys.prefix, sys.exec_prefix))
+    monkeypatch.setattr(pam_adapter, "SYSTEM_PREFIXES", (*pam_adapter.SYSTEM_PREFIXES, sys.prefix, sys.exec_prefix))
 
 
 @pytest.fixture(autouse=True)
@@ -262,21 +262,20 @@ def test_internal_error_when_logging_also_fails(policy_path, monkeypatch):
 
 @pytest.fixture
 def syslog_lines(monkeypatch):
-    """(priority, message) of what pam_module itself sends to syslog (it does not go through log.emit)."""
+    """(priority, message) of what the entry and its guard send to syslog themselves (not through log.emit)."""
     sent = []
-    monkeypatch.setattr(pam_module.syslog, "syslog", lambda priority, message: sent.append((priority, message)))
+    monkeypatch.setattr(syslog, "syslog", lambda priority, message: sent.append((priority, message)))
     return sent
 
 
 @pytest.fixture
 def no_flow(monkeypatch):
     """Fail the test if the login flow runs at all."""
-    from pam_twofa import pam_adapter
 
     def never(pamh, argv):
         raise AssertionError("the login flow ran")
 
-    monkeypatch.setattr(pam_adapter, "authenticate", never)
+    monkeypatch.setattr(pam_adapter, "run", never)
 
 
 def crit(sent):
@@ -286,11 +285,11 @@ def crit(sent):
 @pytest.mark.parametrize("ids", ["setuid", "setgid"])
 def test_setuid_or_setgid_caller_is_refused_with_one_crit_line(monkeypatch, syslog_lines, no_flow, policy_path, ids):
     if ids == "setuid":
-        monkeypatch.setattr(pam_module.os, "getuid", lambda: 1000)
-        monkeypatch.setattr(pam_module.os, "geteuid", lambda: 0)
+        monkeypatch.setattr(pam_adapter.os, "getuid", lambda: 1000)
+        monkeypatch.setattr(pam_adapter.os, "geteuid", lambda: 0)
     else:
-        monkeypatch.setattr(pam_module.os, "getgid", lambda: 1000)
-        monkeypatch.setattr(pam_module.os, "getegid", lambda: 0)
+        monkeypatch.setattr(pam_adapter.os, "getgid", lambda: 1000)
+        monkeypatch.setattr(pam_adapter.os, "getegid", lambda: 0)
     handle = Handle(answers=[CODE], service="su")
     assert auth(handle, "policy=" + policy_path) == 7
     assert handle.sent == []  # nothing asked
@@ -311,18 +310,18 @@ def test_interpreter_outside_the_system_prefix_is_refused(monkeypatch, syslog_li
 @pytest.mark.parametrize("prefix", ["/usr/local", "/usr/", "/home/u/evil/usr", "/tmp", ""])
 def test_only_the_system_prefixes_are_accepted(monkeypatch, prefix):
     monkeypatch.setattr(sys, "prefix", prefix)
-    assert pam_module._unsafe() is not None
+    assert pam_adapter.unsafe() is not None
 
 
 def test_system_prefixes_and_same_ids_are_accepted(monkeypatch):
     for prefix in ("/usr", "/"):
         for attr in ("prefix", "base_prefix", "exec_prefix"):
             monkeypatch.setattr(sys, attr, prefix)
-        assert pam_module._unsafe() is None
+        assert pam_adapter.unsafe() is None
 
 
 def test_service_name_in_the_crit_line_is_cleaned(monkeypatch, syslog_lines, policy_path):
-    monkeypatch.setattr(pam_module.os, "geteuid", lambda: pam_module.os.getuid() + 1)
+    monkeypatch.setattr(pam_adapter.os, "geteuid", lambda: pam_adapter.os.getuid() + 1)
     auth(Handle(service="su\nx ../y"), "policy=" + policy_path)
     (line,) = crit(syslog_lines)
     assert line.startswith("pam_twofa(su?x?..?y:auth)") and "\n" not in line
