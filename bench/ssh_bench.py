@@ -133,7 +133,7 @@ def ssh_rows(runs: int) -> list:
         return [
             ("(5) SSH password+code vs bare pam_python, same sshd", f, b or [float("nan")], failures, 1.05),
             ("    reference: SSH password+code vs password only", a, b or [float("nan")], failures, None),
-            ("    reference: pam_google_authenticator vs password only", a, g or [float("nan")], g_failures, None),
+            ("    reference: pam_google_authenticator.so vs password only", a, g or [float("nan")], g_failures, None),
             ("    reference: bare pam_python vs password only", a, f, 0, None),
         ]
     finally:
