@@ -6,16 +6,14 @@ import stat
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600, locked: bool = True, sync_folder: bool = True) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600, locked: bool = True) -> None:
     """Replace ``path`` with ``data``: temporary file in the same folder, fsync, rename, fsync folder.
 
     The temporary name is created exclusively and never through a symlink. A
     crash at any point leaves either the old file or the new one, plus at
     worst a stale temporary file that the next write removes. Callers that
     do not hold a lock for ``path`` pass ``locked=False`` and get a name of
-    their own process. ``sync_folder=False`` skips the last fsync: the file
-    is still complete on disk before it is renamed, but a power loss soon
-    after may bring back the previous file (docs/store.md says who may).
+    their own process.
     """
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.tmp" if locked else f".{name}.{os.getpid()}.tmp")
@@ -40,8 +38,7 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600, locked: bool = True,
     except BaseException:  # e.g. path is a folder: leave no temporary file behind
         os.unlink(tmp)
         raise
-    if sync_folder:
-        fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def write_all(fd: int, data: bytes) -> None:

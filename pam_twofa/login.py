@@ -147,9 +147,7 @@ class Login:
         else:
             from pam_twofa.store import FileStore
 
-            # The folder is not fsynced after the login's writes: one fsync less on every login
-            # (docs/store.md, "Atomic writes"); the commands' writes keep it.
-            store = FileStore(policy.state_dir, sync_folder=False)
+            store = FileStore(policy.state_dir)
         try:
             return self._run(policy, store)
         except StoreError as exc:

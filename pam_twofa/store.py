@@ -201,7 +201,7 @@ class _FileSection(Section):
     def save(self, record: Record) -> None:
         if record.user != self.user:
             raise StoreError("a record can only be saved in its own user's section")
-        write_atomic(self.path, dumps(record).encode("utf-8"), sync_folder=self.store.sync_folder)
+        write_atomic(self.path, dumps(record).encode("utf-8"))
         self.record = record
 
     def delete(self) -> bool:
@@ -212,16 +212,10 @@ class _FileSection(Section):
 
 
 class FileStore(Store):
-    """Records as files under ``STATE_DIR/users`` (docs/store.md).
+    """Records as files under ``STATE_DIR/users`` (docs/store.md)."""
 
-    ``sync_folder=False`` is for the login's own writes (replay step, failures, lockout, last
-    success, trust): each record is fsynced before its rename, but the folder is not, so a power
-    loss may bring back the previous record, never a partial one (docs/store.md, "Atomic writes").
-    """
-
-    def __init__(self, state_dir: str, sync_folder: bool = True) -> None:
+    def __init__(self, state_dir: str) -> None:
         self.state_dir = state_dir
-        self.sync_folder = sync_folder
         self.users_dir = os.path.join(state_dir, "users")
         self.uid = os.geteuid()
 

@@ -213,12 +213,3 @@ def fsynced(monkeypatch):
 def test_the_file_and_then_its_folder_are_fsynced(tmp_path, fsynced):
     write_atomic(str(tmp_path / "a.rec"), b"data")
     assert fsynced == ["file", "folder"]
-
-
-def test_sync_folder_false_still_fsyncs_the_file_before_the_rename(tmp_path, fsynced, monkeypatch):
-    renamed = []
-    real_rename = os.rename
-    monkeypatch.setattr(fileio.os, "rename", lambda a, b: (renamed.append(list(fsynced)), real_rename(a, b)))
-    write_atomic(str(tmp_path / "a.rec"), b"data", sync_folder=False)
-    assert fsynced == ["file"] and renamed == [["file"]]
-    assert (tmp_path / "a.rec").read_bytes() == b"data"

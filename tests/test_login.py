@@ -89,7 +89,7 @@ def test_enrolled_right_code_passes(policy_path, store, logs):
     assert logs == ["pam_twofa(sshd:auth): user=alice rhost=192.0.2.10 result=success"]
 
 
-def test_a_login_fsyncs_its_record_but_not_the_folder_and_the_commands_fsync_both(policy_path, store, monkeypatch):
+def test_a_login_fsyncs_its_record_and_then_the_folder_like_the_commands(policy_path, store, monkeypatch):
     import os
     import stat
 
@@ -106,7 +106,7 @@ def test_a_login_fsyncs_its_record_but_not_the_folder_and_the_commands_fsync_bot
 
     monkeypatch.setattr(fileio.os, "fsync", counted)
     assert run(policy_path, "alice", [CODE])[0] == PASS
-    assert kinds == ["file"]  # docs/store.md, "Atomic writes"
+    assert kinds == ["file", "folder"]  # SPEC §4: a crash loses nothing written before
     kinds.clear()
     with store.locked("alice") as section:  # the commands' store (backends.store_for)
         section.save(section.record)
