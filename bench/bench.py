@@ -266,14 +266,14 @@ def main() -> int:
         f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()} (PAM: /usr/bin/python3), {args.runs} alternating A/B runs"
     )
-    print(f"{'figure':56} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}")
+    print(f"{'figure':60} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}")
     ok = True
     for name, a, b, failures, budget in rows:
         ratio = statistics.median(b) / statistics.median(a)
         verdict = "" if budget is None else ("ok" if ratio <= budget and not failures else "OVER")
         ok &= verdict != "OVER"
         print(
-            f"{name:56} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}"
+            f"{name:60} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}"
         )
     lines, concurrent_ok = concurrency(args.rounds)
     for line in lines + db_lines:
