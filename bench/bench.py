@@ -36,6 +36,7 @@ PAM_PYTHON = next(
 )
 PAM_PERMIT = "/lib/x86_64-linux-gnu/security/pam_permit.so"
 PAM_DENY = "/lib/x86_64-linux-gnu/security/pam_deny.so"
+FIGURE_WIDTH = 60  # the longest label, "    reference: pam_google_authenticator.so vs password only", fits
 
 
 def installed_module() -> str:
@@ -266,14 +267,16 @@ def main() -> int:
         f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()} (PAM: /usr/bin/python3), {args.runs} alternating A/B runs"
     )
-    print(f"{'figure':60} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}")
+    print(
+        f"{'figure':{FIGURE_WIDTH}} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}"
+    )
     ok = True
     for name, a, b, failures, budget in rows:
         ratio = statistics.median(b) / statistics.median(a)
         verdict = "" if budget is None else ("ok" if ratio <= budget and not failures else "OVER")
         ok &= verdict != "OVER"
         print(
-            f"{name:60} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}"
+            f"{name:{FIGURE_WIDTH}} {summary(a):>22} {summary(b):>22} {ratio:6.2f} {('<=' + str(budget)) if budget else '':>7} {failures:5d} {verdict}"
         )
     lines, concurrent_ok = concurrency(args.rounds)
     for line in lines + db_lines:

@@ -69,3 +69,21 @@ def logs(monkeypatch):
     lines = []
     monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
     return lines
+
+
+@pytest.fixture
+def fsynced(monkeypatch):
+    """What each fsync of ``fileio`` was called on, in order: "file" or "folder"."""
+    import stat
+
+    from pam_twofa import fileio
+
+    kinds = []
+    real = os.fsync
+
+    def counted(fd):
+        kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", counted)
+    return kinds

@@ -196,20 +196,6 @@ def test_is_private_and_describe_mode(tmp_path):
     assert describe_mode(os.stat(path)) == "mode 0644, owner uid 65534"
 
 
-@pytest.fixture
-def fsynced(monkeypatch):
-    """What each fsync was called on: "file" or "folder"."""
-    kinds = []
-    real = os.fsync
-
-    def counted(fd):
-        kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        return real(fd)
-
-    monkeypatch.setattr(fileio.os, "fsync", counted)
-    return kinds
-
-
 def test_the_file_and_then_its_folder_are_fsynced(tmp_path, fsynced):
     write_atomic(str(tmp_path / "a.rec"), b"data")
     assert fsynced == ["file", "folder"]

@@ -89,28 +89,18 @@ def test_enrolled_right_code_passes(policy_path, store, logs):
     assert logs == ["pam_twofa(sshd:auth): user=alice rhost=192.0.2.10 result=success"]
 
 
-def test_a_login_fsyncs_its_record_and_then_the_folder_like_the_commands(policy_path, store, monkeypatch):
-    import os
-    import stat
-
-    from pam_twofa import fileio, policy
+def test_a_login_fsyncs_its_record_and_then_the_folder_like_the_commands(policy_path, store, fsynced):
+    from pam_twofa import policy
 
     enroll(store)
     policy.load(policy_path)  # the cache is written once, not by every login
-    kinds = []
-    real = os.fsync
-
-    def counted(fd):
-        kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
-        return real(fd)
-
-    monkeypatch.setattr(fileio.os, "fsync", counted)
+    fsynced.clear()
     assert run(policy_path, "alice", [CODE])[0] == PASS
-    assert kinds == ["file", "folder"]  # SPEC §4: a crash loses nothing written before
-    kinds.clear()
+    assert fsynced == ["file", "folder"]  # SPEC §4: a crash loses nothing written before
+    fsynced.clear()
     with store.locked("alice") as section:  # the commands' store (backends.store_for)
         section.save(section.record)
-    assert kinds == ["file", "folder"]
+    assert fsynced == ["file", "folder"]
 
 
 def test_code_typed_with_spaces_and_from_the_previous_step(policy_path, store):
