@@ -247,6 +247,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=60, help="A/B pairs per figure (default 60)")
     parser.add_argument("--rounds", type=int, default=20, help="rounds of the same-code race (default 20)")
     parser.add_argument("--ssh", action="store_true", help="also (5): SSH login through a Docker sshd (needs Docker)")
+    parser.add_argument(
+        "--ssh-runs",
+        type=int,
+        default=100,
+        help="rounds of (5), each one login per stack (default 100: a whole SSH login varies more than one pamtester run)",
+    )
     parser.add_argument("--db", action="store_true", help="also (6)-(8): the database backend (needs postgresql-15)")
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -262,10 +268,11 @@ def main() -> int:
     if args.ssh:
         from ssh_bench import ssh_rows
 
-        rows += ssh_rows(args.runs)
+        rows += ssh_rows(args.ssh_runs)
     print(
         f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
         f"Python {platform.python_version()} (PAM: /usr/bin/python3), {args.runs} alternating A/B runs"
+        + (f", (5) {args.ssh_runs} rounds" if args.ssh else "")
     )
     print(
         f"{'figure':{FIGURE_WIDTH}} {'A min/med/max ms':>22} {'B min/med/max ms':>22} {'B/A':>6} {'budget':>7} {'fails':>5}"
