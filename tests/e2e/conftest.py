@@ -33,8 +33,6 @@ TOTP codes are computed here with pyotp, independently of the product's
 
 from __future__ import annotations
 
-import email
-import email.policy
 import fcntl
 import os
 import subprocess
@@ -50,7 +48,6 @@ from e2e_harness import (
     KEY_PORT,
     LOCK_FILE,
     LOCK_WAIT,
-    LOOPBACK,
     PASSWORD_PORT,
     PASSWORDS,
     POLICY_BACKUP,
@@ -60,13 +57,12 @@ from e2e_harness import (
     SYSLOG_FILE,
     SYSLOG_LISTENER,
     Host,
-    SMTPServer,
     activate,
     base_image,
     compose,
-    free_port,
     port_open,
     project,
+    running_smtp_server,
     ssh_banner,
     totp_at,
     wait_for_fresh_step,
@@ -264,32 +260,9 @@ def enroll(scenario):
 
 @pytest.fixture(scope="session")
 def smtp_server():
-    """A real SMTP server (aiosmtpd) in this process on 127.0.0.1; containers reach it there too.
-
-    Each received mail is appended to ``messages`` as an EmailMessage with
-    ``envelope_from`` and ``envelope_to`` attributes.
-    """
-    from aiosmtpd.controller import Controller
-
-    server = SMTPServer(LOOPBACK, free_port())
-
-    class Collect:
-        async def handle_DATA(self, _server, _session, envelope):
-            message = email.message_from_bytes(
-                envelope.original_content or envelope.content, policy=email.policy.default
-            )
-            message.envelope_from = envelope.mail_from
-            message.envelope_to = list(envelope.rcpt_tos)
-            with server._lock:
-                server.messages.append(message)
-            return "250 Message accepted for delivery"
-
-    controller = Controller(Collect(), hostname=server.host, port=server.port)
-    controller.start()
-    try:
+    """A real SMTP server (aiosmtpd) in this process on 127.0.0.1; containers reach it there too."""
+    with running_smtp_server() as server:
         yield server
-    finally:
-        controller.stop()
 
 
 # --------------------------------------------------------------------------

@@ -5,12 +5,16 @@ Fixtures are in conftest.py, which documents the scenario.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import shlex
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -327,6 +331,36 @@ class SMTPServer:
                     return list(self.messages)
             time.sleep(0.05)
         raise AssertionError(f"expected {count} message(s) within {timeout} s, got {len(self.messages)}")
+
+
+@contextmanager
+def running_smtp_server() -> Iterator[SMTPServer]:
+    """A real SMTP server (aiosmtpd) in this process on 127.0.0.1, which host-networked containers reach.
+
+    Each received mail is appended to ``messages`` as an EmailMessage with
+    ``envelope_from`` and ``envelope_to`` attributes.
+    """
+    from aiosmtpd.controller import Controller
+
+    server = SMTPServer(LOOPBACK, free_port())
+
+    class Collect:
+        async def handle_DATA(self, _server, _session, envelope):
+            message = email.message_from_bytes(
+                envelope.original_content or envelope.content, policy=email.policy.default
+            )
+            message.envelope_from = envelope.mail_from
+            message.envelope_to = list(envelope.rcpt_tos)
+            with server._lock:
+                server.messages.append(message)
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Collect(), hostname=server.host, port=server.port)
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
 
 
 def free_port() -> int:

@@ -172,8 +172,10 @@ def fleet_hosts():
             time.sleep(0.3)
         subprocess.run(["docker", "exec", "-d", container, "python3", "-c", SYSLOG_LISTENER], check=True)
         host.run("getent group twofa >/dev/null || groupadd twofa")
-        for user, groups in (("alice", "twofa"), ("bob", "twofa"), ("erin", "twofa")):
-            host.run(f"id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash -G {groups} {user};"
+        # dave is in no enforced group: he logs in with his password alone until he enrolls himself
+        for user, groups in (("alice", "twofa"), ("bob", "twofa"), ("erin", "twofa"), ("dave", "")):
+            joins = f"-G {groups}" if groups else ""
+            host.run(f"id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {joins} {user};"
                      f" echo {user}:{PASSWORDS[user]} | chpasswd")  # fmt: skip
         hosts[name] = host
     a = hosts["A"]

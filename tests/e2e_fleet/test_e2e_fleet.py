@@ -1,16 +1,24 @@
-"""The fleet scenarios of issue 15 over real SSH (paramiko keyboard-interactive), see conftest.py."""
+"""The fleet scenarios of issue 15 over real SSH (paramiko keyboard-interactive, and the OpenSSH client
+on a terminal for self-service enrollment), see fleet_harness.py."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
-from e2e_harness import PASSWORDS, current_code, totp_at, wait_for_fresh_step, wrong_code
+from e2e_harness import PASSWORDS, current_code, running_smtp_server, totp_at, wait_for_fresh_step, wrong_code
 from e2e_harness import ssh_login as _ssh_login
+from e2e_terminal import CODE_PROMPT as ENROLL_CODE_PROMPT
+from e2e_terminal import PASSWORD_PROMPT, SHELL_PROMPT, parse_screen, ssh_terminal, wait_no_enroll_process
 from fleet_harness import DEAD_PORT, DSN, PG_PORT, POLICY, enroll_user
 
 pytestmark = pytest.mark.e2e
 
 ALICE = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 ERROR = "not working on this host"
+MAILED_CODE = re.compile(r"Your one-time code is: (\d+)")
+MAIL_PROMPT = "Code sent to e***@example.com: "  # erin's address, masked
 
 
 def login(host, user, code=None):
@@ -100,3 +108,88 @@ def test_a_dsn_whose_first_host_is_dead_and_second_alive(fleet_hosts):
         c.kill_agent()
         c.write_policy(POLICY.format(dsn=DSN))
         c.start_agent()
+
+
+def test_self_service_enrollment_on_a_then_log_in_on_b_with_its_codes(fleet_hosts):
+    """twofa-enroll typed by the user at a shell on A (sudo runs enroll-self as root, which uses the
+    agent): B and C see the enrollment at once, and B asks for and accepts the new secret's codes."""
+    hosts, _db = fleet_hosts
+    a, b, c = hosts["A"], hosts["B"], hosts["C"]
+    c.run(["twofa-admin", "disable", "dave", "--yes"], check=False)  # a clean start, whatever ran before
+    assert login(b, "dave").ok  # no enforced group and not enrolled: the password alone
+    term = ssh_terminal(a.port, "dave", PASSWORDS["dave"])
+    try:
+        term.send_line("twofa-enroll")
+        term.expect(PASSWORD_PROMPT.format(user="dave"))
+        term.send_line(PASSWORDS["dave"])
+        term.expect(ENROLL_CODE_PROMPT)
+        secret = parse_screen(term.transcript).secret
+        wait_for_fresh_step()
+        term.send_line(totp_at(secret, -1))
+        term.expect("Two-factor authentication is now on for dave.")
+        term.expect(SHELL_PROMPT)
+        term.send_line("exit")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    wait_no_enroll_process(a)
+    [row] = json.loads(c.run(["twofa-admin", "status", "dave", "--json"]).stdout)["users"]
+    assert row["enrolled"] and row["recovery_codes_left"] == 10, row
+    assert not login(b, "dave").ok  # enrolled now: the password alone no longer does
+    wait_for_fresh_step(6)
+    code = current_code(secret)
+    assert login(b, "dave", code).ok
+    replay = login(c, "dave", code)
+    assert not replay.ok and "already used" in replay.text, replay
+
+
+def email_policy(smtp) -> str:
+    """The fleet policy with ``unenrolled: email`` and mail to the test's SMTP server (2 sends an hour)."""
+    text = POLICY.format(dsn=DSN)
+    assert "unenrolled: deny" in text and "email:\n  max_sends: 2\n" in text
+    return text.replace("unenrolled: deny", "unenrolled: email").replace(
+        "email:\n  max_sends: 2\n",
+        "email:\n"
+        "  max_sends: 2\n"
+        '  address: "{user}@example.com"\n'
+        '  from: "pam-twofa@{hostname}"\n'
+        "  smtp:\n"
+        f"    host: {smtp.host}\n"
+        f"    port: {smtp.port}\n"
+        "    timeout: 10\n",
+    )
+
+
+def mail_login(host, smtp, user):
+    """A login answered with the code the mail brought; returns (the login, the mails it caused)."""
+    smtp.clear()
+
+    def read_the_mail(prompt):
+        if prompt.rsplit("\n", 1)[-1] != MAIL_PROMPT:
+            return None
+        found = MAILED_CODE.search(smtp.wait_for(1)[0].get_content())
+        return found.group(1) if found else "no-code-in-the-mail"
+
+    result = _ssh_login(host.port, user, password=PASSWORDS[user], answer=read_the_mail)
+    return result, list(smtp.messages)
+
+
+def test_the_emailed_code_quota_is_fleet_wide(fleet_hosts):
+    """erin (enforced, not enrolled) may be sent 2 codes an hour: one on A, one on B, none on C."""
+    hosts, _db = fleet_hosts
+    a, b, c = hosts["A"], hosts["B"], hosts["C"]
+    with running_smtp_server() as smtp:
+        try:
+            for host in hosts.values():
+                host.write_policy(email_policy(smtp))
+                host.run(["twofa-admin", "check"])
+            first, mails = mail_login(a, smtp, "erin")
+            assert first.ok and len(mails) == 1, first
+            second, mails = mail_login(b, smtp, "erin")
+            assert second.ok and len(mails) == 1, second
+            third, mails = mail_login(c, smtp, "erin")
+            assert not third.ok and "Too many codes were emailed" in third.text, third
+            assert mails == []
+        finally:
+            for host in hosts.values():
+                host.write_policy(POLICY.format(dsn=DSN))
