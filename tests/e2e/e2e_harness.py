@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -331,6 +332,27 @@ class SMTPServer:
                     return list(self.messages)
             time.sleep(0.05)
         raise AssertionError(f"expected {count} message(s) within {timeout} s, got {len(self.messages)}")
+
+
+MAILED_CODE = re.compile(r"Your one-time code is: (\d+)")
+MAIL_PROMPT = "Code sent to e***@example.com: "  # the test users' names start with "e"
+
+
+def mail_prompt(prompt: str) -> bool:
+    """sshd puts the module's info text (the enroll hint) on the lines before the prompt itself."""
+    return prompt.rsplit("\n", 1)[-1] == MAIL_PROMPT
+
+
+def email_settings(smtp: SMTPServer) -> str:
+    """The lines under a policy's ``email:`` that send to ``smtp`` (each test adds its own limits)."""
+    return (
+        '  address: "{user}@example.com"\n'
+        '  from: "pam-twofa@{hostname}"\n'
+        "  smtp:\n"
+        f"    host: {smtp.host}\n"
+        f"    port: {smtp.port}\n"
+        "    timeout: 10\n"
+    )
 
 
 @contextmanager

@@ -11,13 +11,14 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from e2e_harness import (
     CODE_PROMPT,
+    MAILED_CODE,
     PASSWORD_PORT,
     current_code,
+    email_settings,
+    mail_prompt,
     ssh_login,
     totp_at,
     wait_for_fresh_step,
@@ -41,13 +42,6 @@ pytestmark = pytest.mark.e2e
 
 ENROLL_HINT = "To use an authenticator app instead, run twofa-enroll once you are logged in."
 MSG_BAD = "Wrong verification code."
-MAILED_CODE = re.compile(r"Your one-time code is: (\d+)")
-MAIL_PROMPT = "Code sent to e***@example.com: "  # the test users' names start with "e2e"
-
-
-def mail_prompt(prompt: str) -> bool:
-    """sshd puts the module's info text (the enroll hint) on the lines before the prompt itself."""
-    return prompt.rsplit("\n", 1)[-1] == MAIL_PROMPT
 
 
 # --------------------------------------------------------------------------
@@ -60,15 +54,11 @@ def email_policy(scenario, password_host, smtp_server):
     original = password_host.run(["cat", "/etc/pam-twofa/policy.yaml"]).stdout
     assert "unenrolled: deny" in original and "\nemail:" not in original
     password_host.write_policy(
-        original.replace("unenrolled: deny", "unenrolled: email") + "email:\n"
-        '  address: "{user}@example.com"\n'
-        '  from: "pam-twofa@{hostname}"\n'
-        "  smtp:\n"
-        f"    host: {smtp_server.host}\n"
-        f"    port: {smtp_server.port}\n"
-        "    timeout: 10\n"
-        "  code_digits: 8\n"
-        "  code_ttl: 600\n"
+        original.replace("unenrolled: deny", "unenrolled: email")
+        + "email:\n"
+        + email_settings(smtp_server)
+        + "  code_digits: 8\n"
+        + "  code_ttl: 600\n"
     )
     password_host.run(["twofa-admin", "check"])
     smtp_server.clear()
