@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from floor import BARE_MODULE  # noqa: E402
 
-from pam_twofa import totp  # noqa: E402  (code computation for the bench's own answers)
+from pam_twofa.core import totp  # noqa: E402  (code computation for the bench's own answers)
 
 # pam_wrapper needs absolute module paths: libpam-python's file on Debian 13, then on Debian 12.
 PAM_PYTHON = next(
@@ -43,7 +43,7 @@ def installed_module() -> str:
     if os.environ.get("PAM_TWOFA_BENCH_PACKAGE"):  # a checkout's pam_twofa folder instead of the installed one
         return os.path.join(os.path.abspath(os.environ["PAM_TWOFA_BENCH_PACKAGE"]), "pam_module.py")
     out = subprocess.run(
-        ["/usr/bin/python3", "-I", "-c", "import pam_twofa.pamconfig as p; print(p.module_path())"],
+        ["/usr/bin/python3", "-I", "-c", "import pam_twofa.cli.pamconfig as p; print(p.module_path())"],
         capture_output=True,
         text=True,
         check=True,
@@ -98,7 +98,7 @@ class Bench:
 
     def _enroll(self, names) -> None:
         """Write records straight into the store's layout (the CLI per user would take hours at 100,000)."""
-        from pam_twofa.record import Record, dumps
+        from pam_twofa.core.record import Record, dumps
 
         users_dir = os.path.join(self.state, "users")
         os.makedirs(users_dir, mode=0o700, exist_ok=True)

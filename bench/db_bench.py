@@ -43,8 +43,8 @@ class DbBench:
         import pgserver
         from pgserver import Agent, PgServer, write_private
 
-        from pam_twofa import fleetkey
-        from pam_twofa.pgstore import GRANTS, Database, PgStore
+        from pam_twofa.fleet import key as fleetkey
+        from pam_twofa.fleet.database import GRANTS, Database, PgStore
 
         self.bench = bench  # the file-store Bench: its users, keys, services and environment
         self.server = PgServer().init().start()
@@ -79,7 +79,7 @@ class DbBench:
         for statement in GRANTS.format(role="twofa", database=self.dbname).splitlines():
             if statement and not statement.startswith("--"):
                 self.server.psql(statement, self.dbname)
-        from pam_twofa.record import Record
+        from pam_twofa.core.record import Record
 
         store = PgStore(db)
         for name in bench.names[:users]:

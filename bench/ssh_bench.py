@@ -35,8 +35,8 @@ PASSWORD = "pw"
 
 SETUP = r"""
 import os, sys
-from pam_twofa.record import Record
-from pam_twofa.store import FileStore
+from pam_twofa.core.record import Record
+from pam_twofa.store.files import FileStore
 n = int(sys.argv[1])
 store = FileStore("/var/lib/pam-twofa")
 for i in range(n):
@@ -88,7 +88,7 @@ def ssh_rows(runs: int) -> list:
     import sys
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from pam_twofa import totp
+    from pam_twofa.core import totp
 
     subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)
     scratch = tempfile.mkdtemp(prefix="pam-twofa-bench-ssh-")

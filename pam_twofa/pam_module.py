@@ -23,7 +23,7 @@ def pam_sm_authenticate(pamh, flags, argv):
             site_dir = path[: -len("/pam_twofa/pam_module.py")]
             if sys.path[:1] != [site_dir]:
                 sys.path.insert(0, site_dir)
-        from pam_twofa.pam_adapter import authenticate
+        from pam_twofa.login.adapter import authenticate
     except Exception as exc:
         try:
             import syslog

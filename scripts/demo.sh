@@ -27,7 +27,7 @@ code=$(python3 -c 'import pyotp, sys, time; print(pyotp.TOTP(sys.argv[1]).at(tim
 twofa-enroll --user demo --secret "$secret" --code "$code" --force >/dev/null
 python3 - "$secret" <<'PY'
 import socket, sys
-from pam_twofa import qr
+from pam_twofa.system import qr
 from pam_twofa.cli.enroll import group4, provisioning_uri
 import base64
 secret = sys.argv[1]

@@ -64,7 +64,7 @@ def state_dir(tmp_path):
 @pytest.fixture
 def logs(monkeypatch):
     """Every line the code under test sends to syslog, instead of sending it."""
-    from pam_twofa import log
+    from pam_twofa.system import log
 
     lines = []
     monkeypatch.setattr(log, "emit", lambda priority, message: lines.append(message))
@@ -76,7 +76,7 @@ def fsynced(monkeypatch):
     """What each fsync of ``fileio`` was called on, in order: "file" or "folder"."""
     import stat
 
-    from pam_twofa import fileio
+    from pam_twofa.system import fileio
 
     kinds = []
     real = os.fsync

@@ -174,7 +174,7 @@ class Fleet:
     """One database with the schema, a key, a password file and a policy selecting it."""
 
     def __init__(self, server: PgServer, root: Path, tls: bool = False) -> None:
-        from pam_twofa import fleetkey
+        from pam_twofa.fleet import key as fleetkey
 
         self.server = server
         self.root = root
@@ -193,7 +193,7 @@ class Fleet:
         self.policy_path = etc / "policy.yaml"
         self.write_policy(tls=tls)
         self.admin(["db", "init", "--dsn", server.admin_dsn(self.dbname)])
-        from pam_twofa.pgstore import GRANTS
+        from pam_twofa.fleet.database import GRANTS
 
         for statement in GRANTS.format(role=HOSTS_ROLE, database=self.dbname).splitlines():
             if statement and not statement.startswith("--"):
@@ -228,7 +228,7 @@ class Fleet:
         return policy.load(str(path or self.policy_path), use_cache=False)
 
     def store(self, path=None):
-        from pam_twofa.backends import store_for
+        from pam_twofa.cli.backends import store_for
 
         return store_for(self.policy(path))
 
@@ -261,7 +261,7 @@ class Fleet:
 
 
 REPO = Path(__file__).resolve().parents[1]
-AGENT_CODE = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pam_twofa.agent import entry; entry()"
+AGENT_CODE = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pam_twofa.fleet.agent import entry; entry()"
 
 
 def socket_of(policy_path: Path) -> Path:

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pam_twofa import accounts
 from pam_twofa.policy import Policy
+from pam_twofa.system import accounts
 
 
 @pytest.fixture

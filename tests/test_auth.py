@@ -1,4 +1,4 @@
-"""pam_twofa.auth: the pure state transition of one code check, with an injected clock."""
+"""pam_twofa.core.auth: the pure state transition of one code check, with an injected clock."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.codes import code_not_in
 
-from pam_twofa import auth, totp
-from pam_twofa.auth import BAD_CODE, LOCKED, RECOVERY, REPLAYED, SUCCESS, Limits, attempt, normalize_code
-from pam_twofa.record import Record
-from pam_twofa.recovery import new_codes
+from pam_twofa.core import auth, totp
+from pam_twofa.core.auth import BAD_CODE, LOCKED, RECOVERY, REPLAYED, SUCCESS, Limits, attempt, normalize_code
+from pam_twofa.core.record import Record
+from pam_twofa.core.recovery import new_codes
 
 KEY = b"auth-test-secret-key-0123456789"
 NOW = 1_700_000_010  # step 56666667 at period 30

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from pam_twofa import accounts, pamconfig
-from pam_twofa.accounts import Account
-from pam_twofa.cli import admin, run
-from pam_twofa.record import Record
-from pam_twofa.store import FileStore
+from pam_twofa.cli import admin, pamconfig, run
+from pam_twofa.core.record import Record
+from pam_twofa.store.files import FileStore
+from pam_twofa.system import accounts
+from pam_twofa.system.accounts import Account
 
 KEY = bytes(range(20))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -296,7 +296,7 @@ def test_the_commands_of_the_file_backend_do_not_load_the_database_libraries():
         "from pam_twofa.cli import admin\n"
         "admin.parser().parse_args(['status'])\n"
         "admin.parser().parse_args(['db', 'check'])\n"
-        "print(sorted(m for m in ('psycopg2', 'cryptography', 'pam_twofa.pgstore', 'pam_twofa.fleetkey',"
+        "print(sorted(m for m in ('psycopg2', 'cryptography', 'pam_twofa.fleet.database', 'pam_twofa.fleet.key',"
         " 'pam_twofa.cli.db') if m in sys.modules))\n"
     )
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from pam_twofa.record import Record
-from pam_twofa.store import FileStore
+from pam_twofa.core.record import Record
+from pam_twofa.store.files import FileStore
 
 # /usr/bin from the Debian package; /usr/local/bin from an older pip install
 ADMIN = shutil.which("twofa-admin", path="/usr/bin:/usr/local/bin") or "/usr/bin/twofa-admin"

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pam_twofa import pamd
 from pam_twofa.cli import admin, run
+from pam_twofa.system import pamd
 
 MODULE = "/usr/lib/python3/dist-packages/pam_twofa/pam_module.py"
 HOLE = "pam_python.so is loaded outside sshd — a local root hole (see README Security); remove it"

@@ -15,13 +15,14 @@ import pyotp
 import pytest
 from support.codes import code_not_in
 
-from pam_twofa import mail, policy
-from pam_twofa.accounts import Account
+from pam_twofa import policy
 from pam_twofa.cli import UsageError
 from pam_twofa.cli import enroll as cli
-from pam_twofa.record import Record
-from pam_twofa.recovery import new_codes
-from pam_twofa.store import FileStore
+from pam_twofa.core.record import Record
+from pam_twofa.core.recovery import new_codes
+from pam_twofa.store.files import FileStore
+from pam_twofa.system import mail
+from pam_twofa.system.accounts import Account
 
 NOW = 1_700_000_010.0
 OLD_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"

@@ -1,10 +1,10 @@
-"""pam_twofa.decision: the four steps of docs/policy.md, table-driven, with plain Facts (no system lookups)."""
+"""pam_twofa.core.decision: the four steps of docs/policy.md, table-driven, with plain Facts (no system lookups)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pam_twofa.decision import DENY, EMAIL, ERROR, SKIP, TOTP, UNRESOLVED_GROUP, Facts, decide, unresolved_groups
+from pam_twofa.core.decision import DENY, EMAIL, ERROR, SKIP, TOTP, UNRESOLVED_GROUP, Facts, decide, unresolved_groups
 from pam_twofa.policy import Policy
 
 PATH = "/etc/pam-twofa/policy.yaml"
@@ -377,7 +377,7 @@ def test_decision_repr_names_action_and_rule():
 
 
 def test_every_decision_has_a_kind_that_matches_its_rule():
-    from pam_twofa import decision as module
+    from pam_twofa.core import decision as module
 
     cases = [
         (policy(exempt_users=("alice",)), facts(), module.EXEMPT_USER, True),

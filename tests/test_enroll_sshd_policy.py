@@ -5,11 +5,11 @@ import pwd
 
 import pytest
 
-from pam_twofa import accounts, pamd
-from pam_twofa.accounts import Account
 from pam_twofa.cli import UsageError
 from pam_twofa.cli import enroll as enroll_cli
 from pam_twofa.policy import DEFAULT_PATH
+from pam_twofa.system import accounts, pamd
+from pam_twofa.system.accounts import Account
 
 MODULE = "/usr/lib/python3/dist-packages/pam_twofa/pam_module.py"
 

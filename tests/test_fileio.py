@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pam_twofa import fileio
-from pam_twofa.fileio import describe_mode, fsync_dir, is_private, write_atomic
+from pam_twofa.system import fileio
+from pam_twofa.system.fileio import describe_mode, fsync_dir, is_private, write_atomic
 
 
 def listing(folder):

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pam_twofa import fleetkey
-from pam_twofa.fleetkey import FleetKeyError, Keyring, SealError, open_sealed, seal
+from pam_twofa.fleet import key as fleetkey
+from pam_twofa.fleet.key import FleetKeyError, Keyring, SealError, open_sealed, seal
 
 
 def test_seal_opens_with_the_same_key_and_user():

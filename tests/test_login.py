@@ -7,11 +7,13 @@ import os
 import pytest
 from support.conversation import Conv
 
-from pam_twofa import accounts, log, login, recovery, totp
-from pam_twofa.accounts import Account
-from pam_twofa.login import FAIL, IGNORE, PASS, Login, Options
-from pam_twofa.record import Record
-from pam_twofa.store import FileStore
+from pam_twofa.core import recovery, totp
+from pam_twofa.core.record import Record
+from pam_twofa.login import flow as login
+from pam_twofa.login.flow import FAIL, IGNORE, PASS, Login, Options
+from pam_twofa.store.files import FileStore
+from pam_twofa.system import accounts, log
+from pam_twofa.system.accounts import Account
 
 KEY = bytes.fromhex("8f3a52c4e1d07b69a2f5c8e3b1d4a6f09e7c2b58")
 T = 1_700_000_015.0  # inside a 30 s step; codes at T and neighbours are fixed by KEY

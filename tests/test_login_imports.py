@@ -25,7 +25,7 @@ FORBIDDEN = {
     "pyotp",
     "qrcode",
     "socket",
-    "pam_twofa.policy_parse",
+    "pam_twofa.policy.parse",
     "contextlib",
     "argparse",
     "secrets",
@@ -39,7 +39,8 @@ SCRIPT = textwrap.dedent(
     import sys, time
     sys.path.insert(0, REPO)
     before = set(sys.modules)
-    from pam_twofa import pam_module, totp
+    from pam_twofa import pam_module
+    from pam_twofa.core import totp
     KEY = bytes(range(20))
 
     class Resp:
@@ -72,8 +73,8 @@ def test_successful_login_imports_only_what_it_uses(tmp_path):
         f"""
         import sys; sys.path.insert(0, {REPO!r})
         from pam_twofa import policy
-        from pam_twofa.record import Record
-        from pam_twofa.store import FileStore
+        from pam_twofa.core.record import Record
+        from pam_twofa.store.files import FileStore
         policy.load({str(policy)!r})  # writes the compiled cache
         FileStore({str(state)!r}).update("root", lambda old: Record("root", key=bytes(range(20))))
         """

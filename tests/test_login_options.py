@@ -3,9 +3,11 @@
 import pytest
 from support.conversation import Conv
 
-from pam_twofa import accounts, login, policy
-from pam_twofa.accounts import Account
-from pam_twofa.login import FAIL, IGNORE, Login, Options, normalized_absolute
+from pam_twofa import policy
+from pam_twofa.login import flow as login
+from pam_twofa.login.flow import FAIL, IGNORE, Login, Options, normalized_absolute
+from pam_twofa.system import accounts
+from pam_twofa.system.accounts import Account
 
 ALICE = Account("alice", 1001, 1001, {1001}, "/home/alice")
 

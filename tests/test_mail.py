@@ -1,10 +1,10 @@
-"""pam_twofa.mail.valid_address: what may reach ``RCPT TO`` (issue 12: exactly one ``@``)."""
+"""pam_twofa.system.mail.valid_address: what may reach ``RCPT TO`` (issue 12: exactly one ``@``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pam_twofa.mail import valid_address
+from pam_twofa.system.mail import valid_address
 
 
 @pytest.mark.parametrize(

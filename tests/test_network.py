@@ -1,4 +1,4 @@
-"""pam_twofa.network: addresses and CIDR networks, checked against the stdlib ipaddress module."""
+"""pam_twofa.core.network: addresses and CIDR networks, checked against the stdlib ipaddress module."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_twofa.network import parse_address, parse_network
+from pam_twofa.core.network import parse_address, parse_network
 
 # --- parse_address ------------------------------------------------------------------
 

@@ -5,10 +5,14 @@ import syslog
 
 import pytest
 
-from pam_twofa import accounts, log, login, pam_adapter, pam_module, recovery, totp
-from pam_twofa.accounts import Account
-from pam_twofa.record import Record
-from pam_twofa.store import FileStore
+from pam_twofa import pam_module
+from pam_twofa.core import recovery, totp
+from pam_twofa.core.record import Record
+from pam_twofa.login import adapter as pam_adapter
+from pam_twofa.login import flow as login
+from pam_twofa.store.files import FileStore
+from pam_twofa.system import accounts, log
+from pam_twofa.system.accounts import Account
 
 KEY = bytes.fromhex("0a1b2c3d4e5f60718293a4b5c6d7e8f901234567")
 T = 1_700_000_040.0
@@ -328,7 +332,7 @@ def test_service_name_in_the_crit_line_is_cleaned(monkeypatch, syslog_lines, pol
 
 
 def test_failing_import_of_the_package_is_logged_once_at_err(monkeypatch, syslog_lines, policy_path):
-    monkeypatch.setitem(sys.modules, "pam_twofa.pam_adapter", None)  # the next import raises ImportError
+    monkeypatch.setitem(sys.modules, "pam_twofa.login.adapter", None)  # the next import raises ImportError
     assert auth(Handle(answers=[CODE]), "policy=" + policy_path) == 7
     assert len(syslog_lines) == 1
     priority, line = syslog_lines[0]

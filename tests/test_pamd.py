@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from pam_twofa import pamd
-from pam_twofa.pamd import PamdError
+from pam_twofa.system import pamd
+from pam_twofa.system.pamd import PamdError
 
 MODULE = "/usr/lib/python3/dist-packages/pam_twofa/pam_module.py"
 TWOFA = f"auth required pam_python.so {MODULE}"

@@ -11,8 +11,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from support.blocking import no_block
 
-from pam_twofa import policy, policy_parse
+from pam_twofa import policy
 from pam_twofa.policy import CACHE_MAGIC, PolicyError
+from pam_twofa.policy import parse as policy_parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFF = "version: 1\nenforce:\n  mode: off\n"
@@ -119,7 +120,7 @@ def test_second_process_loads_from_cache_without_yaml(folder):
         sys.path.insert(0, {REPO!r})
         from pam_twofa import policy
         p = policy.load({path!r})
-        print(p.mode, ",".join(p.enforce_groups), "yaml" in sys.modules, "pam_twofa.policy_parse" in sys.modules)
+        print(p.mode, ",".join(p.enforce_groups), "yaml" in sys.modules, "pam_twofa.policy.parse" in sys.modules)
         """
     )
 
@@ -305,7 +306,7 @@ def test_cache_write_failure_is_harmless(folder, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    import pam_twofa.fileio as fileio
+    import pam_twofa.system.fileio as fileio
 
     monkeypatch.setattr(fileio, "write_atomic", broken)
     assert policy.load(path).mode == "all"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pam_twofa.policy import FIELDS, SCHEMA, Policy, PolicyError
-from pam_twofa.policy_parse import default_text, parse
+from pam_twofa.policy.parse import default_text, parse
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = {attr: default for attr, _key, _kind, default in FIELDS}
@@ -641,7 +641,7 @@ def test_any_text_gives_a_policy_or_a_policy_error(lines):
 
 
 def test_every_key_is_declared_once_with_a_known_check():
-    from pam_twofa.policy_parse import CHECKS
+    from pam_twofa.policy.parse import CHECKS
 
     assert [row[:4] for row in SCHEMA] == list(FIELDS)
     assert len({row[0] for row in SCHEMA}) == len({row[1] for row in SCHEMA}) == len(SCHEMA)
@@ -654,7 +654,7 @@ def test_every_key_is_declared_once_with_a_known_check():
 
 def test_tree_defaults_and_cache_derive_from_the_schema(tmp_path):
     from pam_twofa import policy as policy_module
-    from pam_twofa.policy_parse import _tree
+    from pam_twofa.policy.parse import _tree
 
     def leaves(tree):
         for value in tree.values():

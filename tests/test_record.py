@@ -1,4 +1,4 @@
-"""pam_twofa.record: the text form of a user's record, and what loads refuses."""
+"""pam_twofa.core.record: the text form of a user's record, and what loads refuses."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_twofa import record
-from pam_twofa.record import MAGIC, Record, RecordError, dumps, loads
+from pam_twofa.core import record
+from pam_twofa.core.record import MAGIC, Record, RecordError, dumps, loads
 
 KEY = bytes.fromhex("3132333435363738393031323334353637383930")
 

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.blocking import no_block
 
-from pam_twofa.record import MAX_BYTES, Record, dumps, loads
-from pam_twofa.store import FileStore, Store, StoreError, decode_name, encode_name, storable_name
+from pam_twofa.core.record import MAX_BYTES, Record, dumps, loads
+from pam_twofa.store import Store, StoreError, storable_name
+from pam_twofa.store.files import FileStore, decode_name, encode_name
 
 KEY = bytes(range(20))
 

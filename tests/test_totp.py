@@ -1,4 +1,4 @@
-"""pam_twofa.totp: RFC 4226/6238 vectors, equality with pyotp and stdlib hmac, match_step."""
+"""pam_twofa.core.totp: RFC 4226/6238 vectors, equality with pyotp and stdlib hmac, match_step."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_twofa import totp
+from pam_twofa.core import totp
 
 # RFC 6238 Appendix B: the seeds are the ASCII digits repeated to the hash's output length.
 SEED = {
@@ -304,7 +304,7 @@ def test_hash_constructors_work_without_the_pre_3_12_modules(monkeypatch):
     import sys
     import types
 
-    from pam_twofa import primitives
+    from pam_twofa.core import primitives
 
     key = bytes(range(20))
     expected = {name: totp.hotp(key, 1, 8, name) for name in ("SHA256", "SHA512")}

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 from support.conversation import Conv
 
-from pam_twofa import accounts, totp, trust
-from pam_twofa.accounts import Account
-from pam_twofa.decision import DENY, EMAIL, SKIP, TOTP, TRUSTED, TRUSTED_CLIENT, Facts, decide
-from pam_twofa.login import FAIL, IGNORE, PASS, Login, Options
+from pam_twofa.core import totp, trust
+from pam_twofa.core.decision import DENY, EMAIL, SKIP, TOTP, TRUSTED, TRUSTED_CLIENT, Facts, decide
+from pam_twofa.core.record import MAX_TRUSTED, Record, dumps, loads
+from pam_twofa.login.flow import FAIL, IGNORE, PASS, Login, Options
 from pam_twofa.policy import Policy
-from pam_twofa.record import MAX_TRUSTED, Record, dumps, loads
-from pam_twofa.store import FileStore
+from pam_twofa.store.files import FileStore
+from pam_twofa.system import accounts
+from pam_twofa.system.accounts import Account
 
 NOW = 1_700_000_015.0
 HOUR = 3600
@@ -283,7 +284,7 @@ def test_wrong_code_keeps_the_trust_of_other_addresses_and_grants_none(policy_pa
 
 
 def test_recovery_code_grants_trust(policy_path, store):
-    from pam_twofa import recovery
+    from pam_twofa.core import recovery
 
     codes, salt, hashes = recovery.new_codes()
     enroll(store, recovery_salt=salt, recovery_hashes=hashes)

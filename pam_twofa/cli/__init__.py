@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from pam_twofa import log
 from pam_twofa.policy import PolicyError
 from pam_twofa.store import StoreError
+from pam_twofa.system import log
 
 
 class UsageError(Exception):

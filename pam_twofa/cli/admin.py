@@ -9,17 +9,19 @@ import pwd
 import sys
 import time
 
-from pam_twofa import __version__, accounts, log, pamd, policy, trust
-from pam_twofa.backends import storage_problems, store_for
+from pam_twofa import __version__, policy
 from pam_twofa.cli import Parser, UsageError, run
-from pam_twofa.decision import SKIP, decide
-from pam_twofa.login import Options
-from pam_twofa.mail import valid_address
-from pam_twofa.network import parse_address
-from pam_twofa.pamconfig import render
+from pam_twofa.cli.backends import storage_problems, store_for
+from pam_twofa.cli.pamconfig import render
+from pam_twofa.core import trust
+from pam_twofa.core.decision import SKIP, decide
+from pam_twofa.core.network import parse_address
+from pam_twofa.core.record import Record
+from pam_twofa.login.flow import Options
 from pam_twofa.policy import DEFAULT_PATH, PolicyError
-from pam_twofa.record import Record
 from pam_twofa.store import CorruptedRecord, storable_name
+from pam_twofa.system import accounts, log, pamd
+from pam_twofa.system.mail import valid_address
 
 EPILOG = """exit codes: 0 ok, 1 usage, unknown user or not root, 2 policy invalid, 3 store unreadable
 

@@ -11,10 +11,12 @@ import os
 import psycopg2
 from psycopg2.extensions import parse_dsn
 
-from pam_twofa import fleetkey, policy
+from pam_twofa import policy
 from pam_twofa.cli import UsageError
-from pam_twofa.pgstore import GRANTS, Database, PgStore, describe
-from pam_twofa.store import CorruptedRecord, FileStore, StoreError
+from pam_twofa.fleet import key as fleetkey
+from pam_twofa.fleet.database import GRANTS, Database, PgStore, describe
+from pam_twofa.store import CorruptedRecord, StoreError
+from pam_twofa.store.files import FileStore
 
 
 def run(args) -> int:

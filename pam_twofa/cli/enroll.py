@@ -28,13 +28,15 @@ from urllib.parse import quote, urlencode
 
 import pam
 
-from pam_twofa import __version__, accounts, auth, googleauth, log, mail, pamd, policy, qr, recovery, totp
-from pam_twofa.backends import store_for
+from pam_twofa import __version__, policy
 from pam_twofa.cli import Parser, UsageError, run
-from pam_twofa.login import Options
+from pam_twofa.cli.backends import store_for
+from pam_twofa.core import auth, recovery, totp
+from pam_twofa.core.record import Record
+from pam_twofa.login.flow import Options
 from pam_twofa.policy import DEFAULT_PATH
-from pam_twofa.record import Record
 from pam_twofa.store import shell_word
+from pam_twofa.system import accounts, googleauth, log, mail, pamd, qr
 
 SELF_SERVICE = "/usr/libexec/pam-twofa/enroll-self"  # shipped by the Debian package (debian/)
 PAM_SERVICE = "twofa-enroll"  # falls back to /etc/pam.d/other (common-auth) unless an admin creates it

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from pam_twofa.agentstore import AgentStore
-from pam_twofa.record import Record
+from pam_twofa.core.record import Record
 from pam_twofa.store import CorruptedRecord, StoreError
+from pam_twofa.store.agent import AgentStore
 
 
 def client(fleet, timeout=5.0):
@@ -173,7 +173,7 @@ def test_database_down_then_back_without_restarting_the_agent(fleet):
 
 
 def test_the_wrong_key_is_a_corrupted_record(fleet, tmp_path):
-    from pam_twofa import fleetkey
+    from pam_twofa.fleet import key as fleetkey
 
     fleet.store().update("alice", lambda old: Record("alice", key=b"k" * 20))
     other = tmp_path / "etc" / "other.key"

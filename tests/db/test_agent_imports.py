@@ -4,10 +4,16 @@ import subprocess
 
 from test_login_imports import FORBIDDEN, REPO, SCRIPT
 
-from pam_twofa.record import Record
+from pam_twofa.core.record import Record
 
 # What the agent needs and the login path must never load (docs/performance.md).
-FORBIDDEN_WITH_AGENT = FORBIDDEN | {"psycopg2", "cryptography", "pam_twofa.pgstore", "pam_twofa.fleetkey", "struct"}
+FORBIDDEN_WITH_AGENT = FORBIDDEN | {
+    "psycopg2",
+    "cryptography",
+    "pam_twofa.fleet.database",
+    "pam_twofa.fleet.key",
+    "struct",
+}
 
 
 def test_a_login_through_the_agent_imports_only_what_it_uses(fleet):
@@ -22,5 +28,5 @@ def test_a_login_through_the_agent_imports_only_what_it_uses(fleet):
     assert rc == "0", out.stderr
     loaded = set(imported.split())
     assert not loaded & FORBIDDEN_WITH_AGENT, f"the login path imported {sorted(loaded & FORBIDDEN_WITH_AGENT)}"
-    assert "pam_twofa.agentstore" in loaded and "pam_twofa.store" in loaded
+    assert "pam_twofa.store.agent" in loaded and "pam_twofa.store" in loaded
     assert fleet.store().load("root").last_step > 0  # the login really went through the agent to the database

@@ -8,9 +8,10 @@ import time
 import psycopg2
 import pytest
 
-from pam_twofa import fleetkey
-from pam_twofa.record import Record
-from pam_twofa.store import CorruptedRecord, FileStore, StoreError
+from pam_twofa.core.record import Record
+from pam_twofa.fleet import key as fleetkey
+from pam_twofa.store import CorruptedRecord, StoreError
+from pam_twofa.store.files import FileStore
 
 SECRET = bytes.fromhex("3132333435363738393031323334353637383930")  # RFC 6238's, for the dump search
 
@@ -260,7 +261,7 @@ def test_rotate_key_keeps_both_keys_working_then_final_leaves_only_the_new(fleet
 
 
 def test_the_commands_use_the_database(fleet, monkeypatch):
-    from pam_twofa import accounts
+    from pam_twofa.system import accounts
 
     alice = accounts.Account("alice", 2001, 2001, {2001}, "/home/alice")
     monkeypatch.setattr(accounts, "lookup", lambda user: alice if user == "alice" else None)
@@ -306,7 +307,7 @@ def test_check_refuses_unsafe_secret_files_and_warns_about_plain_network_dsn(fle
 
 
 def test_disable_removes_a_record_that_does_not_open(fleet, monkeypatch):
-    from pam_twofa import accounts
+    from pam_twofa.system import accounts
 
     alice = accounts.Account("alice", 2001, 2001, {2001}, "/home/alice")
     monkeypatch.setattr(accounts, "lookup", lambda user: alice if user == "alice" else None)

@@ -4,7 +4,7 @@ Two ways to drive a login:
 
 * ``World``: ``login.Login`` in this process with a scripted conversation, a
   scratch policy and a real file store in tmp_path, fake accounts
-  (``pam_twofa.accounts.lookup``/``group_ids`` monkeypatched) and syslog
+  (``pam_twofa.system.accounts.lookup``/``group_ids`` monkeypatched) and syslog
   captured by monkeypatching ``log.emit``. Fast: thousands of logins a test.
 * the PAM harness of tests/pam (``pam_harness``): the real pam_python.so and
   the INSTALLED module under pamtester, for the cases that matter most.
@@ -20,11 +20,13 @@ from pathlib import Path
 from support.codes import code_not_in
 from support.conversation import Conv
 
-from pam_twofa import accounts, log, login, totp
-from pam_twofa.accounts import Account
-from pam_twofa.login import Login, Options
-from pam_twofa.record import Record, dumps
-from pam_twofa.store import FileStore
+from pam_twofa.core import totp
+from pam_twofa.core.record import Record, dumps
+from pam_twofa.login import flow as login
+from pam_twofa.login.flow import Login, Options
+from pam_twofa.store.files import FileStore
+from pam_twofa.system import accounts, log
+from pam_twofa.system.accounts import Account
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -34,7 +34,7 @@ MUTANTS = {
         "files",
         [
             (
-                "pam_twofa/store.py",
+                "pam_twofa/store/files.py",
                 "_OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK",
                 "_OPEN_FLAGS = os.O_CLOEXEC | os.O_NONBLOCK",
             ),
@@ -45,7 +45,7 @@ MUTANTS = {
         "files",
         [
             (
-                "pam_twofa/fileio.py",
+                "pam_twofa/system/fileio.py",
                 "_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC",
                 "_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC",
             ),
@@ -55,7 +55,7 @@ MUTANTS = {
     "store-ignores-owner-and-mode": (
         "files",
         [
-            ("pam_twofa/fileio.py", "return st.st_uid == uid and not st.st_mode & 0o077", "return True"),
+            ("pam_twofa/system/fileio.py", "return st.st_uid == uid and not st.st_mode & 0o077", "return True"),
         ],
         [H + "test_files.py::test_state_with_wrong_owner_or_mode_fails_closed_naming_the_file"],
     ),
@@ -63,7 +63,7 @@ MUTANTS = {
         "files",
         [
             (
-                "pam_twofa/policy.py",
+                "pam_twofa/policy/__init__.py",
                 '_check_owned(st, path, "the policy file", 0o022)',
                 '_check_owned(st, path, "the policy file", 0)',
             ),
@@ -74,12 +74,12 @@ MUTANTS = {
         "files",
         [
             (
-                "pam_twofa/policy.py",
+                "pam_twofa/policy/__init__.py",
                 "if not stat.S_ISREG(cst.st_mode) or cst.st_uid != os.geteuid() or cst.st_mode & 0o077:",
                 "if not stat.S_ISREG(cst.st_mode):",
             ),
             (
-                "pam_twofa/policy.py",
+                "pam_twofa/policy/__init__.py",
                 "fd = os.open(cache_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)",
                 "fd = os.open(cache_path(path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)",
             ),
@@ -90,7 +90,7 @@ MUTANTS = {
         "files",
         [
             (
-                "pam_twofa/googleauth.py",
+                "pam_twofa/system/googleauth.py",
                 "fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)",
                 "fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)",
             ),
@@ -103,7 +103,7 @@ MUTANTS = {
     "google-authenticator-read-as-root": (
         "files",
         [
-            ("pam_twofa/googleauth.py", "            os.setuid(uid)\n", "            pass\n"),
+            ("pam_twofa/system/googleauth.py", "            os.setuid(uid)\n", "            pass\n"),
         ],
         [H + "test_files.py::test_google_authenticator_path_through_a_linked_folder_to_root_files"],
     ),
@@ -112,7 +112,7 @@ MUTANTS = {
         "inputs",
         [
             (
-                "pam_twofa/auth.py",
+                "pam_twofa/core/auth.py",
                 '    cleaned = typed.strip(" \\t\\r\\n")',
                 '    import unicodedata\n    cleaned = unicodedata.normalize("NFKC", typed).strip(" \\t\\r\\n")',
             ),
@@ -123,7 +123,7 @@ MUTANTS = {
         "inputs",
         [
             (
-                "pam_twofa/policy_parse.py",
+                "pam_twofa/policy/parse.py",
                 'key == "version" and node.value.isascii() and node.value.isdigit()',
                 'key == "version" and node.value.isdigit()',
             ),
@@ -133,7 +133,11 @@ MUTANTS = {
     "user-name-not-validated": (
         "inputs",
         [
-            ("pam_twofa/login.py", "if account is None or not storable_name(account.name):", "if account is None:"),
+            (
+                "pam_twofa/login/flow.py",
+                "if account is None or not storable_name(account.name):",
+                "if account is None:",
+            ),
         ],
         [H + "test_inputs.py::test_any_user_name_is_refused_cleanly_and_writes_nothing"],
     ),
@@ -141,7 +145,7 @@ MUTANTS = {
         "inputs",
         [
             (
-                "pam_twofa/network.py",
+                "pam_twofa/core/network.py",
                 'if percent and not (zone and all(c.isalnum() or c in "_.-" for c in zone)):',
                 "if False:",
             ),
@@ -152,7 +156,7 @@ MUTANTS = {
     "no-flock": (
         "concurrency",
         [
-            ("pam_twofa/store.py", "        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n"),
+            ("pam_twofa/store/files.py", "        fcntl.flock(fd, fcntl.LOCK_EX)\n", "        pass\n"),
         ],
         [
             H + "test_concurrency.py::test_pam_same_code_in_parallel_succeeds_exactly_once",
@@ -164,12 +168,12 @@ MUTANTS = {
         "concurrency",
         [
             (
-                "pam_twofa/login.py",
+                "pam_twofa/login/flow.py",
                 "            record = section.record\n            if record is None or not record.enrolled:",
                 "            record = self._early\n            if record is None or not record.enrolled:",
             ),
             (
-                "pam_twofa/login.py",
+                "pam_twofa/login/flow.py",
                 '        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user) as section:',
                 '        self._early = store.load(user)\n        typed = self.ask()\n        if typed is None:\n            self.log(log.NOTICE, "no answer", "the conversation returned no code")\n            return FAIL\n        with store.locked(user) as section:',
             ),
@@ -183,7 +187,7 @@ MUTANTS = {
         "concurrency",
         [
             (
-                "pam_twofa/store.py",
+                "pam_twofa/store/files.py",
                 "            try:\n                os.mkdir(path, 0o700)\n            except FileExistsError:",
                 "            os.mkdir(path, 0o700)\n            if 0:",
             ),
@@ -195,12 +199,12 @@ MUTANTS = {
         "crashes",
         [
             (
-                "pam_twofa/fileio.py",
+                "pam_twofa/system/fileio.py",
                 '    tmp = os.path.join(folder, f".{name}.tmp" if locked else f".{name}.{os.getpid()}.tmp")',
                 "    tmp = path\n    _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC",
             ),
             (
-                "pam_twofa/fileio.py",
+                "pam_twofa/system/fileio.py",
                 "    try:\n        os.rename(tmp, path)\n    except BaseException:  # e.g. path is a folder: leave no temporary file behind\n        os.unlink(tmp)\n        raise\n",
                 "",
             ),
@@ -214,7 +218,7 @@ MUTANTS = {
         "crashes",
         [
             (
-                "pam_twofa/fileio.py",
+                "pam_twofa/system/fileio.py",
                 "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n",
                 "            view = view[os.write(fd, view) :]\n",
             ),
@@ -225,12 +229,12 @@ MUTANTS = {
         "crashes",
         [
             (
-                "pam_twofa/fileio.py",
+                "pam_twofa/system/fileio.py",
                 "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n",
                 "            view = view[os.write(fd, view) :]\n        os.rename(tmp, path)\n        os.fsync(fd)\n",
             ),
             (
-                "pam_twofa/fileio.py",
+                "pam_twofa/system/fileio.py",
                 "    try:\n        os.rename(tmp, path)\n    except BaseException:  # e.g. path is a folder: leave no temporary file behind\n        os.unlink(tmp)\n        raise\n",
                 "",
             ),
@@ -241,7 +245,7 @@ MUTANTS = {
         "crashes",
         [
             (
-                "pam_twofa/fileio.py",
+                "pam_twofa/system/fileio.py",
                 "        os.unlink(tmp)\n        fd = os.open(tmp, _CREATE, mode)\n",
                 "        raise\n",
             ),
@@ -253,7 +257,7 @@ MUTANTS = {
         "logs",
         [
             (
-                "pam_twofa/login.py",
+                "pam_twofa/login/flow.py",
                 "            outcome = auth.attempt(record, typed, self.now(), policy.limits())",
                 "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            self.log(log.INFO, 'checked', 'answer ' + str(typed)[:12])",
             ),
@@ -264,7 +268,7 @@ MUTANTS = {
         "logs",
         [
             (
-                "pam_twofa/login.py",
+                "pam_twofa/login/flow.py",
                 "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n",
                 "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n"
                 "                self.log(log.INFO, 'key', record.key.hex())\n",
@@ -276,7 +280,7 @@ MUTANTS = {
         "logs",
         [  # a secret no per-call check knows yet: only the audit sees it
             (
-                "pam_twofa/login.py",
+                "pam_twofa/login/flow.py",
                 "            code = _numeric_code(policy.code_digits)\n",
                 "            code = _numeric_code(policy.code_digits)\n            self.log(log.INFO, 'mailing', 'code ' + code)\n",
             ),
@@ -287,7 +291,7 @@ MUTANTS = {
         "logs",
         [
             (
-                "pam_twofa/login.py",
+                "pam_twofa/login/flow.py",
                 "    def ask(self) -> str | None:\n        return self.conv.prompt(PROMPT)",
                 "    def ask(self) -> str | None:\n        log.event(7, self.service, self.user, self.rhost, 'asking')\n        return self.conv.prompt(PROMPT)",
             ),
@@ -299,8 +303,8 @@ MUTANTS = {
         "timing",
         [
             (
-                "pam_twofa/login.py",
-                "            from pam_twofa.auth import refusal_cost\n\n            refusal_cost()\n",
+                "pam_twofa/login/flow.py",
+                "            from pam_twofa.core.auth import refusal_cost\n\n            refusal_cost()\n",
                 "",
             ),
         ],
@@ -310,7 +314,7 @@ MUTANTS = {
         "timing",
         [
             (
-                "pam_twofa/auth.py",
+                "pam_twofa/core/auth.py",
                 "        refusal_cost()\n        return Outcome(LOCKED, new)",
                 "        return Outcome(LOCKED, new)",
             ),

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from hardening_helpers import CODE, WRONG, T, World, login
 
-from pam_twofa.record import Record, loads
-from pam_twofa.store import FileStore
+from pam_twofa.core.record import Record, loads
+from pam_twofa.store.files import FileStore
 
 
 def _parallel(calls):

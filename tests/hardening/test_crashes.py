@@ -33,7 +33,7 @@ import textwrap
 import pytest
 from hardening_helpers import KEY, REPO, WRONG, T, World, login, totp
 
-from pam_twofa.record import loads
+from pam_twofa.core.record import loads
 
 PYTHON = "/usr/bin/python3"
 
@@ -42,11 +42,15 @@ CHILD = textwrap.dedent(r"""
     sys.path.insert(0, sys.argv[1])
     spec = json.loads(sys.argv[2])
 
-    from pam_twofa import accounts, log, login, policy
-    from pam_twofa.accounts import Account
-    from pam_twofa.record import Record
-    from pam_twofa.store import FileStore
-    import pam_twofa.auth, pam_twofa.totp, pam_twofa.decision, pam_twofa.fileio, pam_twofa.network  # imported before the wrapping
+    from pam_twofa.system import accounts, log
+
+    from pam_twofa.login import flow as login
+
+    from pam_twofa import policy
+    from pam_twofa.system.accounts import Account
+    from pam_twofa.core.record import Record
+    from pam_twofa.store.files import FileStore
+    import pam_twofa.core.auth, pam_twofa.core.totp, pam_twofa.core.decision, pam_twofa.system.fileio, pam_twofa.core.network  # imported before the wrapping
 
     accounts.lookup = lambda name: Account(name, 1001, 1001, {1001}, "/home/" + name) if name == "alice" else None
     accounts.group_ids = lambda names: {n: None for n in names}
@@ -307,7 +311,7 @@ def test_killed_lock_holder_does_not_block_the_next_login(tmp_path, monkeypatch)
         textwrap.dedent("""
         import os, signal, sys, time
         sys.path.insert(0, sys.argv[1])
-        from pam_twofa.store import FileStore
+        from pam_twofa.store.files import FileStore
         with FileStore(sys.argv[2]).locked("alice"):
             sys.stdout.write("locked\\n"); sys.stdout.flush()
             time.sleep(60)

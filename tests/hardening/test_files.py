@@ -34,11 +34,11 @@ from hardening_helpers import (
 )
 from support.blocking import no_block
 
-from pam_twofa import googleauth
 from pam_twofa import policy as policy_module
+from pam_twofa.core.record import MAX_BYTES
 from pam_twofa.policy import PolicyError
-from pam_twofa.record import MAX_BYTES
 from pam_twofa.store import StoreError
+from pam_twofa.system import googleauth
 
 NOBODY = 65534
 PASS, FAIL, IGNORE = login.PASS, login.FAIL, login.IGNORE

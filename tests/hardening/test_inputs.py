@@ -20,11 +20,12 @@ from hardening_helpers import CODE, KEY, VALID_NOW, WRONG, T, World, login, reco
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pam_twofa import accounts, googleauth, recovery
-from pam_twofa.accounts import Account
+from pam_twofa.core import recovery
+from pam_twofa.core.record import RecordError, loads
 from pam_twofa.policy import FIELDS, Policy, PolicyError
-from pam_twofa.policy_parse import parse
-from pam_twofa.record import RecordError, loads
+from pam_twofa.policy.parse import parse
+from pam_twofa.system import accounts, googleauth
+from pam_twofa.system.accounts import Account
 
 PASS, FAIL, IGNORE = login.PASS, login.FAIL, login.IGNORE
 FAST: dict = dict(
@@ -227,7 +228,7 @@ def test_user_names_that_are_paths_never_reach_the_file_system(world, tmp_path):
 def test_case_insensitive_nss_shares_one_record_and_one_lockout(world, monkeypatch):
     """NSS that ignores case (SSSD, AD): 'ALICE' is alice. The emailed-code path must use the
     account's canonical name, or each spelling gets its own failure counter and mail quota."""
-    from pam_twofa import mail
+    from pam_twofa.system import mail
 
     sent = []
     monkeypatch.setattr(mail, "send", lambda policy, message: sent.append(message))

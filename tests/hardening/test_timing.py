@@ -21,7 +21,7 @@ import time
 
 from hardening_helpers import KEY, WRONG, T, World, login
 
-from pam_twofa import recovery
+from pam_twofa.core import recovery
 
 ROUNDS = 15
 BAND = (0.5, 2.0)
@@ -90,7 +90,7 @@ def test_wrong_code_costs_the_same_whoever_the_account_is(tmp_path, monkeypatch)
 
 def test_locked_and_unknown_refusals_do_the_hash(tmp_path, monkeypatch):
     """The cause, counted rather than timed: every refused code runs exactly one PBKDF2."""
-    from pam_twofa import auth
+    from pam_twofa.core import auth
 
     world = World(tmp_path, monkeypatch, max_failures=3)
     calls = []

@@ -69,7 +69,7 @@ PROMPT = "Verification code"
 PERIOD = 30
 HARNESS_FAILED = 97  # exit status of the namespace wrapper when its own setup failed
 
-# Messages of pam_twofa.login the tests look for (fragments, so rewording a
+# Messages of pam_twofa.login.flow the tests look for (fragments, so rewording a
 # sentence elsewhere does not break them).
 MSG_BAD = "Wrong verification code"
 MSG_REPLAYED = "already used"
@@ -743,6 +743,6 @@ on_error: {on_error}
         return enrolled
 
     def record_path(self, user: str) -> Path:
-        from pam_twofa.store import encode_name
+        from pam_twofa.store.files import encode_name
 
         return self.state_dir / "users" / f"{encode_name(user)}.rec"

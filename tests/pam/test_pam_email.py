@@ -35,7 +35,7 @@ SMTP_TIMEOUT = 2  # email.smtp.timeout of these policies
 MARGIN = 3  # seconds the login may take beyond the SMTP timeout (interpreter start, PAM, the harness)
 MAIL_WAIT = 15  # seconds a test waits for a mail that should come
 
-# Fragments of the messages of pam_twofa.login
+# Fragments of the messages of pam_twofa.login.flow
 MSG_SENT = "Code sent to "
 MSG_HINT = "twofa-enroll"
 MSG_MAIL_FAILED = "Could not send the code. Try again later or contact your administrator."

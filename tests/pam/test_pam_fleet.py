@@ -139,7 +139,7 @@ def test_agent_killed_fails_closed_then_restarted_works(hosts):
 
 
 def test_a_host_with_the_wrong_key_fails_closed(hosts, tmp_path):
-    from pam_twofa import fleetkey
+    from pam_twofa.fleet import key as fleetkey
 
     a, b = hosts
     alice = a.scratch.enroll("alice")

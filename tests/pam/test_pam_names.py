@@ -16,7 +16,7 @@ import pytest
 from pam_harness import KEY, MSG_BAD, MSG_LOCKED, PW, STACKS, oath
 from test_pam_email import email_policy, mail_login, smtp, smtp_server  # noqa: F401 (fixtures)
 
-from pam_twofa.store import encode_name
+from pam_twofa.store.files import encode_name
 
 NAMES = ["CORP\\walter", "wendy@corp.example", "jos\u00e9", "two words", "\u00fc" * 100]
 IDS = ["winbind", "sssd-fqdn", "non-ascii", "space", "200-bytes"]

@@ -1,4 +1,4 @@
-"""Compare pam_twofa.totp with one pyotp release, in a process of its own.
+"""Compare pam_twofa.core.totp with one pyotp release, in a process of its own.
 
 Run as ``python -I pyotp_compare.py PYOTP_FOLDER REPO``: the pyotp in
 PYOTP_FOLDER (``pip install --target``) comes first on sys.path, before the
@@ -22,7 +22,7 @@ import random  # noqa: E402
 
 import pyotp  # noqa: E402
 
-from pam_twofa import totp  # noqa: E402
+from pam_twofa.core import totp  # noqa: E402
 
 DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
 CASES = 3000

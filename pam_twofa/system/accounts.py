@@ -97,12 +97,12 @@ def facts(policy, account: Account, record, rhost, now: float = 0.0):
 
     ``now`` is the time of the login; without it (0) no client is trusted.
     """
-    from pam_twofa.decision import Facts
+    from pam_twofa.core.decision import Facts
 
     wanted = policy.exempt_groups + (policy.enforce_groups if policy.mode == "groups" else ())
     trusted_until = 0
     if policy.trust_seconds and record is not None and record.trusted:
-        from pam_twofa.trust import until
+        from pam_twofa.core.trust import until
 
         trusted_until = until(record, rhost)
     # Only a policy that names groups needs the user's supplementary groups.

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 
-from pam_twofa.store import FileStore, Store
+from pam_twofa.store import Store
+from pam_twofa.store.files import FileStore
 
 
 def store_for(policy) -> Store:
     """The store the policy selects, for the commands: files, or the database directly."""
     if policy.backend == "postgresql":
-        from pam_twofa.pgstore import Database, PgStore
+        from pam_twofa.fleet.database import Database, PgStore
 
         return PgStore(Database.from_policy(policy))
     return FileStore(policy.state_dir)
@@ -79,7 +80,7 @@ def dsn_problems(dsn: str) -> tuple[list[str], list[str]]:
 
 def storage_problems(policy, text: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) as ``FILE:LINE: key: message`` for the database settings of a valid policy."""
-    from pam_twofa.fleetkey import unsafe_file
+    from pam_twofa.fleet.key import unsafe_file
 
     if policy.backend != "postgresql":
         return [], []

@@ -4,7 +4,7 @@ Parsing uses ``_socket.inet_pton`` (a builtin, strict, no import cost)
 instead of ``ipaddress``, which costs the login path ~4 ms to import.
 """
 
-from pam_twofa.primitives import address_functions
+from pam_twofa.core.primitives import address_functions
 
 AF_INET, AF_INET6, inet_pton, _inet_ntop = address_functions()
 

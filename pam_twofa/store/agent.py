@@ -14,9 +14,9 @@ types, and the agent rolls a section back if this side goes away.
 import _socket
 import time
 
-from pam_twofa import agentproto
-from pam_twofa.record import RecordError, dumps, loads
+from pam_twofa.core.record import RecordError, dumps, loads
 from pam_twofa.store import CorruptedRecord, Section, Store, StoreError
+from pam_twofa.store import protocol as agentproto
 
 _REPLIES = agentproto.STATUSES
 

@@ -11,7 +11,7 @@ which writes a new cache.
 import os
 import stat
 
-from pam_twofa.primitives import ELOOP
+from pam_twofa.core.primitives import ELOOP
 
 DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
@@ -113,13 +113,13 @@ class Policy:
     def networks(self):
         """The exempt networks, parsed on first use (validated when the policy was loaded)."""
         if self._networks is None:
-            from pam_twofa.network import parse_network
+            from pam_twofa.core.network import parse_network
 
             self._networks = [parse_network(text) for text in self.exempt_networks]
         return self._networks
 
     def limits(self):
-        from pam_twofa.auth import Limits
+        from pam_twofa.core.auth import Limits
 
         return Limits(self.max_failures, self.failure_window, self.totp_window)
 
@@ -248,7 +248,7 @@ def _read_cache(path: str, st) -> Policy | None:
 
 def write_cache(policy: Policy, st) -> None:
     """Replace the cache atomically (best effort: a login works without it)."""
-    from pam_twofa.fileio import write_atomic
+    from pam_twofa.system.fileio import write_atomic
 
     try:
         write_atomic(cache_path(policy.path), dumps_cache(policy, st).encode(), locked=False)
@@ -280,7 +280,7 @@ def load(path: str = DEFAULT_PATH, use_cache: bool = True) -> Policy:
         text = read_text(fd, path)
     finally:
         os.close(fd)
-    from pam_twofa.policy_parse import parse
+    from pam_twofa.policy.parse import parse
 
     policy = parse(text, path)
     write_cache(policy, st)

@@ -14,7 +14,7 @@ import base64
 import os
 import stat
 
-from pam_twofa.primitives import ELOOP
+from pam_twofa.core.primitives import ELOOP
 
 MAX_BYTES = 4096
 

@@ -5,9 +5,9 @@ the time, and returns the result and the record to write back. No I/O, no
 clock: the caller passes ``now``.
 """
 
-from pam_twofa import totp
-from pam_twofa.primitives import compare_digest as _compare_digest
-from pam_twofa.record import Record
+from pam_twofa.core import totp
+from pam_twofa.core.primitives import compare_digest as _compare_digest
+from pam_twofa.core.record import Record
 
 SUCCESS = "success"
 RECOVERY = "success (recovery code)"
@@ -61,7 +61,7 @@ def normalize_code(typed: str) -> str:
 
 def hash_recovery_code(code: str, salt: bytes) -> bytes:
     """Salted, slow hash of a normalized recovery code (only on the failure/recovery path)."""
-    from pam_twofa.primitives import pbkdf2_sha256
+    from pam_twofa.core.primitives import pbkdf2_sha256
 
     return pbkdf2_sha256(code.encode("ascii"), salt, RECOVERY_ITERATIONS)
 

@@ -16,7 +16,7 @@ import os
 import sys
 import syslog
 
-from pam_twofa import login
+from pam_twofa.login import flow as login
 
 # The prefixes of the system's Python: /usr, or / inside sshd (no PATH there,
 # /bin/python3 through merged /usr). Both are root's; a copied tree is not.
@@ -119,7 +119,7 @@ def run(pamh, argv) -> int:
         result = flow.run()
     except Exception as exc:  # fail closed: an escaping exception would be PAM_SERVICE_ERR
         try:
-            from pam_twofa import log
+            from pam_twofa.system import log
 
             log.emit(log.ERR, f"pam_twofa(auth): internal error {type(exc).__name__}; login refused")
         except Exception:

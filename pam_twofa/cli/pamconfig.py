@@ -19,7 +19,8 @@ def module_path() -> str:
     # This package's own file: installed by the Debian package it is
     # /usr/lib/python3/dist-packages/pam_twofa/pam_module.py, the same for
     # every Python 3 version, so the line survives an upgrade from Debian 12 to 13.
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "pam_module.py")
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package, "pam_module.py")
 
 
 def auth_line(policy_path: str = DEFAULT_PATH) -> str:

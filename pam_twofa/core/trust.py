@@ -8,9 +8,9 @@ forever. Addresses are stored in one canonical text, so ``::ffff:192.0.2.1``,
 (docs/policy.md, docs/threat-model.md).
 """
 
-from pam_twofa.network import parse_address
-from pam_twofa.primitives import address_functions
-from pam_twofa.record import MAX_TRUSTED
+from pam_twofa.core.network import parse_address
+from pam_twofa.core.primitives import address_functions
+from pam_twofa.core.record import MAX_TRUSTED
 
 _AF_INET, AF_INET6, _inet_pton, inet_ntop = address_functions()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 
-from pam_twofa.auth import hash_recovery_code, normalize_code
+from pam_twofa.core.auth import hash_recovery_code, normalize_code
 
 ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off paper
 COUNT = 10

@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from pam_twofa.primitives import ELOOP
+from pam_twofa.core.primitives import ELOOP
 
 PAM_DIR = "/etc/pam.d"  # tests point it at a scratch folder (in-process only: no option or variable reads it)
 TYPES = ("auth", "account", "password", "session")

@@ -26,11 +26,12 @@ import time
 
 import psycopg2
 
-from pam_twofa import agentproto, log
-from pam_twofa.pgstore import Database, describe
+from pam_twofa.core.record import RecordError, dumps, loads
+from pam_twofa.fleet.database import Database, describe
 from pam_twofa.policy import DEFAULT_PATH, PolicyError
-from pam_twofa.record import RecordError, dumps, loads
 from pam_twofa.store import CorruptedRecord, StoreError, storable_name
+from pam_twofa.store import protocol as agentproto
+from pam_twofa.system import log
 
 _BROKEN = (psycopg2.OperationalError, psycopg2.InterfaceError)
 MAX_CLIENTS = 512
@@ -239,7 +240,7 @@ class Client:
 
 
 def _lock_key(user: str) -> int:
-    from pam_twofa.pgstore import lock_key
+    from pam_twofa.fleet.database import lock_key
 
     return lock_key(user)
 

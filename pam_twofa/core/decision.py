@@ -115,7 +115,7 @@ def _unless_trusted(policy, facts: Facts, asked: Decision) -> Decision:
     """
     if not facts.trusted_until or not policy.trust_seconds:
         return asked
-    from pam_twofa.trust import applies
+    from pam_twofa.core.trust import applies
 
     if not applies(facts.trusted_until, policy.trust_seconds, facts.now) or facts.locked_until > facts.now:
         return asked
@@ -135,7 +135,7 @@ def decide(policy, facts: Facts) -> Decision:
     if group:
         return Decision(SKIP, EXEMPT_GROUP, f"exempt: member of group {group} listed in exempt.groups")
     if policy.exempt_networks:
-        from pam_twofa.network import parse_address
+        from pam_twofa.core.network import parse_address
 
         address = parse_address(facts.rhost)
         if address is not None:

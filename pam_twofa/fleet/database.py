@@ -27,8 +27,8 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from pam_twofa import fleetkey
-from pam_twofa.record import Record, RecordError, dumps, loads
+from pam_twofa.core.record import Record, RecordError, dumps, loads
+from pam_twofa.fleet import key as fleetkey
 from pam_twofa.store import CorruptedRecord, Section, Store, StoreError, shell_word, storable_name
 
 SCHEMA_VERSION = 1

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import stat
 
-from pam_twofa.fileio import fsync_dir, write_all, write_atomic
+from pam_twofa.system.fileio import fsync_dir, write_all, write_atomic
 
 MAGIC = "pam-twofa-fleet-key 1"
 KEY_BYTES = 32

@@ -10,8 +10,8 @@ while waiting for the user to type, so nobody can hold an account's lock.
 
 import time
 
-from pam_twofa import log
 from pam_twofa.policy import DEFAULT_PATH, PolicyError
+from pam_twofa.system import log
 
 # Results for the PAM adapter.
 PASS = "pass"  # the code was right
@@ -140,12 +140,12 @@ class Login:
 
         store: Store
         if policy.backend == "postgresql":
-            from pam_twofa.agentstore import AgentStore
+            from pam_twofa.store.agent import AgentStore
 
             # A fixed deadline for every answer: an agent (re)connecting to the database, and one statement.
             store = AgentStore(policy.agent_socket, policy.pg_connect_timeout + policy.pg_statement_timeout + 1)
         else:
-            from pam_twofa.store import FileStore
+            from pam_twofa.store.files import FileStore
 
             store = FileStore(policy.state_dir)
         try:
@@ -156,16 +156,16 @@ class Login:
             return self.failed_closed("system", exc)
 
     def _run(self, policy, store) -> str:
-        from pam_twofa import accounts
-        from pam_twofa.decision import DENY, EMAIL, ERROR, SKIP, TRUSTED, decide, unresolved_groups
+        from pam_twofa.core.decision import DENY, EMAIL, ERROR, SKIP, TRUSTED, decide, unresolved_groups
         from pam_twofa.store import StoreError, storable_name
+        from pam_twofa.system import accounts
 
         account = accounts.lookup(self.user) if self.user else None
         if account is None or not storable_name(account.name):
             # Ask anyway, then fail as for a wrong code: the answer must not
             # tell an outsider which accounts exist (nor take less time).
             self.ask()
-            from pam_twofa.auth import refusal_cost
+            from pam_twofa.core.auth import refusal_cost
 
             refusal_cost()
             self.log(log.NOTICE, "unknown user")
@@ -208,7 +208,7 @@ class Login:
         return self.conv.prompt(PROMPT)
 
     def check_totp(self, policy, store, user: str) -> str:
-        from pam_twofa import auth
+        from pam_twofa.core import auth
 
         typed = self.ask()
         if typed is None:
@@ -233,13 +233,13 @@ class Login:
     def renew_trust(self, policy, record, now: float) -> None:
         """After a correct code: trust this client for ``trust.seconds`` (in the record about to be written)."""
         if policy.trust_seconds or record.trusted:
-            from pam_twofa import trust
+            from pam_twofa.core import trust
 
             trust.renew(record, self.rhost, now, policy.trust_seconds)
 
     def finish(self, outcome, policy, user: str, kind: str = "") -> str:
         """Log the outcome, tell the user what they need to know, and give the result."""
-        from pam_twofa import auth
+        from pam_twofa.core import auth
 
         result = outcome.result
         if outcome.ok:
@@ -270,8 +270,9 @@ class Login:
         """
         import socket
 
-        from pam_twofa import auth, mail
-        from pam_twofa.record import Record
+        from pam_twofa.core import auth
+        from pam_twofa.core.record import Record
+        from pam_twofa.system import mail
 
         hostname = socket.gethostname()
         now = self.now()

@@ -6,8 +6,8 @@ is a few lines over the interpreter's builtin ``_sha*`` modules. A test proves
 the codes equal ``pyotp``'s for many random secrets, times and digit counts.
 """
 
-from pam_twofa.primitives import compare_digest as _compare_digest
-from pam_twofa.primitives import hash_constructor as _hash_ctor
+from pam_twofa.core.primitives import compare_digest as _compare_digest
+from pam_twofa.core.primitives import hash_constructor as _hash_ctor
 
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 _BLOCK = 64  # block size of SHA-1 and SHA-256; SHA-512's is 128

@@ -1,12 +1,4 @@
-"""Where records live: the ``Store`` interface, and the file store under ``state_dir/users``.
-
-The login, the commands and any other backend speak one interface
-(docs/store.md): ``load(user)`` reads without a lock; ``locked(user)`` opens
-an exclusive section for one user, in which the record is read, a decision
-made and the result written (``section.record``, ``section.save(record)``,
-``section.delete()``); ``update``, ``delete``, ``discard`` and ``users``
-serve the commands. The lock is held only while deciding, never while a
-user types.
+"""The file store: records under ``state_dir/users``, one file and one lock file per user.
 
 File layout: ``STATE_DIR/users/STEM.rec`` (the record) and ``STEM.lock`` (an
 empty file for fcntl locks; it survives renames of the record, so a lock
@@ -17,38 +9,15 @@ reversible encoding of it (``encode_name``), so that any name the system's
 user database returns can be stored.
 """
 
-import abc
 import os
 import stat
 
-from pam_twofa.fileio import describe_mode, fsync_dir, is_private, write_atomic
-from pam_twofa.record import MAX_BYTES, Record, RecordError, dumps, loads
+from pam_twofa.core.record import MAX_BYTES, Record, RecordError, dumps, loads
+from pam_twofa.store import SAFE_CHARS, CorruptedRecord, Section, Store, StoreError, shell_word, storable_name
+from pam_twofa.system.fileio import describe_mode, fsync_dir, is_private, write_atomic
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-MAX_NAME_BYTES = 1024  # far beyond what NSS backends hand out (LOGIN_NAME_MAX is 256)
 _MAX_STEM = 240  # a file name is at most 255 bytes, and ".lock" / ".tmp" / a leading "." are added
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@$")
-
-
-class StoreError(Exception):
-    """The store cannot be read or written safely; the message says which file and why."""
-
-
-class CorruptedRecord(StoreError):
-    """The record is there but does not parse (or decrypt): ``discard`` removes it unread."""
-
-
-def storable_name(user: str) -> bool:
-    """Every name NSS can return, except empty ones and ones with control characters (which
-    no directory hands out, and which must never reach a log line or a record)."""
-    return bool(user) and user.isprintable() and len(user.encode("utf-8", "surrogatepass")) <= MAX_NAME_BYTES
-
-
-def shell_word(text: str) -> str:
-    """``text`` as one word a shell reads back as it is, for commands printed in messages."""
-    if text and all(c in _SAFE for c in text):
-        return text
-    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def encode_name(user: str) -> str:
@@ -56,20 +25,20 @@ def encode_name(user: str) -> str:
     ``%XX`` for every byte outside ``[A-Za-z0-9._-@$]`` (and a leading ``.`` or ``-``); and when
     that is too long for a file name, ``#`` and a SHA-256 of the name (the name is then read
     from inside the record). Safe names never hold ``%`` or ``#``, so the forms cannot collide."""
-    if len(user) <= _MAX_STEM and user[0] not in ".-" and all(c in _SAFE for c in user):
+    if len(user) <= _MAX_STEM and user[0] not in ".-" and all(c in SAFE_CHARS for c in user):
         return user
     data = user.encode("utf-8", "surrogatepass")
     parts = []
     for index, byte in enumerate(data):
         char = chr(byte)
-        if char in _SAFE and not (index == 0 and char in ".-"):
+        if char in SAFE_CHARS and not (index == 0 and char in ".-"):
             parts.append(char)
         else:
             parts.append(f"%{byte:02X}")
     stem = "".join(parts)
     if len(stem) <= _MAX_STEM:
         return stem
-    from pam_twofa.primitives import sha256_hex
+    from pam_twofa.core.primitives import sha256_hex
 
     return "#" + sha256_hex(data)
 
@@ -91,65 +60,6 @@ def decode_name(stem: str) -> str | None:
             out += char.encode("ascii")
             index += 1
     return out.decode("utf-8", "surrogatepass")
-
-
-class Section(abc.ABC):
-    """One user's exclusive section: what was stored when it opened, and how to change it."""
-
-    user: str
-    record: Record | None
-
-    @abc.abstractmethod
-    def save(self, record: Record) -> None:
-        """Replace the user's record (atomically: all of it or nothing)."""
-
-    @abc.abstractmethod
-    def delete(self) -> bool:
-        """Remove the user's record (read or not); True if there was one."""
-
-
-class Store(abc.ABC):
-    """The interface every backend implements (files today)."""
-
-    @abc.abstractmethod
-    def load(self, user: str) -> Record | None:
-        """The user's record, or None; CorruptedRecord if it is there but unreadable."""
-
-    @abc.abstractmethod
-    def locked(self, user: str, read: bool = True):
-        """A context manager giving a ``Section`` for ``user``, exclusive against every other
-        section of the same user (on this host, or fleet-wide for a shared backend). With
-        ``read=False`` the record is not read (``section.record`` is None): for ``discard``."""
-
-    @abc.abstractmethod
-    def users(self) -> list[str]:
-        """Every user that has a record."""
-
-    def update(self, user: str, change) -> Record | None:
-        """Apply ``change(record_or_None) -> record_or_None`` in one section; None deletes.
-        Returns what ``change`` returned."""
-        with self.locked(user) as section:
-            new = change(section.record)
-            if new is None:
-                if section.record is not None:
-                    section.delete()
-            elif new != section.record:
-                section.save(new)
-        return new
-
-    def delete(self, user: str) -> bool:
-        """Remove the user's record; True if there was one."""
-        with self.locked(user) as section:
-            existed = section.record is not None
-            if existed:
-                section.delete()
-        return existed
-
-    def discard(self, user: str) -> bool:
-        """Remove the user's record WITHOUT reading it (a corrupted one, which ``load`` refuses:
-        ``twofa-admin disable``). True if there was one."""
-        with self.locked(user, read=False) as section:
-            return section.delete()
 
 
 class _FileSection(Section):

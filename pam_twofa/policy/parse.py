@@ -11,7 +11,7 @@ import re
 
 import yaml
 
-from pam_twofa.network import parse_network
+from pam_twofa.core.network import parse_network
 from pam_twofa.policy import SCHEMA, Policy, PolicyError
 
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
@@ -299,6 +299,6 @@ def parse(text: str, path: str) -> Policy:
 
 def default_text() -> str:
     """The policy an install writes when none exists: everything at its default, 2FA off."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "data", "policy.yaml"), encoding="utf-8") as handle:
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(package, "data", "policy.yaml"), encoding="utf-8") as handle:
         return handle.read()
