@@ -1,9 +1,15 @@
 # Shortcuts; install, test, demo, bench, deb and upgrade-test need root.
-# unit and lint use the test venv that scripts/test.sh builds: run it once first.
-VENV ?= /var/tmp/pam-twofa-test-venv
-# The layers that need root, pam_wrapper, the installed module, PostgreSQL or Docker.
-SLOW_LAYERS = --ignore=tests/pam --ignore=tests/hardening --ignore=tests/e2e --ignore=tests/e2e_fleet --ignore=tests/db
-.PHONY: install test demo bench unit lint deb upgrade-test
+# venv, unit and lint do not: "make venv" builds .venv in the checkout once
+# (Debian's /usr/bin/python3, the interpreter PAM embeds, with its system
+# packages and the pinned tools of requirements-test.txt); unit and lint use
+# .venv when it exists, else the venv scripts/test.sh builds as root.
+# VENV=DIR picks another.
+ROOT_VENV = /var/tmp/pam-twofa-test-venv
+VENV ?= $(shell if [ -x .venv/bin/python ]; then echo .venv; else echo $(ROOT_VENV); fi)
+# The Debian packages the unit layer imports (the package's own dependencies,
+# the database backend's, pyotp as the tests' reference) and python3-venv.
+DEV_DEBS = python3-venv python3-yaml python3-qrcode python3-pampy python3-six python3-psycopg2 python3-cryptography python3-pyotp
+.PHONY: install test demo bench venv unit lint deb upgrade-test
 install:
 	bash scripts/install.sh
 test:
@@ -12,9 +18,19 @@ demo:
 	bash scripts/demo.sh
 bench:
 	bash scripts/bench.sh
-# The unit tests alone (everything but tests/pam, tests/hardening, tests/db, tests/e2e, tests/e2e_fleet).
+# Rebuilt when requirements-test.txt changes (as scripts/test.sh does for its venv).
+venv: .venv/requirements-test.txt
+.venv/requirements-test.txt: requirements-test.txt
+	@/usr/bin/python3 -c 'import ensurepip, yaml, qrcode, pam, six, psycopg2, cryptography, pyotp' 2>/dev/null || \
+	    { echo "make venv: Debian packages missing: apt-get install $(DEV_DEBS)" >&2; exit 1; }
+	rm -rf .venv
+	/usr/bin/python3 -m venv --system-site-packages .venv
+	.venv/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	cp requirements-test.txt $@
+# The unit layer (pytest marker "unit": the files directly in tests/; tests/conftest.py
+# marks every test by its folder). Tests marked "root" are skipped without root.
 unit:
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(SLOW_LAYERS) tests
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m unit tests
 # ruff check, ruff format --check and mypy, as scripts/test.sh runs them first.
 lint:
 	PAM_TWOFA_TEST_VENV=$(VENV) bash scripts/lint.sh

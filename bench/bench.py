@@ -1,6 +1,7 @@
 """pam-twofa benchmarks (docs/performance.md): ratios measured in one run, never absolute budgets.
 
-Usage (as root, after scripts/install.sh):  /usr/bin/python3 bench/bench.py [--runs N]
+Usage (as root, after scripts/install.sh, from the checkout; scripts/bench.sh runs it so):
+    PYTHONPATH=$PWD:$PWD/tests /usr/bin/python3 bench/bench.py [--runs N]
 
 Every figure is whole ``pamtester`` processes under pam_wrapper + nss_wrapper
 (fake users, nothing written to the host's /etc), A and B alternated run by
@@ -19,11 +20,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# floor, db_bench and ssh_bench: from this folder (the script's); pam_twofa and the tests'
+# pgserver: from PYTHONPATH (scripts/bench.sh).
+from floor import BARE_MODULE
 
-from floor import BARE_MODULE  # noqa: E402
-
-from pam_twofa.core import totp  # noqa: E402  (code computation for the bench's own answers)
+from pam_twofa.core import totp  # code computation for the bench's own answers
 
 # pam_wrapper needs absolute module paths: libpam-python's file on Debian 13, then on Debian 12.
 PAM_PYTHON = next(

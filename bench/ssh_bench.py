@@ -85,9 +85,6 @@ def _login(askpass: str, user: str, code: str) -> float:
 
 def ssh_rows(runs: int) -> list:
     """The rows of (5) and its references."""
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     from pam_twofa.core import totp
 
     subprocess.run(["docker", "rm", "-f", NAME], capture_output=True)

@@ -4,7 +4,7 @@ pam_python compiles this file from source, without a bytecode cache, in every
 interpreter it starts: two per SSH login (sshd's authentication child, and
 its monitor for setcred). So it holds only the entry points; the work, and
 the refusal to run in a stack pam_python is not safe in, are in
-``pam_adapter``, whose bytecode is cached (docs/login.md). Every exception is
+``login.adapter``, whose bytecode is cached (docs/login.md). Every exception is
 caught: an escaping one would become PAM_SERVICE_ERR with the traceback lost.
 
 The package is imported from the folder this file is in (``argv[0]``, the
@@ -28,8 +28,15 @@ def pam_sm_authenticate(pamh, flags, argv):
         try:
             import syslog
 
-            service = "".join(c if c.isprintable() and c not in " /" else "?" for c in str(pamh.service or "-")[:32])
-            detail = "".join(c if c.isprintable() else "?" for c in f"{type(exc).__name__}: {exc}"[:200])
+            # The rule of pam_twofa.system.log (clean, clean_text) written again: the package failed to
+            # import, so its cleaner cannot be used here. Non-printable characters become "?", a cut
+            # text ends with "..."; the service name also loses spaces and "/" (as login/adapter.py's).
+            def printable(text, limit, bad=""):
+                text = text[: limit - 3] + "..." if len(text) > limit else text
+                return "".join(c if c.isprintable() and c not in bad else "?" for c in text)
+
+            service = printable(str(pamh.service or "-"), 32, " /")
+            detail = printable(f"{type(exc).__name__}: {exc}", 200)
             syslog.syslog(
                 syslog.LOG_AUTHPRIV | syslog.LOG_ERR,
                 f"pam_twofa({service}:auth): cannot load the pam_twofa package ({detail}):"

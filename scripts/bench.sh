@@ -10,4 +10,5 @@ VENV=${PAM_TWOFA_TEST_VENV:-/var/tmp/pam-twofa-test-venv}
 docker build -q --network host -f docker/Dockerfile \
     --build-arg BASE=pam-twofa-base:bookworm --build-arg STACK=password --build-arg PORT=2201 \
     -t pam-twofa-bench-sshd . >/dev/null
-PAM_TWOFA_SSHD_IMAGE=pam-twofa-bench-sshd exec "$VENV/bin/python" bench/bench.py --ssh --db "$@"
+# The package and tests/pgserver.py from this checkout; bench/ is the script's own folder.
+PAM_TWOFA_SSHD_IMAGE=pam-twofa-bench-sshd PYTHONPATH="$PWD:$PWD/tests" exec "$VENV/bin/python" bench/bench.py --ssh --db "$@"

@@ -30,7 +30,7 @@ work=$(mktemp -d /var/tmp/pam-twofa-deb.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 src=$work/pam-twofa-$version
 mkdir "$src"
-cp -r pam_twofa config debian setup.cfg pyproject.toml README.md "$src"/
+cp -r pam_twofa config debian docs setup.cfg pyproject.toml README.md "$src"/
 find "$src" -name __pycache__ -prune -exec rm -rf {} +
 # The package's version is the program's: the changelog is written here, not kept in git.
 cat > "$src/debian/changelog" <<CL

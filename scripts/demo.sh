@@ -23,7 +23,7 @@ set -e
 useradd -m -s /bin/bash demo 2>/dev/null || true
 echo demo:demo | chpasswd
 secret=$(python3 -c 'import base64, os; print(base64.b32encode(os.urandom(20)).decode())')
-code=$(python3 -c 'import pyotp, sys, time; print(pyotp.TOTP(sys.argv[1]).at(time.time() - 30))' "$secret")
+code=$(python3 -c 'import base64, sys, time; from pam_twofa.core import totp; print(totp.totp(base64.b32decode(sys.argv[1]), time.time() - 30))' "$secret")
 twofa-enroll --user demo --secret "$secret" --code "$code" --force >/dev/null
 python3 - "$secret" <<'PY'
 import socket, sys

@@ -1,8 +1,71 @@
-"""Shared fixtures: a scratch policy and state folder in tmp_path."""
+"""Shared fixtures (a scratch policy and state folder in tmp_path) and the layer marker of every test.
+
+A test's layer is the folder it lives in: tests/*.py are ``unit``, tests/pam
+``pam``, tests/hardening ``hardening``, tests/db ``db``, tests/e2e ``e2e``,
+tests/e2e_fleet ``e2e_fleet`` (markers registered in pyproject.toml). The
+hook below gives each test its folder's marker, so ``pytest -m unit`` selects
+a layer and no file can be left out of one: a test file anywhere else stops
+the collection, and a marker naming another layer than the folder's is
+dropped with a warning.
+"""
 
 import os
+from pathlib import Path
 
 import pytest
+
+TESTS = Path(__file__).resolve().parent
+# Folder under tests/ -> layer marker; the files directly in tests/ are the unit layer.
+LAYERS = {"pam": "pam", "hardening": "hardening", "db": "db", "e2e": "e2e", "e2e_fleet": "e2e_fleet"}
+UNIT = "unit"
+ALL_LAYERS = {UNIT, *LAYERS.values()}
+
+
+def layer_of(path: Path) -> str | None:
+    """The layer of a test file from its folder, or None when it is in no layer's folder."""
+    try:
+        parts = path.resolve().relative_to(TESTS).parts
+    except ValueError:
+        return None
+    if len(parts) == 1:
+        return UNIT
+    if len(parts) == 2:
+        return LAYERS.get(parts[0])
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    outside: list[str] = []
+    overridden: dict[str, tuple[str, set[str]]] = {}
+    for item in items:
+        layer = layer_of(Path(item.path))
+        if layer is None:
+            outside.append(item.nodeid)
+            continue
+        # The folder decides, so that "-m LAYER" selects exactly that folder's
+        # tests: a marker naming another layer stops the run (below).
+        for node in item.listchain():
+            other = {mark.name for mark in node.own_markers} & ALL_LAYERS - {layer}
+            if other:
+                node.own_markers[:] = [mark for mark in node.own_markers if mark.name not in other]
+                overridden.setdefault(str(item.path), (layer, set()))[1].update(other)
+        item.add_marker(layer)
+        if item.get_closest_marker("root") and os.geteuid() != 0:
+            item.add_marker(pytest.mark.skip(reason="needs root (run as root, as scripts/test.sh does)"))
+    if outside:
+        raise pytest.UsageError(
+            f"{len(outside)} tests in no layer folder (tests/*.py or tests/{{{','.join(LAYERS)}}}/): move them into "
+            "one, or add the folder to LAYERS in tests/conftest.py and its marker to pyproject.toml:\n  "
+            + "\n  ".join(outside)
+        )
+    if overridden:
+        raise pytest.UsageError(
+            "a test marked with another layer than its folder's (the folder decides; remove the marker):\n  "
+            + "\n  ".join(
+                f"{path}: {', '.join(sorted(other))} in {layer}" for path, (layer, other) in sorted(overridden.items())
+            )
+        )
 
 
 def with_version(text: str) -> bool:

@@ -24,3 +24,16 @@ def fleet(pg_server, tmp_path):
         yield made
     finally:
         made.close()
+
+
+@pytest.fixture(scope="module")
+def shared_fleet(pg_server, tmp_path_factory):
+    """One fleet (database, key, policy) and its running agent for a whole test module, for suites
+    whose tests empty ``twofa_records`` themselves (tests/db/test_store_contract.py): a database
+    and an agent per test would cost about a second each."""
+    made = Fleet(pg_server, tmp_path_factory.mktemp("fleet"))
+    try:
+        made.start_agent()
+        yield made
+    finally:
+        made.close()

@@ -261,7 +261,8 @@ class Fleet:
 
 
 REPO = Path(__file__).resolve().parents[1]
-AGENT_CODE = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pam_twofa.fleet.agent import entry; entry()"
+# What /usr/bin/pam-twofa-agent runs (#!/usr/bin/python3), with this checkout on PYTHONPATH (Agent.start).
+AGENT_CODE = "from pam_twofa.fleet.agent import entry; entry()"
 
 
 def socket_of(policy_path: Path) -> Path:
@@ -282,10 +283,10 @@ class Agent:
         self.log = policy.parent / f"agent-{uuid.uuid4().hex[:6]}.log"
 
     def start(self, wait: bool = True) -> None:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "PYTHONPATH": str(REPO)}
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                ["/usr/bin/python3", "-I", "-c", AGENT_CODE, str(REPO), "--policy", str(self.policy), *self.args],
+                ["/usr/bin/python3", "-c", AGENT_CODE, "--policy", str(self.policy), *self.args],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         if wait:

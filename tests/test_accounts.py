@@ -23,6 +23,7 @@ def grouplist_calls(monkeypatch):
 
 def test_lookup_reads_the_account_and_its_groups_only_when_asked(grouplist_calls):
     account = accounts.lookup("root")
+    assert account is not None
     assert (account.name, account.uid, account.gid) == ("root", 0, 0)
     assert grouplist_calls == []
     assert 0 in account.gids and account.groups_known
@@ -38,6 +39,7 @@ def test_unknown_and_invalid_names_are_none():
 
 def test_a_policy_without_groups_never_reads_the_users_groups(grouplist_calls):
     account = accounts.lookup("root")
+    assert account is not None
     facts = accounts.facts(Policy("/p", mode="all", exempt_networks=("10.0.0.0/8",)), account, None, "192.0.2.1")
     assert grouplist_calls == []
     assert facts.gids == {0} and facts.groups_known and facts.group_ids == {}
@@ -47,7 +49,9 @@ def test_a_policy_without_groups_never_reads_the_users_groups(grouplist_calls):
     "values", [{"mode": "groups", "enforce_groups": ("root",)}, {"mode": "off", "exempt_groups": ("root",)}]
 )
 def test_a_policy_with_groups_reads_them(grouplist_calls, values):
-    facts = accounts.facts(Policy("/p", **values), accounts.lookup("root"), None, None)
+    account = accounts.lookup("root")
+    assert account is not None
+    facts = accounts.facts(Policy("/p", **values), account, None, None)
     assert grouplist_calls == ["root"]
     assert facts.gids == set(os.getgrouplist("root", 0)) and facts.group_ids == {"root": 0}
 
@@ -58,6 +62,7 @@ def test_a_group_list_that_cannot_be_read_leaves_the_primary_group_and_says_so(m
 
     monkeypatch.setattr(os, "getgrouplist", broken)
     account = accounts.lookup("root")
+    assert account is not None
     assert account.gids == {0} and account.groups_known is False
     facts = accounts.facts(Policy("/p", mode="groups", enforce_groups=("staff",)), account, None, None)
     assert facts.groups_known is False

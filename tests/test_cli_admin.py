@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from support.records import stored
 
 from pam_twofa.cli import admin, pamconfig, run
 from pam_twofa.core.record import Record
@@ -21,6 +22,7 @@ def cli(capsys, *argv):
     try:
         code = run(admin.main, list(argv))
     except SystemExit as exc:  # argparse --help / usage errors
+        assert isinstance(exc.code, int), exc.code
         code = exc.code
     out, err = capsys.readouterr()
     assert "Traceback" not in out and "Traceback" not in err
@@ -38,6 +40,7 @@ def fake_accounts(monkeypatch):
 # -- check ------------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_check_ok(capsys, make_policy):
     path = make_policy("enforce:\n  mode: all\n")
     code, out, err = cli(capsys, "--policy", path, "check")
@@ -46,12 +49,14 @@ def test_check_ok(capsys, make_policy):
     assert err == ""
 
 
+@pytest.mark.root
 def test_check_accepts_policy_after_the_command(capsys, make_policy):
     path = make_policy("enforce:\n  mode: groups\n  groups: [admins]\n")
     code, out, err = cli(capsys, "check", "--policy", path)
     assert code == 0 and out.startswith(f"{path}: OK") and err == ""
 
 
+@pytest.mark.root
 def test_check_broken_policy(capsys, make_policy):
     path = make_policy("version: 1\nenforce:\n  mode: sometimes\n  groups: admins\ncolour: blue\n")
     code, out, err = cli(capsys, "--policy", path, "check")
@@ -64,6 +69,7 @@ def test_check_broken_policy(capsys, make_policy):
     ]
 
 
+@pytest.mark.root
 def test_check_reports_an_enforce_group_that_does_not_resolve_as_an_error(capsys, make_policy):
     path = make_policy("enforce:\n  mode: groups\n  groups: [admins, admnis]\n")
     code, out, err = cli(capsys, "check", "--policy", path)
@@ -75,6 +81,7 @@ def test_check_reports_an_enforce_group_that_does_not_resolve_as_an_error(capsys
     ]
 
 
+@pytest.mark.root
 def test_check_warns_of_an_exempt_group_that_does_not_resolve(capsys, make_policy):
     path = make_policy("enforce:\n  mode: all\n  groups: [ghost]\nexempt:\n  groups: [wheel, braekglass]\n")
     code, out, err = cli(capsys, "check", "--policy", path)
@@ -85,6 +92,7 @@ def test_check_warns_of_an_exempt_group_that_does_not_resolve(capsys, make_polic
     assert "ghost" not in out  # enforce.groups are not used with mode: all
 
 
+@pytest.mark.root
 def test_check_yaml_syntax_error(capsys, make_policy):
     path = make_policy("version: 1\nenforce:\n\tmode: all\n")
     code, out, err = cli(capsys, "check", "--policy", path)
@@ -92,6 +100,7 @@ def test_check_yaml_syntax_error(capsys, make_policy):
     assert err.splitlines() == [f"{path}:3: YAML syntax error: found character '\\t' that cannot start any token"]
 
 
+@pytest.mark.root
 def test_check_revalidates_even_with_a_cache(capsys, make_policy):
     path = make_policy("enforce:\n  mode: all\n")
     assert cli(capsys, "check", "--policy", path)[0] == 0
@@ -100,6 +109,7 @@ def test_check_revalidates_even_with_a_cache(capsys, make_policy):
     assert code == 2 and err.startswith(f"{path}:2: enforce.mode:")
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("how", ["missing", "world-writable", "symlink"])
 def test_check_unusable_policy_file_is_one_line(capsys, tmp_path, make_policy, how):
     path = make_policy("")
@@ -127,6 +137,7 @@ def test_not_root_is_a_clear_error(capsys, make_policy, monkeypatch):
 # -- unlock -------------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_unlock_clears_failures_and_lockout(capsys, scratch_policy, state_dir, logs):
     store = FileStore(state_dir)
     before = Record("alice", key=KEY, last_step=77, failures=[1_700_000_000, 1_700_000_001], locked_until=4_000_000_000)
@@ -134,18 +145,20 @@ def test_unlock_clears_failures_and_lockout(capsys, scratch_policy, state_dir, l
     code, out, err = cli(capsys, "unlock", "alice", "--policy", scratch_policy)
     assert code == 0 and err == ""
     assert "alice" in out and "unlocked" in out
-    after = store.load("alice")
+    after = stored(store, "alice")
     assert after.failures == [] and after.locked_until == 0
     assert after.key == KEY and after.last_step == 77  # nothing else changed
     assert any("unlock" in line and "user=alice" in line for line in logs)
 
 
+@pytest.mark.root
 def test_unlock_user_without_record(capsys, scratch_policy, state_dir):
     code, out, err = cli(capsys, "--policy", scratch_policy, "unlock", "alice")
     assert code == 0 and err == "" and "alice" in out
     assert FileStore(state_dir).load("alice") is None
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("user", ["mallory", "../etc/passwd", "caf\u00e9", "x" * 300])
 def test_unlock_unknown_user_is_one_line_exit_1(capsys, scratch_policy, state_dir, user):
     code, out, err = cli(capsys, "--policy", scratch_policy, "unlock", user)
@@ -156,14 +169,16 @@ def test_unlock_unknown_user_is_one_line_exit_1(capsys, scratch_policy, state_di
     assert not os.path.exists(os.path.join(state_dir, "users")) or os.listdir(os.path.join(state_dir, "users")) == []
 
 
+@pytest.mark.root
 def test_unlock_known_only_to_the_store(capsys, scratch_policy, state_dir):
     """An account deleted from the system can still be unlocked (its record is there)."""
     FileStore(state_dir).update("ghost", lambda old: Record("ghost", key=KEY, failures=[1], locked_until=5))
     code, _out, err = cli(capsys, "--policy", scratch_policy, "unlock", "ghost")
     assert code == 0 and err == ""
-    assert FileStore(state_dir).load("ghost").failures == []
+    assert stored(FileStore(state_dir), "ghost").failures == []
 
 
+@pytest.mark.root
 def test_unlock_with_broken_policy(capsys, make_policy):
     path = make_policy("on_error: maybe\n")
     code, out, err = cli(capsys, "--policy", path, "unlock", "alice")
@@ -171,6 +186,7 @@ def test_unlock_with_broken_policy(capsys, make_policy):
     assert err.splitlines() == [f"{path}:1: on_error: expected one of deny, allow"]
 
 
+@pytest.mark.root
 def test_unlock_with_corrupted_record(capsys, scratch_policy, state_dir):
     store = FileStore(state_dir)
     store.update("alice", lambda old: Record("alice", key=KEY, failures=[1]))
@@ -182,6 +198,7 @@ def test_unlock_with_corrupted_record(capsys, scratch_policy, state_dir):
     assert len(err.splitlines()) == 1 and path in err and "corrupted" in err
 
 
+@pytest.mark.root
 def test_unlock_with_unsafe_state_dir(capsys, scratch_policy, state_dir):
     os.chmod(state_dir, 0o777)
     code, _out, err = cli(capsys, "--policy", scratch_policy, "unlock", "alice")
@@ -198,6 +215,7 @@ def _auth_line(out):
     return lines[0].split()
 
 
+@pytest.mark.root
 def test_pam_config_password_stack_default_policy(capsys):
     code, out, err = cli(capsys, "pam-config")
     assert code == 0 and err == ""
@@ -212,6 +230,7 @@ def test_pam_config_password_stack_default_policy(capsys):
     assert "pam_permit.so" not in out
 
 
+@pytest.mark.root
 def test_pam_config_password_stack_with_policy(capsys, scratch_policy):
     code, out, err = cli(capsys, "--policy", scratch_policy, "pam-config", "--stack", "password")
     assert code == 0 and err == ""
@@ -220,6 +239,7 @@ def test_pam_config_password_stack_with_policy(capsys, scratch_policy):
     assert "AuthenticationMethods keyboard-interactive" in out.splitlines()
 
 
+@pytest.mark.root
 def test_pam_config_key_stack(capsys, scratch_policy):
     code, out, err = cli(capsys, "pam-config", "--stack", "key", "--policy", scratch_policy)
     assert code == 0 and err == ""
@@ -235,6 +255,7 @@ def test_pam_config_key_stack(capsys, scratch_policy):
     assert "PubkeyAuthentication yes" in lines
 
 
+@pytest.mark.root
 def test_pam_config_relative_policy_is_made_absolute(capsys, scratch_policy, monkeypatch):
     folder, name = os.path.split(scratch_policy)
     monkeypatch.chdir(folder)
@@ -273,6 +294,7 @@ def test_help(capsys):
 # -- names as the directory spells them ---------------------------------------------------
 
 
+@pytest.mark.root
 def test_commands_act_on_the_accounts_own_spelling(capsys, make_policy, monkeypatch):
     """With a case-insensitive directory, ``unlock ALICE`` must clear the one record logins use."""
     alice = Account("alice", 1001, 1001, {1001}, "/home/alice")
@@ -282,7 +304,7 @@ def test_commands_act_on_the_accounts_own_spelling(capsys, make_policy, monkeypa
     store.update("alice", lambda _old: Record("alice", key=KEY, failures=[2_000_000_000], locked_until=2_000_000_900))
     code, out, _err = cli(capsys, "--policy", path, "unlock", "ALICE")
     assert code == 0, out
-    assert store.load("alice").locked_until == 0 and store.users() == ["alice"]
+    assert stored(store, "alice").locked_until == 0 and store.users() == ["alice"]
     code, out, _err = cli(capsys, "--policy", path, "disable", "Alice", "--yes")
     assert code == 0, out
     assert store.users() == []

@@ -1,4 +1,4 @@
-"""twofa-admin's errors and exit codes (README twofa-admin, issue 5 "Must show" 4), through the INSTALLED command.
+"""twofa-admin's errors and exit codes (docs/admin-guide.md, issue 5 "Must show" 4), through the INSTALLED command.
 
 Every case runs the installed ``twofa-admin`` as a subprocess, as an
 administrator would, and checks the documented contract of
@@ -13,9 +13,12 @@ import shutil
 import subprocess
 
 import pytest
+from support.records import stored
 
 from pam_twofa.core.record import Record
 from pam_twofa.store.files import FileStore
+
+pytestmark = pytest.mark.root  # root-owned files, and commands run as nobody through setpriv
 
 # /usr/bin from the Debian package; /usr/local/bin from an older pip install
 ADMIN = shutil.which("twofa-admin", path="/usr/bin:/usr/local/bin") or "/usr/bin/twofa-admin"
@@ -261,17 +264,17 @@ def test_valid_email_address_is_stored(pol, tmp_path):
     code, out, err = admin("email", "root", "root@example.org", "--policy", pol)
     assert code == 0, err
     assert "root@example.org" in out
-    assert FileStore(str(tmp_path / "state")).load("root").email == "root@example.org"
+    assert stored(FileStore(str(tmp_path / "state")), "root").email == "root@example.org"
 
 
 def test_disable_without_yes_and_without_a_terminal_is_refused_and_keeps_the_record(pol, tmp_path):
     store = FileStore(str(tmp_path / "state"))
     store.update("root", lambda _old: Record("root", key=bytes(range(20)), enrolled_at=1_700_000_000))
-    assert store.load("root").enrolled
+    assert stored(store, "root").enrolled
     code, out, err = admin("disable", "root", "--policy", pol)  # stdin is a pipe, not a terminal
     assert code == 1, (code, out, err)
     assert "--yes" in one_line(err)
-    assert store.load("root").enrolled  # nothing was removed
+    assert stored(store, "root").enrolled  # nothing was removed
     code, out, err = admin("disable", "root", "--yes", "--policy", pol)  # control
     assert code == 0, err
     assert store.load("root") is None

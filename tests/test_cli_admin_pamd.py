@@ -8,7 +8,7 @@ from pam_twofa.cli import admin, run
 from pam_twofa.system import pamd
 
 MODULE = "/usr/lib/python3/dist-packages/pam_twofa/pam_module.py"
-HOLE = "pam_python.so is loaded outside sshd — a local root hole (see README Security); remove it"
+HOLE = "pam_python.so is loaded outside sshd — a local root hole (see docs/threat-model.md); remove it"
 
 
 @pytest.fixture
@@ -32,6 +32,7 @@ def check(capsys, policy, *extra):
     return code, out, err
 
 
+@pytest.mark.root
 def test_clean_sshd_stack_is_ok(capsys, pam_dir, scratch_policy):
     write(pam_dir, "common-auth", "auth required pam_unix.so\n")
     write(pam_dir, "sshd", f"@include common-auth\nauth required pam_python.so {MODULE} policy={scratch_policy}\n")
@@ -50,6 +51,7 @@ def test_clean_sshd_stack_is_ok(capsys, pam_dir, scratch_policy):
         ("on_error=maybe", "on_error=maybe"),
     ],
 )
+@pytest.mark.root
 def test_bad_module_argument_in_sshd_is_an_error_with_file_and_line(capsys, pam_dir, scratch_policy, args, named):
     sshd = write(pam_dir, "sshd", f"@include common-auth\n\nauth required pam_python.so {MODULE} {args}\n")
     write(pam_dir, "common-auth", "auth required pam_unix.so\n")
@@ -59,6 +61,7 @@ def test_bad_module_argument_in_sshd_is_an_error_with_file_and_line(capsys, pam_
     assert err.splitlines()[0].startswith(f"{sshd}:3: pam_twofa module argument '{named}' is not valid: ")
 
 
+@pytest.mark.root
 def test_bad_argument_in_an_included_file_is_named_where_it_is(capsys, pam_dir, scratch_policy):
     inner = write(pam_dir, "twofa-auth", f"auth required pam_python.so {MODULE} debug\n")
     write(pam_dir, "sshd", "auth include twofa-auth\n")
@@ -66,6 +69,7 @@ def test_bad_argument_in_an_included_file_is_named_where_it_is(capsys, pam_dir, 
     assert code == 2 and err.startswith(f"{inner}:1: pam_twofa module argument 'debug' is not valid")
 
 
+@pytest.mark.root
 def test_pam_python_outside_sshd_is_an_error_naming_the_chain(capsys, pam_dir, scratch_policy):
     common = write(
         pam_dir, "common-auth", "auth required pam_unix.so\n" * 19 + f"auth required pam_python.so {MODULE}\n"
@@ -84,6 +88,7 @@ def test_pam_python_outside_sshd_is_an_error_naming_the_chain(capsys, pam_dir, s
     ]
 
 
+@pytest.mark.root
 def test_hidden_pam_dir_option(capsys, tmp_path, scratch_policy):
     folder = tmp_path / "other.d"
     folder.mkdir()
@@ -95,6 +100,7 @@ def test_hidden_pam_dir_option(capsys, tmp_path, scratch_policy):
     assert "--pam-dir" not in capsys.readouterr().out
 
 
+@pytest.mark.root
 def test_policy_named_by_sshd_differs_from_the_one_checked_is_a_warning(capsys, pam_dir, scratch_policy, tmp_path):
     sshd = write(pam_dir, "sshd", f"auth required pam_python.so {MODULE} policy=/etc/pam-twofa/strict.yaml\n")
     code, out, err = check(capsys, scratch_policy)
@@ -102,12 +108,14 @@ def test_policy_named_by_sshd_differs_from_the_one_checked_is_a_warning(capsys, 
     assert f"warning: {sshd}:1 names the policy /etc/pam-twofa/strict.yaml, not {scratch_policy}" in out
 
 
+@pytest.mark.root
 def test_sshd_without_a_pam_twofa_line_is_a_note(capsys, pam_dir, scratch_policy):
     write(pam_dir, "sshd", "@include common-auth\n")
     code, out, err = check(capsys, scratch_policy)
     assert code == 0 and err == "" and "has no pam_twofa line yet" in out
 
 
+@pytest.mark.root
 def test_invalid_policy_and_pam_errors_are_all_reported(capsys, pam_dir, make_policy):
     path = make_policy("enforce:\n  mode: sometimes\n")
     su = write(pam_dir, "su", f"auth required pam_python.so {MODULE}\n")

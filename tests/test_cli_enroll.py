@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import re
+from email.message import EmailMessage
+from types import SimpleNamespace
 
 import pyotp
 import pytest
@@ -80,15 +82,9 @@ def env(make_policy, state_dir, monkeypatch, logs):
     """(policy, store, sent mails, log lines): mail.send captured, max_failures 3."""
     loaded = policy.load(make_policy("rate_limit:\n  max_failures: 3\n  per_seconds: 900\n"), use_cache=False)
     store = FileStore(state_dir)
-    sent = []
+    sent: list[EmailMessage] = []
     monkeypatch.setattr(mail, "send", lambda pol, message: sent.append(message))
-
-    class Env:
-        pass
-
-    e = Env()
-    e.policy, e.store, e.sent, e.logs = loaded, store, sent, logs
-    return e
+    return SimpleNamespace(policy=loaded, store=store, sent=sent, logs=logs)
 
 
 CODES: list[str] = []  # the plain recovery codes of the last enrolled_record()

@@ -30,6 +30,7 @@ def write(folder, name, text, mode=0o644):
     return str(path)
 
 
+@pytest.mark.root
 def test_no_sshd_file_or_no_pam_twofa_line_is_the_default(pam_dir):
     assert enroll_cli.sshd_policy() == DEFAULT_PATH
     write(pam_dir, "sshd", "@include common-auth\n")
@@ -37,29 +38,34 @@ def test_no_sshd_file_or_no_pam_twofa_line_is_the_default(pam_dir):
     assert enroll_cli.sshd_policy() == DEFAULT_PATH
 
 
+@pytest.mark.root
 def test_the_policy_of_the_sshd_line_is_used(pam_dir):
     write(pam_dir, "sshd", f"@include common-auth\nauth required pam_python.so {MODULE} policy=/etc/other.yaml\n")
     write(pam_dir, "common-auth", "auth required pam_unix.so\n")
     assert enroll_cli.sshd_policy() == "/etc/other.yaml"
 
 
+@pytest.mark.root
 def test_a_line_without_policy_is_the_default(pam_dir):
     write(pam_dir, "sshd", f"auth required pam_python.so {MODULE} on_error=deny\n")
     assert enroll_cli.sshd_policy() == DEFAULT_PATH
 
 
+@pytest.mark.root
 def test_a_line_in_an_included_file_counts(pam_dir):
     write(pam_dir, "sshd", "auth include twofa\n")
     write(pam_dir, "twofa", f"auth required pam_python.so {MODULE} policy=/etc/inc.yaml\n")
     assert enroll_cli.sshd_policy() == "/etc/inc.yaml"
 
 
+@pytest.mark.root
 def test_the_same_policy_twice_is_fine(pam_dir):
     line = f"auth required pam_python.so {MODULE} policy=/etc/x.yaml\n"
     write(pam_dir, "sshd", line + line)
     assert enroll_cli.sshd_policy() == "/etc/x.yaml"
 
 
+@pytest.mark.root
 def test_two_different_policies_are_refused(pam_dir):
     write(
         pam_dir,
@@ -71,12 +77,14 @@ def test_two_different_policies_are_refused(pam_dir):
     assert info.value.code == 2
 
 
+@pytest.mark.root
 def test_a_bad_module_argument_is_refused(pam_dir):
     sshd = write(pam_dir, "sshd", f"auth required pam_python.so {MODULE} polcy=/etc/x.yaml\n")
     with pytest.raises(UsageError, match=f"{sshd}:1: module argument 'polcy=/etc/x.yaml' is not valid"):
         enroll_cli.sshd_policy()
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("unsafe", ["file-writable", "folder-writable", "symlink", "include-writable"])
 def test_unsafe_pam_files_are_refused(pam_dir, tmp_path, unsafe):
     line = f"auth required pam_python.so {MODULE} policy=/etc/x.yaml\n"
@@ -97,6 +105,7 @@ def test_unsafe_pam_files_are_refused(pam_dir, tmp_path, unsafe):
     assert info.value.code == 2
 
 
+@pytest.mark.root
 def test_self_service_loads_the_sshd_policy(pam_dir, monkeypatch):
     """run_self_service reads the policy sshd names, not the default (it stops right after choosing)."""
     write(pam_dir, "sshd", f"auth required pam_python.so {MODULE} policy=/etc/other.yaml\n")

@@ -9,13 +9,14 @@ import time
 import pytest
 
 from pam_twofa.system import fileio
-from pam_twofa.system.fileio import describe_mode, fsync_dir, is_private, write_atomic
+from pam_twofa.system.fileio import describe_mode, fsync_dir, is_private, owner_mode_problem, write_atomic
 
 
 def listing(folder):
     return sorted(os.listdir(folder))
 
 
+@pytest.mark.root
 def test_creates_file_with_data_and_private_mode(tmp_path):
     path = tmp_path / "a.rec"
     old = os.umask(0)
@@ -163,6 +164,7 @@ def test_readers_never_see_a_partial_file_and_sigkill_loses_nothing(tmp_path):
             assert data in contents
             seen.add(data[:1])
     finally:
+        assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(10)
     assert seen == {b"A", b"B"}  # the writer really was replacing the file meanwhile
@@ -182,6 +184,7 @@ def test_fsync_dir(tmp_path):
         fsync_dir(str(tmp_path / "f"))
 
 
+@pytest.mark.root
 def test_is_private_and_describe_mode(tmp_path):
     path = tmp_path / "f"
     path.write_text("x")
@@ -194,6 +197,64 @@ def test_is_private_and_describe_mode(tmp_path):
     os.chmod(path, 0o644)
     os.chown(path, 65534, 65534)
     assert describe_mode(os.stat(path)) == "mode 0644, owner uid 65534"
+
+
+@pytest.mark.root
+def test_owner_mode_problem_names_the_file_what_is_wrong_and_the_fix(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    os.chmod(path, 0o600)
+    assert owner_mode_problem(os.stat(path), "P", "the file") is None
+    assert owner_mode_problem(os.stat(path), "P", "the file", uid=1000) == (
+        "P: the file must be owned by uid 1000, not uid 0: chown 1000 P"
+    )
+    os.chown(path, 65534, 65534)
+    assert owner_mode_problem(os.stat(path), "P", "the file") == (
+        "P: the file must be owned by root (uid 0), not uid 65534: chown root P"
+    )
+    assert owner_mode_problem(os.stat(path), "P", "the file", uid=65534) is None
+    os.chown(path, 0, 0)
+    cases = [
+        # (mode, forbidden, message after "P: the file is mode ...")
+        (0o640, 0o077, "0640, readable by others: chmod go-rwx P"),
+        (0o604, 0o077, "0604, readable by others: chmod go-rwx P"),
+        (0o620, 0o077, "0620, writable by others: chmod go-rwx P"),
+        (0o610, 0o077, "0610, open to others: chmod go-rwx P"),
+        (0o664, 0o022, "0664, writable by others: chmod go-w P"),
+        (0o602, 0o022, "0602, writable by others: chmod go-w P"),
+    ]
+    for mode, forbidden, says in cases:
+        os.chmod(path, mode)
+        assert owner_mode_problem(os.stat(path), "P", "the file", forbidden=forbidden) == f"P: the file is mode {says}"
+    for mode in (0o644, 0o755, 0o600, 0o400):  # readable by others is fine where only writing is forbidden
+        os.chmod(path, mode)
+        assert owner_mode_problem(os.stat(path), "P", "the file", forbidden=0o022) is None
+    os.chmod(path, 0o644)
+    assert owner_mode_problem(os.stat(path), "P", "the file", fix="chown root:root P; chmod 0600 P") == (
+        "P: the file is mode 0644, readable by others: chown root:root P; chmod 0600 P"
+    )
+
+
+@pytest.mark.root
+def test_owner_mode_problem_and_is_private_agree(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    for uid in (0, 65534):
+        os.chown(path, uid, uid)
+        for mode in range(0o1000):
+            os.chmod(path, mode)
+            st = os.stat(path)
+            assert is_private(st, 0) == (owner_mode_problem(st, "P", "f") is None), oct(mode)
+
+
+@pytest.mark.root
+def test_owner_mode_problem_of_a_sticky_folder_shows_the_whole_mode(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    os.chmod(folder, 0o1777)
+    assert owner_mode_problem(os.stat(folder), "D", "the folder", forbidden=0o022) == (
+        "D: the folder is mode 1777, writable by others: chmod go-w D"
+    )
 
 
 def test_the_file_and_then_its_folder_are_fsynced(tmp_path, fsynced):

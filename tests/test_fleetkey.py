@@ -52,6 +52,7 @@ def test_a_keyring_seals_under_every_key_and_either_opens():
     assert open_sealed(new, "alice", sealed) == "t"
 
 
+@pytest.mark.root
 def test_key_file_round_trip_and_strict_parse(tmp_path):
     path = str(tmp_path / "fleet.key")
     ring = Keyring.generate()
@@ -66,12 +67,16 @@ def test_key_file_round_trip_and_strict_parse(tmp_path):
             Keyring.loads(bad)
 
 
+@pytest.mark.root
 def test_key_file_must_be_root_0600_and_not_a_link(tmp_path):
     path = tmp_path / "fleet.key"
     fleetkey.write_new(str(path), Keyring.generate())
     os.chmod(path, 0o640)
-    with pytest.raises(FleetKeyError, match="mode 0600"):
+    with pytest.raises(FleetKeyError) as info:
         fleetkey.load(str(path))
+    assert str(info.value) == (
+        f"{path}: the fleet key file is mode 0640, readable by others: chown root:root {path}; chmod 0600 {path}"
+    )
     os.chmod(path, 0o600)
     link = tmp_path / "link.key"
     link.symlink_to(path)
@@ -80,3 +85,24 @@ def test_key_file_must_be_root_0600_and_not_a_link(tmp_path):
     with pytest.raises(FleetKeyError, match="already exists"):
         fleetkey.write_new(str(link), Keyring.generate())
     assert fleetkey.load(str(path))  # the link's target was not written through it
+
+
+@pytest.mark.root
+def test_key_file_owned_by_a_user_or_not_a_key_is_refused(tmp_path):
+    # The key file is read by pam_twofa.system.secretfile, like the password files (tests/test_secretfile.py).
+    path = tmp_path / "fleet.key"
+    ring = Keyring.generate()
+    fleetkey.write_new(str(path), ring)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(FleetKeyError, match=r"must be owned by root \(uid 0\), not uid 65534: chown root:root"):
+        fleetkey.load(str(path))
+    os.chown(path, 0, 0)
+    path.write_bytes(ring.dumps().encode() + b"#" * (64 * 1024))
+    with pytest.raises(FleetKeyError, match=r"more than 65536: is it the right file\?") as info:
+        fleetkey.load(str(path))
+    assert ring.keys[0][1].hex() not in str(info.value)
+    path.write_bytes(b"pam-twofa-fleet-key 1\n\xff\n")
+    with pytest.raises(FleetKeyError, match="not UTF-8 text"):
+        fleetkey.load(str(path))
+    with pytest.raises(FleetKeyError, match="is missing: make it with twofa-admin db keygen PATH"):
+        fleetkey.load(str(tmp_path / "nowhere.key"))

@@ -49,8 +49,7 @@ def policy_path(make_policy):
 
 def run(policy_path, user, answers=(), rhost="192.0.2.10", now=T, extra=()):
     conv = Conv(answers)
-    flow = Login(conv, user, rhost, "sshd", Options(["policy=" + policy_path, *extra]))
-    flow.now = lambda: now
+    flow = Login(conv, user, rhost, "sshd", Options(["policy=" + policy_path, *extra]), clock=lambda: now)
     return flow.run(), conv
 
 
@@ -98,7 +97,7 @@ def test_a_login_fsyncs_its_record_and_then_the_folder_like_the_commands(policy_
     policy.load(policy_path)  # the cache is written once, not by every login
     fsynced.clear()
     assert run(policy_path, "alice", [CODE])[0] == PASS
-    assert fsynced == ["file", "folder"]  # SPEC §4: a crash loses nothing written before
+    assert fsynced == ["file", "folder"]  # a crash loses nothing written before (docs/store.md, "Atomic writes")
     fsynced.clear()
     with store.locked("alice") as section:  # the commands' store (backends.store_for)
         section.save(section.record)
@@ -231,9 +230,9 @@ def test_exempt_network_is_ignored_without_prompt(make_policy, store, logs):
         assert result == IGNORE and conv.prompts == [], rhost
     assert "exempt: client 10.1.2.3 is in network 10.0.0.0/8 (exempt.networks)" in logs[0]
     # outside the network, a hostname, or no address at all: asked
-    for rhost in ("11.0.0.1", "10.example.com", None, ""):
-        result, conv = run(path, "alice", [CODE], rhost=rhost)
-        assert conv.prompts == [login.PROMPT], rhost
+    for client in ("11.0.0.1", "10.example.com", None, ""):
+        result, conv = run(path, "alice", [CODE], rhost=client)
+        assert conv.prompts == [login.PROMPT], client
         enroll(store)
 
 

@@ -37,7 +37,7 @@ FORBIDDEN = {
 SCRIPT = textwrap.dedent(
     """
     import sys, time
-    sys.path.insert(0, REPO)
+    sys.path.insert(0, REPO)  # -I, as pam_python runs it, ignores PYTHONPATH
     before = set(sys.modules)
     from pam_twofa import pam_module
     from pam_twofa.core import totp
@@ -71,7 +71,7 @@ def test_successful_login_imports_only_what_it_uses(tmp_path):
     policy.write_text(f"version: 1\nstorage: {{state_dir: {state}}}\n")
     setup = textwrap.dedent(
         f"""
-        import sys; sys.path.insert(0, {REPO!r})
+        import sys; sys.path.insert(0, {REPO!r})  # -I ignores PYTHONPATH
         from pam_twofa import policy
         from pam_twofa.core.record import Record
         from pam_twofa.store.files import FileStore

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from support.mail import plain_server
 
 from pam_twofa.system.mail import valid_address
 
@@ -42,3 +45,66 @@ def test_plain_addresses_are_valid(address):
 )
 def test_anything_else_is_refused(address):
     assert not valid_address(address)
+
+
+# --- the SMTP password file (pam_twofa.system.secretfile; every rule in tests/test_secretfile.py) ---
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on the loopback: (port, delivered messages)."""
+    with plain_server() as served:
+        yield served
+
+
+def _private(path, data: bytes, mode: int = 0o600):
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    "data,mode,says",
+    [
+        (b"relay-pw\n" + b"#" * 5000, 0o600, "is 5009 bytes, more than 4096"),  # was cut at 4,096 and sent
+        (b"relay-pw\xff\n", 0o600, "is not UTF-8 text"),  # was sent with U+FFFD in it
+        (b"relay-pw\n", 0o640, "is mode 0640"),  # group-read: refused like the fleet key
+        (b"\n", 0o600, "has no password on its first line"),  # was sent as an empty password
+    ],
+)
+@pytest.mark.root
+def test_send_fails_on_a_bad_password_file_before_any_login(tmp_path, smtp_server, data, mode, says):
+    from pam_twofa.policy import Policy
+    from pam_twofa.system.mail import MailError, build_message, send
+
+    port, delivered = smtp_server
+    path = _private(tmp_path / "smtp.pw", data, mode)
+    policy = Policy(smtp_host="127.0.0.1", smtp_port=port, smtp_username="relay", smtp_password_file=str(path))
+    message = build_message(policy, "alice", "alice@example.com", "12345678", "192.0.2.1", 0.0, "host")
+    with pytest.raises(MailError) as info:
+        send(policy, message)
+    text = str(info.value)
+    assert text.startswith(f"{path}: the SMTP password file ") and says in text, text
+    assert "relay-pw" not in text and "12345678" not in text
+    assert delivered == []
+
+
+@pytest.mark.root
+def test_an_smtp_password_file_owned_by_a_user_is_refused_with_the_fix(tmp_path):
+    from pam_twofa.system.mail import MailError, read_password
+
+    path = _private(tmp_path / "smtp.pw", b"relay-pw\n")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(MailError) as info:
+        read_password(str(path))
+    assert str(info.value) == (
+        f"{path}: the SMTP password file must be owned by root (uid 0), not uid 65534: "
+        f"chown root:root {path}; chmod 0600 {path}"
+    )
+
+
+@pytest.mark.root
+def test_an_smtp_password_file_of_several_lines_gives_its_first_line(tmp_path):
+    from pam_twofa.system.mail import read_password
+
+    assert read_password(str(_private(tmp_path / "smtp.pw", b"relay-pw\r\nnote: rotated in May\n"))) == "relay-pw"

@@ -254,7 +254,7 @@ def test_zone_is_dropped(value, zone):
     address = ipaddress.IPv6Address(value)
     expected = (32, int(address.ipv4_mapped)) if address.ipv4_mapped is not None else (128, value)
     assert parse_address(f"{address}%{zone}") == expected
-    assert ipaddress.ip_address(f"{address}%{zone}").scope_id == zone
+    assert ipaddress.IPv6Address(f"{address}%{zone}").scope_id == zone
 
 
 @settings(max_examples=200, deadline=None)
@@ -262,9 +262,11 @@ def test_zone_is_dropped(value, zone):
 def test_mapped_clients_match_ipv4_networks(v4, prefix):
     network = ipaddress.IPv4Network((network_of(v4, 32, prefix), prefix))
     mapped = ipaddress.IPv6Address((0xFFFF << 32) | v4)
-    assert parse_address(str(mapped)) == (32, v4)
-    assert parse_network(str(network)).contains(parse_address(str(mapped)))
-    assert parse_network(str(network)).contains(parse_address(f"{mapped}%eth0"))
+    client, zoned = parse_address(str(mapped)), parse_address(f"{mapped}%eth0")
+    assert client == zoned == (32, v4)
+    assert client is not None and zoned is not None
+    assert parse_network(str(network)).contains(client)
+    assert parse_network(str(network)).contains(zoned)
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,6 +4,7 @@ import sys
 import syslog
 
 import pytest
+from support.records import stored
 
 from pam_twofa import pam_module
 from pam_twofa.core import recovery, totp
@@ -155,7 +156,7 @@ def test_argv_with_only_the_module_path_uses_the_default_policy(monkeypatch):
 def test_conversation_raising_pam_exception_is_no_answer(policy_path, state_dir):
     handle = Handle(answers=[PamException("conversation failed")])
     assert auth(handle, "policy=" + policy_path) == 7
-    assert FileStore(state_dir).load("alice").failures == []
+    assert stored(FileStore(state_dir), "alice").failures == []
 
 
 def test_error_message_that_cannot_be_shown_still_fails(policy_path):
@@ -197,9 +198,9 @@ def test_exception_anywhere_is_auth_err_and_never_propagates(policy_path, monkey
         def bad_message(*args):
             raise TypeError("bad message")
 
-        handle.Message = bad_message
+        monkeypatch.setattr(handle, "Message", bad_message)
     elif breakage == "response-without-resp":
-        handle.conversation = lambda message: object()
+        monkeypatch.setattr(handle, "conversation", lambda message: object())
     elif breakage == "lookup-raises":
         monkeypatch.setattr(accounts, "lookup", lambda name: {}[name])
     elif breakage == "store-raises":

@@ -73,7 +73,7 @@ def test_include_keeps_only_lines_of_its_type(pam_dir):
 def test_cycle_is_cut_and_noted(pam_dir):
     write(pam_dir, "a", "@include b\nauth required pam_permit.so\n")
     b = write(pam_dir, "b", "@include a\nauth optional /lib/security/pam_python.so /x.py\n")
-    problems = []
+    problems: list[str] = []
     found = pamd.pam_python_outside_sshd(str(pam_dir), problems=problems)
     assert ("a", f"{pam_dir / 'a'} includes b: {b}:2") in [(s, e.path_text()) for s, e in found]
     assert any("cycle" in problem for problem in problems)
@@ -121,7 +121,7 @@ def test_backups_hidden_files_and_folders_are_not_services(pam_dir):
 
 def test_missing_include_is_noted_not_fatal(pam_dir):
     write(pam_dir, "su", "@include nowhere\n" + TWOFA + "\n")
-    problems = []
+    problems: list[str] = []
     assert len(pamd.pam_python_outside_sshd(str(pam_dir), problems=problems)) == 1
     assert any("nowhere" in problem and "no such file" in problem for problem in problems)
 
@@ -132,6 +132,7 @@ def test_default_folder_is_the_module_constant(pam_dir, monkeypatch):
     assert len(pamd.twofa_entries()) == 1
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("unsafe", ["group-writable", "symlink", "folder-writable"])
 def test_checked_reading_refuses_unsafe_files(pam_dir, tmp_path, unsafe):
     path = write(pam_dir, "sshd", TWOFA + "\n")

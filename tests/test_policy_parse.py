@@ -746,6 +746,7 @@ def test_text_keys_cover_every_text_and_list_key_but_the_enums():
 def test_control_characters_are_refused_in_every_text_and_list_item(key, kind, check, char):
     """Nothing unprintable reaches the one-line-per-key cache (it would be re-parsed at every login)."""
     good = GOOD_TEXT[check[0]]
+    assert good is not None  # TEXT_KEYS holds only the checks with a good text
     bad = good[:3] + char + good[3:]
     value = json.dumps([good, bad]) if kind == "list" else json.dumps(bad)  # JSON strings are YAML double-quoted
     where = f"{key}[1]" if kind == "list" else key

@@ -55,6 +55,7 @@ def test_missing_user_is_none(store):
     assert store.users() == []
 
 
+@pytest.mark.root
 def test_update_creates_private_folder_and_record_and_roundtrips(store):
     record = enrolled(failures=[1, 2], email="a@example.org", last_success_rhost="192.0.2.1")
     returned = put(store, record)
@@ -270,6 +271,7 @@ def test_directory_record_is_refused(store):
     assert "not a plain file" in refused(lambda: store.load("alice"), rec_path(store))
 
 
+@pytest.mark.root
 def test_record_with_wrong_owner_is_refused(store):
     put(store, enrolled())
     os.chown(rec_path(store), 65534, 65534)
@@ -354,6 +356,7 @@ def test_state_dir_open_to_others_is_refused(store, mode):
         assert f"mode {mode:04o}" in message and "chmod 700" in message
 
 
+@pytest.mark.root
 def test_state_dir_with_wrong_owner_is_refused(store):
     os.chown(store.state_dir, 65534, 65534)
     assert "chown root" in refused(lambda: store.load("alice"), store.state_dir)
@@ -408,6 +411,7 @@ def test_dangling_lock_symlink_creates_nothing(store, tmp_path):
     assert store.load("alice") is None
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("how", ["mode", "owner", "fifo"])
 def test_unsafe_lock_file_is_refused(store, how):
     put(store, enrolled())
@@ -508,6 +512,7 @@ def _hold_lock(state_dir, held, release):
         held.set()
         release.wait(30)
         record = section.record
+        assert record is not None
         record.last_step = 100
         section.save(record)
 

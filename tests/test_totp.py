@@ -310,8 +310,7 @@ def test_hash_constructors_work_without_the_pre_3_12_modules(monkeypatch):
     expected = {name: totp.hotp(key, 1, 8, name) for name in ("SHA256", "SHA512")}
     # A _sha2 as Python 3.12+ has it (made of this interpreter's own constructors), and no _sha256/_sha512.
     sha2 = types.ModuleType("_sha2")
-    sha2.sha256 = primitives.hash_constructor("SHA256")[0]
-    sha2.sha512 = primitives.hash_constructor("SHA512")[0]
+    vars(sha2).update(sha256=primitives.hash_constructor("SHA256")[0], sha512=primitives.hash_constructor("SHA512")[0])
     monkeypatch.setitem(sys.modules, "_sha2", sha2)
     monkeypatch.setitem(sys.modules, "_sha256", None)
     monkeypatch.setitem(sys.modules, "_sha512", None)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from pam_twofa.policy import PolicyError
 from pam_twofa.store import StoreError
 from pam_twofa.system import log
+
+# What the database backend (pam_twofa.fleet) imports and the rest of the package never does.
+FLEET_MODULES = ("psycopg2", "cryptography")
 
 
 class UsageError(Exception):
@@ -22,7 +27,7 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a one-line UsageError (exit 1), not exit 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
@@ -31,7 +36,7 @@ def require_root(command: str) -> None:
         raise UsageError(f"{command}: must be run as root (try: sudo {command} ...)")
 
 
-def run(main, argv=None, prog: str | None = None) -> int:
+def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Run ``main(argv)``, turning expected errors into one line on stderr and an exit code."""
     prog = prog or (os.path.basename(sys.argv[0]) if sys.argv else "twofa")
     log.set_ident(prog)
@@ -53,9 +58,23 @@ def run(main, argv=None, prog: str | None = None) -> int:
     except EOFError:
         print(f"\n{prog}: no input (terminal closed?); nothing was changed", file=sys.stderr)
         return 130
-    except Exception as exc:  # never a traceback for the user (docs/login.md)
+    except ModuleNotFoundError as exc:
+        if exc.name not in FLEET_MODULES:
+            return _unexpected(prog, exc)
+        # The package only recommends them (debian/control): a host on the file store never needs them.
         print(
-            f"{prog}: unexpected error ({type(exc).__name__}); nothing was changed. Please report this.",
+            f"{prog}: the database backend needs {exc.name}, which is not installed; nothing was changed:"
+            " apt-get install python3-psycopg2 python3-cryptography",
             file=sys.stderr,
         )
-        return 4
+        return 3
+    except Exception as exc:  # never a traceback for the user (docs/login.md)
+        return _unexpected(prog, exc)
+
+
+def _unexpected(prog: str, exc: Exception) -> int:
+    print(
+        f"{prog}: unexpected error ({type(exc).__name__}); nothing was changed. Please report this.",
+        file=sys.stderr,
+    )
+    return 4

@@ -1,4 +1,4 @@
-"""twofa-admin: the root tool (README, twofa-admin)."""
+"""twofa-admin: the root tool (docs/admin-guide.md)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,25 @@ import os
 import pwd
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from pam_twofa import __version__, policy
 from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.cli.backends import storage_problems, store_for
 from pam_twofa.cli.pamconfig import render
 from pam_twofa.core import trust
-from pam_twofa.core.decision import SKIP, decide
+from pam_twofa.core.decision import DENY, EMAIL, ERROR, SKIP, TOTP, TRUSTED, Decision, decide
 from pam_twofa.core.network import parse_address
 from pam_twofa.core.record import Record
 from pam_twofa.login.flow import Options
-from pam_twofa.policy import DEFAULT_PATH, PolicyError
-from pam_twofa.store import CorruptedRecord, storable_name
+from pam_twofa.policy import DEFAULT_PATH, Policy, PolicyError
+from pam_twofa.store import CorruptedRecord, Store, storable_name
 from pam_twofa.system import accounts, log, pamd
 from pam_twofa.system.mail import valid_address
 
-EPILOG = """exit codes: 0 ok, 1 usage, unknown user or not root, 2 policy invalid, 3 store unreadable
+EPILOG = """exit codes: 0 ok, 1 usage, unknown user or not root, 2 policy invalid, 3 store unreadable,
+  4 unexpected error (nothing changed; please report it), 130 interrupted (nothing changed)
 
 examples:
   twofa-admin check
@@ -34,7 +37,7 @@ examples:
   twofa-admin unlock alice
   twofa-admin email alice alice@example.com
   twofa-admin pam-config --stack key
-  twofa-admin db check                 # the database backend (README "Many hosts")
+  twofa-admin db check                 # the database backend (docs/many-hosts.md)
 """
 
 
@@ -49,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, help_text):
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
         return cmd
@@ -65,7 +68,9 @@ def parser() -> argparse.ArgumentParser:
     disable.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     status = command("status", "show enrollment, enforcement, lockout and last login per user")
     status.add_argument("user", nargs="?")
-    status.add_argument("--json", action="store_true", help="machine-readable output (format in the README)")
+    status.add_argument(
+        "--json", action="store_true", help="machine-readable output (format: docs/admin-guide.md, status --json)"
+    )
     command("unlock", "clear the failure counter and lockout of USER").add_argument("user")
     explain = command("explain", "show what the policy decides for USER, and the rule that decides it")
     explain.add_argument("user")
@@ -86,12 +91,12 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _db_parsers(command) -> None:
+def _db_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """``command(name, help)`` makes a subparser of twofa-admin; db has its own subcommands."""
     db = command("db", "the database backend: keygen, init, migrate, check, rotate-key")
     sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
 
-    def leaf(name, help_text):
+    def leaf(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         cmd.add_argument("--policy", default=argparse.SUPPRESS, metavar="PATH", help="policy file")
         return cmd
@@ -115,15 +120,15 @@ def _db_parsers(command) -> None:
     )
 
 
-HOLE = "pam_python.so is loaded outside sshd — a local root hole (see README Security); remove it"
+HOLE = "pam_python.so is loaded outside sshd — a local root hole (see docs/threat-model.md); remove it"
 
 
-def pam_problems(pam_dir: str | None, policy_path: str) -> tuple:
+def pam_problems(pam_dir: str | None, policy_path: str) -> tuple[list[str], list[str]]:
     """(errors, notes) about /etc/pam.d: bad pam_twofa arguments in sshd, pam_python.so anywhere else."""
 
     folder = pam_dir or pamd.PAM_DIR
-    errors: list = []
-    notes: list = []
+    errors: list[str] = []
+    notes: list[str] = []
     sshd = os.path.join(folder, "sshd")
     try:
         lines = pamd.twofa_entries("sshd", folder)
@@ -141,14 +146,14 @@ def pam_problems(pam_dir: str | None, policy_path: str) -> tuple:
                 f"warning: {entry.where} names the policy {options.policy}, not {policy_path} checked here:"
                 f" run twofa-admin check --policy {options.policy}"
             )
-    problems: list = []
+    problems: list[str] = []
     for _service, entry in pamd.pam_python_outside_sshd(folder, problems=problems):
         errors.append(f"{entry.path_text()}: {HOLE}")
     notes += [f"note: {problem}" for problem in problems]
     return errors, notes
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     errors, notes = pam_problems(getattr(args, "pam_dir", None), args.policy)
     try:
         loaded = policy.load(args.policy, use_cache=False)
@@ -171,7 +176,7 @@ def cmd_check(args) -> int:
     return 2 if errors else 0
 
 
-def group_problems(path: str, loaded) -> tuple[list, list]:
+def group_problems(path: str, loaded: Policy) -> tuple[list[str], list[str]]:
     """(errors, warnings) for policy groups this system's group database does not resolve.
 
     This asks NSS, so ``check`` reports an outage of SSSD/LDAP too: an enforce group that does not
@@ -179,7 +184,8 @@ def group_problems(path: str, loaded) -> tuple[list, list]:
     member"); an exempt group that does not resolve exempts nobody.
     """
 
-    errors, notes = [], []
+    errors: list[str] = []
+    notes: list[str] = []
     wanted = loaded.exempt_groups + (loaded.enforce_groups if loaded.mode == "groups" else ())
     found = accounts.group_ids(wanted) if wanted else {}
     if loaded.mode == "groups":
@@ -198,12 +204,12 @@ def group_problems(path: str, loaded) -> tuple[list, list]:
     return errors, notes
 
 
-def _context(args):
+def _context(args: argparse.Namespace) -> tuple[Policy, Store]:
     loaded = policy.load(args.policy)
     return loaded, store_for(loaded)
 
 
-def _known(store, user: str):
+def _known(store: Store, user: str) -> tuple[accounts.Account | None, Record | None]:
     """(account or None, record or None); UsageError if the user is neither on the system nor in the store."""
 
     if not storable_name(user):
@@ -220,14 +226,14 @@ def _audit(action: str, user: str) -> None:
     log.emit(log.NOTICE, f"twofa-admin: {action} user={log.clean(user)} by={log.clean(invoker())}")
 
 
-def cmd_unlock(args) -> int:
+def cmd_unlock(args: argparse.Namespace) -> int:
     loaded, store = _context(args)
     _account, record = _known(store, args.user)
     if record is None or not (record.failures or record.locked_until):
         print(f"{args.user}: not locked; nothing to do")
         return 0
 
-    def clear(current):
+    def clear(current: Record | None) -> Record | None:
         if current is None:
             return None
         current = current.copy()
@@ -249,7 +255,7 @@ def _confirm(question: str, refusal: str) -> bool:
     return input(question + " [y/N] ").strip().lower() in ("y", "yes")
 
 
-def cmd_disable(args) -> int:
+def cmd_disable(args: argparse.Namespace) -> int:
     loaded, store = _context(args)
     try:
         account, record = _known(store, args.user)
@@ -271,7 +277,7 @@ def cmd_disable(args) -> int:
         print("nothing changed")
         return 1
 
-    def wipe(current):
+    def wipe(current: Record | None) -> Record | None:
         # Keep only the admin-recorded address, so an enforced user's emailed
         # codes still go where the admin said.
         if current is None or not current.email:
@@ -287,7 +293,7 @@ def cmd_disable(args) -> int:
     return _print_next_decision(loaded, store, args.user)
 
 
-def _print_next_decision(loaded, store, user: str) -> int:
+def _print_next_decision(loaded: Policy, store: Store, user: str) -> int:
     account = accounts.lookup(user)
     if account is not None:
         decision = _decide(loaded, store, account, None)
@@ -297,37 +303,37 @@ def _print_next_decision(loaded, store, user: str) -> int:
 
 
 _DESCRIBE = {
-    "skip": "no code is asked",
-    "totp": "the authenticator (or a recovery) code is asked",
-    "email": "a one-time code is emailed and asked for (2FA stays on for this enforced account)",
-    "deny": "the login is refused until the user enrolls (enforce.unenrolled: deny)",
-    "trusted": "no code is asked: a code was accepted from this client within trust.seconds",
-    "error": "the facts cannot be read (a policy group does not resolve): the policy's on_error applies",
+    SKIP: "no code is asked",
+    TOTP: "the authenticator (or a recovery) code is asked",
+    EMAIL: "a one-time code is emailed and asked for (2FA stays on for this enforced account)",
+    DENY: "the login is refused until the user enrolls (enforce.unenrolled: deny)",
+    TRUSTED: "no code is asked: a code was accepted from this client within trust.seconds",
+    ERROR: "the facts cannot be read (a policy group does not resolve): the policy's on_error applies",
 }
 
 
-def _decide(loaded, store, account, rhost, now: float = 0.0):
+def _decide(loaded: Policy, store: Store, account: accounts.Account, rhost: str | None, now: float = 0.0) -> Decision:
     return decide(loaded, accounts.facts(loaded, account, store.load(account.name), rhost, now))
 
 
-def _trust_note(loaded, record, rhost, decision, now: float) -> str | None:
+def _trust_note(loaded: Policy, record: Record | None, rhost: str | None, decision: Decision, now: float) -> str | None:
     """What trusted clients mean for this login (None when trust is off or would not matter)."""
 
-    if not loaded.trust_seconds or decision.action not in ("totp", "email", "trusted"):
+    if not loaded.trust_seconds or decision.action not in (TOTP, EMAIL, TRUSTED):
         return None
     key = trust.client_key(rhost)
     if key is None:
         what = "no client address" if not rhost else "the client is not an IP address"
         return f"trust: {what}: never trusted (trust.seconds needs an IP address)"
     until = trust.until(record, rhost)
-    if decision.action == "trusted":
+    if decision.action == TRUSTED:
         return f"trust: {key} is trusted until {_iso(until)}; only a login that is asked and passes renews it"
     if trust.applies(until, loaded.trust_seconds, now):
         return f"trust: {key} is trusted until {_iso(until)}, but the account is locked: the code is asked"
     return f"trust: {key} is not trusted; a correct code from it trusts it for {loaded.trust_seconds} s"
 
 
-def cmd_explain(args) -> int:
+def cmd_explain(args: argparse.Namespace) -> int:
     loaded, store = _context(args)
     account, _record = _known(store, args.user)
     if account is None:
@@ -348,13 +354,13 @@ def cmd_explain(args) -> int:
     return 0
 
 
-def _iso(timestamp) -> str | None:
+def _iso(timestamp: float) -> str | None:
     if not timestamp:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
-def _trusted_rows(loaded, record, now: float) -> list:
+def _trusted_rows(loaded: Policy, record: Record | None, now: float) -> list[dict[str, str | None]]:
     """The client addresses a login is not asked from (trust.seconds), soonest expiry first."""
 
     if record is None:
@@ -367,7 +373,7 @@ def _trusted_rows(loaded, record, now: float) -> list:
     ]
 
 
-def status_rows(loaded, store, only: str | None = None) -> list:
+def status_rows(loaded: Policy, store: Store, only: str | None = None) -> list[dict[str, Any]]:
     """One dict per user in the store or enforced by the policy (the ``--json`` format)."""
 
     now = time.time()
@@ -389,11 +395,11 @@ def status_rows(loaded, store, only: str | None = None) -> list:
             if decision.action != SKIP or decision.exempt:
                 names.add(account.name)
         names = sorted(names)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
         account = accounts.lookup(name)
         record = store.load(name)
-        row = {
+        row: dict[str, Any] = {
             "user": name,
             "account": account is not None,
             "enrolled": bool(record and record.enrolled),
@@ -405,12 +411,13 @@ def status_rows(loaded, store, only: str | None = None) -> list:
             row["decision"] = decision.action
             row["rule"] = decision.rule
             row["exempt"] = decision.exempt
-            row["enforced"] = unenrolled.action in ("email", "deny")
+            row["enforced"] = unenrolled.action in (EMAIL, DENY)
         else:
             row.update(decision=None, rule="no such account on this system", exempt=False, enforced=False)
-        locked = bool(record and record.locked_until > now)
+        locked_until = record.locked_until if record is not None else 0
+        locked = locked_until > now
         row["locked"] = locked
-        row["locked_until"] = _iso(record.locked_until) if locked else None
+        row["locked_until"] = _iso(locked_until) if locked else None
         row["failures"] = len([t for t in record.failures if t > now - loaded.failure_window]) if record else 0
         row["recovery_codes_left"] = len(record.recovery_hashes) if record and record.enrolled else 0
         row["last_success"] = (
@@ -424,7 +431,7 @@ def status_rows(loaded, store, only: str | None = None) -> list:
     return rows
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     loaded, store = _context(args)
     if args.user is not None:
         _known(store, args.user)
@@ -464,7 +471,7 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_email(args) -> int:
+def cmd_email(args: argparse.Namespace) -> int:
     loaded, store = _context(args)
     account, _record = _known(store, args.user)
     if account is None:
@@ -472,7 +479,7 @@ def cmd_email(args) -> int:
     if not valid_address(args.address):
         raise UsageError(f"not a valid email address: {args.address!r} (expected name@domain)")
 
-    def set_address(current):
+    def set_address(current: Record | None) -> Record:
         new = current.copy() if current is not None else Record(account.name)
         new.email = args.address
         return new
@@ -483,12 +490,12 @@ def cmd_email(args) -> int:
     return 0
 
 
-def cmd_pam_config(args) -> int:
+def cmd_pam_config(args: argparse.Namespace) -> int:
     print(render(args.stack, args.policy), end="")
     return 0
 
 
-def cmd_db(args) -> int:
+def cmd_db(args: argparse.Namespace) -> int:
     from pam_twofa.cli import db  # psycopg2 and cryptography: only for the db commands (see its docstring)
 
     return db.run(args)
@@ -507,7 +514,7 @@ def invoker() -> str:
     return os.environ.get("SUDO_USER") or "root"
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": cmd_check,
     "disable": cmd_disable,
     "status": cmd_status,
@@ -519,7 +526,7 @@ COMMANDS = {
 }
 
 
-def main(argv) -> int:
+def main(argv: Sequence[str]) -> int:
     # Root only, before anything is read; --help and --version still work for everyone.
     if os.geteuid() != 0 and not any(a in ("-h", "--help", "--version") for a in argv):
         raise UsageError("must be run as root (try: sudo twofa-admin ...)")
@@ -534,5 +541,5 @@ def main(argv) -> int:
     return COMMANDS[args.command](args)
 
 
-def entry() -> int:
+def entry() -> NoReturn:
     raise SystemExit(run(main))

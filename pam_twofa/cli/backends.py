@@ -80,7 +80,8 @@ def dsn_problems(dsn: str) -> tuple[list[str], list[str]]:
 
 def storage_problems(policy, text: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) as ``FILE:LINE: key: message`` for the database settings of a valid policy."""
-    from pam_twofa.fleet.key import unsafe_file
+    from pam_twofa.fleet import key as fleetkey
+    from pam_twofa.system import secretfile
 
     if policy.backend != "postgresql":
         return [], []
@@ -89,17 +90,17 @@ def storage_problems(policy, text: str) -> tuple[list[str], list[str]]:
     def at(key: str, message: str) -> str:
         return f"{policy.path}:{_line_of(text, key)}: {key}: {message}"
 
-    for key, path, what in (
-        ("storage.postgresql.key_file", policy.pg_key_file, "the fleet key file"),
-        ("storage.postgresql.password_file", policy.pg_password_file, "the database password file"),
-    ):
-        if path is None:
-            continue
-        problem = unsafe_file(path, what)
-        if problem:
-            if problem.endswith("is missing") and key.endswith("key_file"):
-                problem += " (make it with twofa-admin db keygen PATH, or copy the fleet's key from another host)"
-            errors.append(at(key, problem + "; it must be a root-owned 0600 file, not a link"))
+    # Read them as the agent will (the same reader, owner, mode, size and format rules),
+    # so that check refuses exactly what the agent would; nothing read is shown.
+    try:
+        fleetkey.load(policy.pg_key_file)
+    except fleetkey.FleetKeyError as exc:
+        errors.append(at("storage.postgresql.key_file", str(exc)))
+    if policy.pg_password_file is not None:
+        try:
+            secretfile.read_password(policy.pg_password_file, "the database password file")
+        except secretfile.SecretFileError as exc:
+            errors.append(at("storage.postgresql.password_file", str(exc)))
     dsn_errors, dsn_warnings = dsn_problems(policy.pg_dsn)
     errors += [at("storage.postgresql.dsn", m) for m in dsn_errors]
     warnings += [at("storage.postgresql.dsn", m) for m in dsn_warnings]

@@ -1,4 +1,4 @@
-"""``twofa-admin db ...``: the database backend's key, schema, migration and checks (README "Many hosts").
+"""``twofa-admin db ...``: the database backend's key, schema, migration and checks (docs/many-hosts.md).
 
 The subcommands' parsers are in ``admin``: this module loads psycopg2 and cryptography, which the
 other commands and hosts on the file backend do not need.
@@ -94,17 +94,8 @@ def _ident(name: str) -> str:
 def cmd_check(args) -> int:
     loaded, db = _open(args)
     store = PgStore(db)
-    conn = store.connection()  # connects and checks the schema version
-    with conn.cursor() as cur:
-        db.canary(cur)
-        cur.execute("SELECT count(*) FROM twofa_records")
-        count = cur.fetchone()[0]
-        cur.execute("SELECT key_ids, count(*) FROM twofa_records GROUP BY key_ids ORDER BY key_ids")
-        by_key = cur.fetchall()
-    conn.rollback()
-    info = conn.info
-    tls = "TLS" if info.ssl_in_use else "no TLS"
-    print(f"database: connected to {info.host} port {info.port}, database {info.dbname} as {info.user} ({tls})")
+    count, by_key = store.check()  # connects, checks the schema version, opens the canary
+    print(f"database: {store.connected_to()}")
     store.close()
     print("schema: version 1")
     print(f"key: {loaded.pg_key_file} opens the canary (keys {', '.join(db.keyring.ids)})")
@@ -158,17 +149,11 @@ def cmd_rotate(args) -> int:
     reading = fleetkey.Keyring(new.keys + [k for k in db.keyring.keys if k[0] not in new.ids])
     db.keyring = reading
     store = PgStore(db)
-    conn = store.connection()
-    with conn.cursor() as cur:
-        db.canary(cur, reading)
-        db.write_canary(cur, new)
-    conn.commit()
+    store.rewrite_canary(reading, new)
     done, failed = 0, []
     for user in store.users():
         try:
-            with store.locked(user) as section:
-                if section.record is not None:
-                    db.write(section.cur, section.record, keyring=new)
+            store.reseal(user, new)
             done += 1
         except CorruptedRecord as exc:
             failed.append(f"{user}: {exc}")

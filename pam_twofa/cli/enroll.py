@@ -1,4 +1,4 @@
-"""twofa-enroll: turn on two-factor authentication for an account (README Enrollment, docs/threat-model.md).
+"""twofa-enroll: turn on two-factor authentication for an account (docs/enrollment.md, docs/threat-model.md).
 
 Two ways in:
 
@@ -24,6 +24,8 @@ import pwd
 import socket
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 from urllib.parse import quote, urlencode
 
 import pam
@@ -34,8 +36,8 @@ from pam_twofa.cli.backends import store_for
 from pam_twofa.core import auth, recovery, totp
 from pam_twofa.core.record import Record
 from pam_twofa.login.flow import Options
-from pam_twofa.policy import DEFAULT_PATH
-from pam_twofa.store import shell_word
+from pam_twofa.policy import DEFAULT_PATH, Policy
+from pam_twofa.store import Store, shell_word
 from pam_twofa.system import accounts, googleauth, log, mail, pamd, qr
 
 SELF_SERVICE = "/usr/libexec/pam-twofa/enroll-self"  # shipped by the Debian package (debian/)
@@ -45,7 +47,7 @@ PASSWORD_TRIES = 3
 
 EPILOG = """exit codes:
   0 enrolled (or new recovery codes made)   1 refused, wrong password or code, usage
-  2 policy invalid   3 store unreadable   130 interrupted (nothing changed)
+  2 policy invalid   3 store unreadable   4 unexpected error (nothing changed)   130 interrupted (nothing changed)
 
 examples:
   twofa-enroll                          # enroll yourself: password, QR code, code from the app
@@ -92,7 +94,15 @@ def parser() -> Parser:
 class Session:
     """Who is enrolling whom, and how to talk to them."""
 
-    def __init__(self, args, account, admin: bool, out=None, ask=None, ask_secret=None) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        account: accounts.Account,
+        admin: bool,
+        out: Callable[..., None] | None = None,
+        ask: Callable[[str], str] | None = None,
+        ask_secret: Callable[[str], str] | None = None,
+    ) -> None:
         self.args = args
         self.account = account
         self.admin = admin
@@ -176,7 +186,7 @@ def confirm_password(session: Session) -> None:
 def _log(user: str, result: str, detail: str = "", priority: int | None = None) -> None:
     text = f"twofa-enroll: user={log.clean(user)} result={result}"
     if detail:
-        text += f" ({''.join(c if c.isprintable() else '?' for c in detail)})"
+        text += f" ({log.clean_text(detail)})"
     log.emit(log.NOTICE if priority is None else priority, text)
 
 
@@ -223,7 +233,7 @@ def announce(user: str, what: str) -> str:
     return where
 
 
-def notify(session: Session, loaded, what: str, where: str, address: str) -> None:
+def notify(session: Session, loaded: Policy, what: str, where: str, address: str) -> None:
     """Mail the user about a stored change to their 2FA, when an address is known.
 
     A mail that cannot be sent is logged and never undoes the change.
@@ -248,14 +258,14 @@ def notify(session: Session, loaded, what: str, where: str, address: str) -> Non
     _log(user, "notification mailed", f"to {mail.mask(address)}", log.INFO)
 
 
-def _verify(loaded, key: bytes, typed: str, now: float, digits: int, period: int, algorithm: str):
+def _verify(loaded: Policy, key: bytes, typed: str, now: float, digits: int, period: int, algorithm: str) -> int | None:
     code = auth.normalize_code(typed)
     if not code.isdigit():
         return None
     return totp.match_step(key, code, now, digits, period, loaded.totp_window, algorithm)
 
 
-def read_verified_code(session: Session, loaded, key, digits, period, algorithm) -> int:
+def read_verified_code(session: Session, loaded: Policy, key: bytes, digits: int, period: int, algorithm: str) -> int:
     """The time step of a code the user typed that verifies; UsageError after CODE_TRIES."""
     if session.args.code is not None:
         step = _verify(loaded, key, session.args.code, session.now(), digits, period, algorithm)
@@ -282,7 +292,7 @@ def lost_phone(user: str) -> str:
     return f"Lost your phone? Ask an administrator to turn 2FA off for you (twofa-admin disable {shell_word(user)})."
 
 
-def confirm_current_code(session: Session, loaded, store, what: str):
+def confirm_current_code(session: Session, loaded: Policy, store: Store, what: str) -> Record:
     """For an account that is enrolled: a code of the current secret, or a recovery code, typed now.
 
     The password alone must never change a second factor (su lets anyone who knows it become the
@@ -340,7 +350,7 @@ def _locked_message(user: str, until: float) -> str:
     )
 
 
-def show_recovery_codes(session: Session, codes) -> None:
+def show_recovery_codes(session: Session, codes: Sequence[str]) -> None:
     session.out("")
     session.out("Recovery codes: each works once at the code prompt if you lose your phone.")
     session.out("Keep them somewhere safe; they are not shown again.")
@@ -348,7 +358,7 @@ def show_recovery_codes(session: Session, codes) -> None:
         session.out(f"    {first}    {second}")
 
 
-def enroll(session: Session, loaded, store) -> int:
+def enroll(session: Session, loaded: Policy, store: Store) -> int:
     args, user = session.args, session.account.name
     old = store.load(user)
     if old is not None and old.enrolled and not args.force:
@@ -383,7 +393,7 @@ def enroll(session: Session, loaded, store) -> int:
         # Imported scratch codes keep working as recovery codes, beside the new ones.
         hashes = hashes + recovery.hashes_for(scratch, salt)
 
-    def activate(previous):
+    def activate(previous: Record | None) -> Record:
         if proved is not None and (previous is None or previous.key != proved.key or previous.locked_until):
             # Disabled, replaced or locked since the current code was accepted: start over.
             raise UsageError(f"2FA for {user} changed meanwhile; nothing was stored. Run twofa-enroll again.")
@@ -425,7 +435,7 @@ def show_secret(session: Session, uri: str, key: bytes) -> None:
     session.out("")
 
 
-def import_google_authenticator(session: Session, path: str):
+def import_google_authenticator(session: Session, path: str) -> googleauth.GoogleAuthenticatorFile:
     account = session.account
     groups = sorted(account.gids)
     try:
@@ -435,7 +445,7 @@ def import_google_authenticator(session: Session, path: str):
         raise UsageError(f"cannot import {path}: {exc}") from None
 
 
-def new_recovery_codes(session: Session, loaded, store) -> int:
+def new_recovery_codes(session: Session, loaded: Policy, store: Store) -> int:
     user = session.account.name
     record = store.load(user)
     if record is None or not record.enrolled:
@@ -443,7 +453,7 @@ def new_recovery_codes(session: Session, loaded, store) -> int:
     proved = None if session.admin else confirm_current_code(session, loaded, store, "make new recovery codes")
     codes, salt, hashes = recovery.new_codes()
 
-    def replace(current):
+    def replace(current: Record | None) -> Record:
         if current is None or not current.enrolled:
             raise UsageError(f"2FA was turned off for {user} meanwhile; nothing changed")
         if proved is not None and (current.key != proved.key or current.locked_until):
@@ -460,12 +470,12 @@ def new_recovery_codes(session: Session, loaded, store) -> int:
     return 0
 
 
-def _load(policy_path: str):
+def _load(policy_path: str) -> tuple[Policy, Store]:
     loaded = policy.load(policy_path)
     return loaded, store_for(loaded)
 
 
-def run_admin(args) -> int:
+def run_admin(args: argparse.Namespace) -> int:
     """Root: enroll ``--user`` (default: root itself) without a password."""
 
     name = args.user or "root"
@@ -491,14 +501,14 @@ def sshd_policy() -> str:
     if not os.path.lexists(sshd):
         return DEFAULT_PATH
     ask = "ask your administrator to run twofa-admin check"
-    problems: list = []
+    problems: list[str] = []
     try:
         lines = [entry for entry in pamd.entries("sshd", checked=True, problems=problems) if pamd.is_twofa(entry)]
     except pamd.PamdError as exc:
         raise UsageError(f"{exc}: cannot tell which policy SSH logins use; {ask}", code=2) from None
     if problems:
         raise UsageError(f"{problems[0]}: cannot tell which policy SSH logins use; {ask}", code=2)
-    named: dict = {}
+    named: dict[str, str] = {}
     for entry in lines:
         options = Options(entry.args[1:])
         if options.bad:
@@ -510,7 +520,7 @@ def sshd_policy() -> str:
     return next(iter(named), DEFAULT_PATH)
 
 
-def run_self_service(args) -> int:
+def run_self_service(args: argparse.Namespace) -> int:
     """A user through sudo: their own account only, password first, no root-only option."""
 
     used = [name for name in ROOT_ONLY if getattr(args, name) not in (None, False)]
@@ -538,7 +548,7 @@ def run_self_service(args) -> int:
     return enroll(session, loaded, store)
 
 
-def main(argv) -> int:
+def main(argv: Sequence[str]) -> int:
     args = parser().parse_args(argv)
     if os.geteuid() == 0:
         return run_admin(args)
@@ -555,14 +565,14 @@ def main(argv) -> int:
         raise UsageError("sudo is not installed: ask your administrator to run the pam-twofa installer") from None
 
 
-def self_service_main(argv) -> int:
+def self_service_main(argv: Sequence[str]) -> int:
     return run_self_service(parser().parse_args(argv))
 
 
-def entry() -> int:
+def entry() -> NoReturn:
     raise SystemExit(run(main))
 
 
-def self_service_entry() -> int:
+def self_service_entry() -> NoReturn:
     # Runs as /usr/libexec/pam-twofa/enroll-self; the user typed twofa-enroll.
     raise SystemExit(run(self_service_main, prog="twofa-enroll"))

@@ -45,7 +45,7 @@ class Outcome:
 
 
 def normalize_code(typed: str) -> str:
-    """What the user meant: ASCII spaces, tabs and dashes dropped (anywhere, as the README says:
+    """What the user meant: ASCII spaces, tabs and dashes dropped (anywhere, as docs/login.md, "Codes as typed", says:
     ``123<TAB>456`` from a paste is ``123456``), line ends trimmed, letters lowered.
 
     Only ASCII counts: full-width or other Unicode digits are not digits here
@@ -124,7 +124,7 @@ def _fail(new: Record, result: str, now: float, limits: Limits) -> Outcome:
     return Outcome(result, new, newly_locked)
 
 
-def _prepare(record: Record, now: float, limits: Limits):
+def _prepare(record: Record, now: float, limits: Limits) -> "tuple[Record, Outcome | None]":
     """(working copy with old failures dropped, the LOCKED outcome while locked or None).
 
     Nothing is verified while locked: the answer must not tell whether the

@@ -12,6 +12,25 @@ DENY = "deny"  # enforced, not enrolled, unenrolled: deny: step 3
 TRUSTED = "trusted"  # would be asked (TOTP or EMAIL), but this client passed a code within trust.seconds
 ERROR = "error"  # the facts cannot decide (an enforce group does not resolve): the caller applies on_error
 
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from pam_twofa.core.network import Network
+
+    class DecisionPolicy(Protocol):
+        """What the decision reads of the policy (pam_twofa.policy.Policy; core imports nothing outside core)."""
+
+        mode: str
+        unenrolled: str
+        enforce_groups: tuple[str, ...]
+        exempt_users: tuple[str, ...]
+        exempt_groups: tuple[str, ...]
+        exempt_networks: tuple[str, ...]
+        trust_seconds: int
+
+        def networks(self) -> list[Network]: ...
+
 
 class Facts:
     """What the adapter found out about the login, for the decision."""
@@ -31,16 +50,16 @@ class Facts:
 
     def __init__(
         self,
-        user,
-        primary_gid,
-        gids,
-        group_ids,
-        rhost,
-        enrolled,
-        trusted_until=0,
-        locked_until=0,
-        now=0.0,
-        groups_known=True,
+        user: str,
+        primary_gid: int,
+        gids: set[int],
+        group_ids: "dict[str, int | None]",
+        rhost: str | None,
+        enrolled: bool,
+        trusted_until: int = 0,
+        locked_until: int = 0,
+        now: float = 0.0,
+        groups_known: bool = True,
     ) -> None:
         self.user = user
         self.primary_gid = primary_gid  # int
@@ -86,7 +105,7 @@ class Decision:
         return f"Decision({self.action!r}, {self.kind!r}, {self.rule!r})"
 
 
-def _member(facts: Facts, groups) -> str | None:
+def _member(facts: Facts, groups: "tuple[str, ...]") -> str | None:
     """The first of ``groups`` the user belongs to, with how (primary or supplementary)."""
     for name in groups:
         gid = facts.group_ids.get(name)
@@ -99,14 +118,14 @@ def _member(facts: Facts, groups) -> str | None:
     return None
 
 
-def unresolved_groups(policy, facts: Facts) -> tuple[list, list]:
+def unresolved_groups(policy: "DecisionPolicy", facts: Facts) -> tuple[list[str], list[str]]:
     """(enforce groups, exempt groups) of the policy that did not resolve to a gid on this system."""
     enforce = [name for name in policy.enforce_groups if facts.group_ids.get(name) is None]
     exempt = [name for name in policy.exempt_groups if facts.group_ids.get(name) is None]
     return (enforce if policy.mode == "groups" else []), exempt
 
 
-def _unless_trusted(policy, facts: Facts, asked: Decision) -> Decision:
+def _unless_trusted(policy: "DecisionPolicy", facts: Facts, asked: Decision) -> Decision:
     """``asked``, or TRUSTED when this client passed a code within ``trust.seconds`` and the user is not locked.
 
     Only a login that would be asked is trusted: exemptions come first (they
@@ -128,7 +147,7 @@ def _unless_trusted(policy, facts: Facts, asked: Decision) -> Decision:
     )
 
 
-def decide(policy, facts: Facts) -> Decision:
+def decide(policy: "DecisionPolicy", facts: Facts) -> Decision:
     if facts.user in policy.exempt_users:
         return Decision(SKIP, EXEMPT_USER, f"exempt: user {facts.user} is listed in exempt.users")
     group = _member(facts, policy.exempt_groups)

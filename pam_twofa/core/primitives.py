@@ -10,10 +10,15 @@ not needed by every login, and the Python version differences live here too
 from _operator import _compare_digest as compare_digest
 from errno import ELOOP  # what open(O_NOFOLLOW) gives for a symbolic link
 
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from _hashlib import HASH
+    from collections.abc import Callable
+
 __all__ = ["ELOOP", "address_functions", "compare_digest", "hash_constructor", "pbkdf2_sha256", "sha256_hex"]
 
 
-def hash_constructor(algorithm: str):
+def hash_constructor(algorithm: str) -> "tuple[Callable[[bytes], HASH], int]":
     """(constructor, block size) of SHA1, SHA256 or SHA512."""
     if algorithm == "SHA1":
         from _sha1 import sha1
@@ -44,7 +49,7 @@ def pbkdf2_sha256(secret: bytes, salt: bytes, iterations: int) -> bytes:
     return pbkdf2_hmac("sha256", secret, salt, iterations)
 
 
-def address_functions():
+def address_functions() -> "tuple[int, int, Callable[[int, str], bytes], Callable[[int, bytes], str]]":
     """(AF_INET, AF_INET6, inet_pton, inet_ntop): strict parsing without the ``socket`` module.
     Imported by the modules that parse addresses, which a login loads only when it needs them."""
     from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton

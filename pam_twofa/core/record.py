@@ -52,6 +52,17 @@ TYPE_CHECKING = False  # True for mypy only: importing typing would cost the log
 if TYPE_CHECKING:
     from typing import Any
 
+# The Python type of each codec: the class declarations of ``Record`` follow FIELDS with these
+# (tests/test_types.py checks that they match, name by name and in order).
+CODEC_TYPES = {
+    "int": int,
+    "hex": bytes,
+    "text": str,
+    "hexlist": list[bytes],
+    "intlist": list[int],
+    "trusted": dict[str, int],
+}
+
 
 class RecordError(ValueError):
     """The text is not a valid record (corrupted, truncated or foreign)."""
@@ -61,12 +72,29 @@ class Record:
     """Everything the store keeps about one user."""
 
     __slots__ = ("user", *_NAMES)
-    if TYPE_CHECKING:  # mypy cannot see the fields through the computed __slots__
+    # The fields for mypy, one per row of FIELDS in its order, typed by its codec (CODEC_TYPES).
+    # Declarations without a value: the slots above hold the values.
+    user: str
+    digits: int
+    period: int
+    enrolled_at: int
+    last_step: int
+    locked_until: int
+    last_success_at: int
+    email_code_expires: int
+    key: bytes
+    recovery_salt: bytes
+    email_code_salt: bytes
+    email_code_hash: bytes
+    algorithm: str
+    last_success_rhost: str
+    email: str
+    recovery_hashes: list[bytes]
+    failures: list[int]
+    email_sends: list[int]
+    trusted: dict[str, int]
 
-        def __getattr__(self, name: str) -> Any: ...
-        def __setattr__(self, name: str, value: Any) -> None: ...
-
-    def __init__(self, user: str, **fields) -> None:
+    def __init__(self, user: str, **fields: object) -> None:
         self.user = user
         for name, codec, default, _since in FIELDS:
             maker = _MUTABLE.get(codec)
@@ -127,7 +155,7 @@ def _clean_address(value: str) -> str:
     return value
 
 
-def _encode(codec: str, value) -> str:
+def _encode(codec: str, value: "Any") -> str:
     if codec == "int":
         return str(int(value))
     if codec == "hex":
@@ -141,7 +169,7 @@ def _encode(codec: str, value) -> str:
     return ",".join(f"{_clean_address(a)}={int(t)}" for a, t in sorted(value.items()))
 
 
-def _decode(codec: str, text: str):
+def _decode(codec: str, text: str) -> "Any":
     if codec == "int":
         return _parse_int(text)
     if codec == "hex":
@@ -153,7 +181,7 @@ def _decode(codec: str, text: str):
         return [_parse_hex(h) for h in items]
     if codec == "intlist":
         return [_parse_int(t) for t in items]
-    found = {}
+    found: dict[str, int] = {}
     for item in items:
         address, sep, until = item.rpartition("=")
         if not sep or address in found:
@@ -163,6 +191,7 @@ def _decode(codec: str, text: str):
 
 
 def dumps(record: Record) -> str:
+    _check(record)  # never write what loads refuses: it would come back as a corrupted record
     lines = [MAGIC, "user " + _clean_text(record.user)]
     for name, codec, _default, _since in FIELDS:
         lines.append(f"{name} {_encode(codec, getattr(record, name))}")
@@ -184,7 +213,7 @@ def loads(text: str, user: str) -> Record:
             f"record format {version_text!r} is not one this version reads (1 to {VERSION}): written by a newer pam-twofa?"
         )
     version = _READABLE[version_text]
-    seen = {}
+    seen: dict[str, str] = {}
     for line in lines[1:-2]:
         name, sep, value = line.partition(" ")
         if not sep or name in seen:
@@ -199,10 +228,15 @@ def loads(text: str, user: str) -> Record:
     for name, codec, _default, since in FIELDS:
         if since <= version:
             setattr(record, name, _decode(codec, seen[name]))
+    _check(record)
+    return record
+
+
+def _check(record: Record) -> None:
+    """What the codecs alone let through but no record may hold: refused by loads and dumps alike."""
     if record.algorithm not in ("SHA1", "SHA256", "SHA512"):
         raise RecordError("unknown TOTP algorithm")
     if not 6 <= record.digits <= 10 or not 1 <= record.period <= 3600:
         raise RecordError("TOTP digits or period out of range")
     if len(record.trusted) > MAX_TRUSTED:
         raise RecordError("too many trusted client addresses")
-    return record

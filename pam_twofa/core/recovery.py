@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 
 from pam_twofa.core.auth import hash_recovery_code, normalize_code
 
@@ -22,5 +23,5 @@ def new_codes(count: int = COUNT) -> tuple[list[str], bytes, list[bytes]]:
     return codes, salt, hashes_for(codes, salt)
 
 
-def hashes_for(codes, salt: bytes) -> list[bytes]:
+def hashes_for(codes: Iterable[str], salt: bytes) -> list[bytes]:
     return [hash_recovery_code(normalize_code(code), salt) for code in codes]

@@ -10,7 +10,7 @@ forever. Addresses are stored in one canonical text, so ``::ffff:192.0.2.1``,
 
 from pam_twofa.core.network import parse_address
 from pam_twofa.core.primitives import address_functions
-from pam_twofa.core.record import MAX_TRUSTED
+from pam_twofa.core.record import MAX_TRUSTED, Record
 
 _AF_INET, AF_INET6, _inet_pton, inet_ntop = address_functions()
 
@@ -30,7 +30,7 @@ def client_key(rhost: str | None) -> str | None:
     return inet_ntop(AF_INET6, value.to_bytes(16, "big"))
 
 
-def until(record, rhost: str | None) -> int:
+def until(record: Record | None, rhost: str | None) -> int:
     """When the record's trust for this client ends (0: none)."""
     if record is None or not record.trusted:
         return 0
@@ -48,7 +48,7 @@ def applies(trusted_until: int, seconds: int, now: float) -> bool:
     return seconds > 0 and now < trusted_until <= now + seconds
 
 
-def renew(record, rhost: str | None, now: float, seconds: int) -> None:
+def renew(record: Record, rhost: str | None, now: float, seconds: int) -> None:
     """After a correct code from ``rhost``: trust it for ``seconds`` more, in ``record`` (changed in place).
 
     Entries that no longer apply are dropped first, so a stale entry never

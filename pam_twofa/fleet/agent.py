@@ -1,20 +1,22 @@
-"""``pam-twofa-agent``: the host agent of the database backend (README "Many hosts", docs/store.md).
+"""``pam-twofa-agent``: the host agent of the database backend (docs/many-hosts.md, docs/store.md).
 
 A foreground daemon (systemd: config/pam-twofa-agent.service). It holds the
 database connections and the fleet key, and serves the login path over a
 root-only Unix socket (``storage.agent_socket``; its folder root-owned 0700;
 peers other than uid 0 are dropped on accept, by SO_PEERCRED). The
-protocol is ``agentproto``. Each client runs in a thread of its own; database
+protocol is ``store.protocol``. Each client runs in a thread of its own; database
 connections come from a bounded pool, are made again when one breaks, and a
 section (``lock`` ... ``end``) is one transaction, rolled back when its client
-goes away or keeps it longer than ``--section-timeout``. The agent only runs
-its own parameterised statements (``pgstore.Database``); a record the client
-sends is parsed and written again from the parsed fields.
+goes away or keeps it longer than ``--section-timeout``. The agent runs no SQL
+of its own: every statement is a method of ``fleet.database.Database`` (``lock``
+and ``lockw`` open a section alike, through ``Database.open_section``); a record
+the client sends is parsed and written again from the parsed fields.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import socket
@@ -23,15 +25,17 @@ import struct
 import sys
 import threading
 import time
+from typing import Any
 
 import psycopg2
 
-from pam_twofa.core.record import RecordError, dumps, loads
+from pam_twofa.core.record import Record, RecordError, dumps, loads
 from pam_twofa.fleet.database import Database, describe
 from pam_twofa.policy import DEFAULT_PATH, PolicyError
 from pam_twofa.store import CorruptedRecord, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
 from pam_twofa.system import log
+from pam_twofa.system.fileio import owner_mode_problem
 
 _BROKEN = (psycopg2.OperationalError, psycopg2.InterfaceError)
 MAX_CLIENTS = 512
@@ -81,14 +85,24 @@ class Pool:
         self.slots.release()
 
 
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """A client's open section: one transaction on a pooled connection, until ``deadline``."""
+
+    conn: Any
+    cur: Any
+    user: str
+    deadline: float  # time.monotonic(): rolled back when the client keeps it longer
+
+
 class Client:
     """One connection from the login path."""
 
     def __init__(self, agent: Agent, sock: socket.socket) -> None:
         self.agent = agent
         self.sock = sock
-        self.buffer = b""
-        self.section: tuple | None = None  # (conn, cursor, user, deadline)
+        self.frames = agentproto.FrameReader()
+        self.section: Section | None = None
 
     # -- frames -------------------------------------------------------------------
 
@@ -99,23 +113,9 @@ class Client:
         self.sock.settimeout(left)
         return self.sock.recv(65536)
 
-    def read_frame(self, deadline: float):
-        while b"\n" not in self.buffer:
-            if len(self.buffer) > agentproto.MAX_HEADER:
-                raise agentproto.ProtocolError("header too long")
-            chunk = self._recv(deadline)
-            if not chunk:
-                return None
-            self.buffer += chunk
-        line, _sep, self.buffer = self.buffer.partition(b"\n")
-        operation, length = agentproto.parse_header(line, agentproto.OPERATIONS)
-        while len(self.buffer) < length:
-            chunk = self._recv(deadline)
-            if not chunk:
-                return None
-            self.buffer += chunk
-        data, self.buffer = self.buffer[:length], self.buffer[length:]
-        return operation, agentproto.decode_body(data)
+    def read_frame(self, deadline: float) -> tuple[str, str] | None:
+        """The next request, None when the client went away; TimeoutError past ``deadline``."""
+        return self.frames.read(lambda: self._recv(deadline), agentproto.OPERATIONS)
 
     def send(self, status: str, body: str = "") -> None:
         self.sock.settimeout(self.agent.io_timeout)
@@ -126,12 +126,12 @@ class Client:
     def serve(self) -> None:
         try:
             while True:
-                deadline = self.section[3] if self.section else time.monotonic() + self.agent.idle_timeout
+                deadline = self.section.deadline if self.section else time.monotonic() + self.agent.idle_timeout
                 try:
                     request = self.read_frame(deadline)
                 except TimeoutError:
                     if self.section:
-                        say(log.WARNING, f"pam-twofa-agent: section of user={log.clean(self.section[2])} "
+                        say(log.WARNING, f"pam-twofa-agent: section of user={log.clean(self.section.user)} "
                             f"held longer than {self.agent.section_timeout} s: rolled back")  # fmt: skip
                     return
                 if request is None:
@@ -158,16 +158,16 @@ class Client:
                 return self.users()
             if not self.section:
                 return "error", f"{operation} outside a section"
-            conn, cur, user, _deadline = self.section
+            section = self.section
             if operation == "save":
                 try:
-                    record = loads(body, user)  # validates every field; the row is written from these
+                    record = loads(body, section.user)  # validates every field; the row is written from these
                 except RecordError as exc:
-                    return "error", f"malformed record for {user}: {exc}"
-                self.agent.db.write(cur, record)
+                    return "error", f"malformed record for {section.user}: {exc}"
+                self.agent.db.write(section.cur, record)
                 return "ok", ""
             if operation == "delete":
-                return "ok", "1" if self.agent.db.remove(cur, user) else "0"
+                return "ok", "1" if self.agent.db.remove(section.cur, section.user) else "0"
             self.end_section(commit=True)  # "end"
             return "ok", ""
         except CorruptedRecord as exc:
@@ -190,15 +190,14 @@ class Client:
             conn, reused = agent.pool.acquire(agent.op_timeout)
             try:
                 cur = conn.cursor()
+                record: Record | None
                 if operation == "load":
-                    record = agent.db.read(cur, user, lock=False)
+                    record = agent.db.read(cur, user)
                     agent.pool.release(conn)
-                    return ("none", "") if record is None else ("record", dumps(record))
-                self.section = (conn, cur, user, time.monotonic() + agent.section_timeout)
-                if operation == "lockw":
-                    cur.execute("BEGIN; SELECT pg_advisory_xact_lock(%s)", (_lock_key(user),))
-                    return "none", ""
-                record = agent.db.read(cur, user, lock=True, begin=True)
+                else:
+                    # lock and lockw take the same locks; lockw only leaves the record unread.
+                    self.section = Section(conn, cur, user, time.monotonic() + agent.section_timeout)
+                    record = agent.db.open_section(cur, user, read=operation == "lock", begin=True)
                 return ("none", "") if record is None else ("record", dumps(record))
             except _BROKEN:
                 # A pooled connection the database dropped (restarted, failed over): once more, anew.
@@ -226,23 +225,16 @@ class Client:
     def end_section(self, commit: bool, broken: bool = False) -> None:
         if not self.section:
             return
-        conn, cur, _user, _deadline = self.section
-        self.section = None
+        section, self.section = self.section, None
         try:
             if not broken:
-                cur.execute("COMMIT" if commit else "ROLLBACK")
+                self.agent.db.end_section(section.cur, commit)
         except psycopg2.Error:
-            self.agent.pool.release(conn, broken=True)
+            self.agent.pool.release(section.conn, broken=True)
             if commit:
                 raise
             return
-        self.agent.pool.release(conn, broken=broken)
-
-
-def _lock_key(user: str) -> int:
-    from pam_twofa.fleet.database import lock_key
-
-    return lock_key(user)
+        self.agent.pool.release(section.conn, broken=broken)
 
 
 class Agent:
@@ -291,10 +283,15 @@ class Agent:
         except FileExistsError:
             pass
         st = os.lstat(folder)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+        if not stat.S_ISDIR(st.st_mode):
             raise StoreError(
-                f"{folder}: the agent's folder must be a root-owned folder with mode 0700: chmod 700 {folder}"
+                f"{folder}: the agent's socket folder is not a folder: remove it, or set storage.agent_socket"
             )
+        problem = owner_mode_problem(
+            st, folder, "the agent's socket folder", fix=f"chown root:root {folder}; chmod 700 {folder}"
+        )
+        if problem:
+            raise StoreError(problem)
         try:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)  # left by an agent that stopped

@@ -67,13 +67,15 @@ def lock_key(user: str) -> int:
 
 
 def read_password(path: str | None) -> str | None:
+    """The role's password: the first line of a root-only secret file (pam_twofa.system.secretfile)."""
+    from pam_twofa.system import secretfile
+
     if path is None:
         return None
     try:
-        text = fleetkey.read_private(path, "the database password file", limit=4096)
-    except fleetkey.FleetKeyError as exc:
+        return secretfile.read_password(path, "the database password file")
+    except secretfile.SecretFileError as exc:
         raise StoreError(str(exc)) from None
-    return text.split("\n", 1)[0].rstrip("\r")
 
 
 class Database:
@@ -160,23 +162,33 @@ class Database:
 
     # -- statements (cursor of an open transaction) ------------------------------------
 
-    def read(self, cur, user: str, lock: bool, begin: bool = False) -> Record | None:
-        """The user's record; with ``lock``, in a locked section (``begin``: open the transaction
-        too, for an autocommit connection: one round trip for all of it)."""
+    def read(self, cur, user: str) -> Record | None:
+        """The user's record as it is now, without a lock (a ``load``)."""
         if not storable_name(user):
             raise StoreError("user name cannot be stored (empty, control characters, or too long)")
-        if lock:
-            cur.execute(
-                ("BEGIN; " if begin else "") + "SELECT pg_advisory_xact_lock(%s); "
-                "SELECT sealed FROM twofa_records WHERE user_name = %s FOR UPDATE",
-                (lock_key(user), user),
-            )
-        else:
-            cur.execute("SELECT sealed FROM twofa_records WHERE user_name = %s", (user,))
+        cur.execute("SELECT sealed FROM twofa_records WHERE user_name = %s", (user,))
         row = cur.fetchone()
-        if row is None:
-            return None
-        return self.unseal(user, row[0])
+        return None if row is None else self.unseal(user, row[0])
+
+    def open_section(self, cur, user: str, read: bool, begin: bool = False) -> Record | None:
+        """Lock the user's section in the transaction of ``cur``: the advisory lock on the name, then
+        the row ``FOR UPDATE``, whether or not the record is wanted, so that every section of a user
+        (the agent's ``lock`` and ``lockw``, PgStore's) excludes every other by the same two locks.
+        The record with ``read``, else None without opening it (a corrupted record being discarded);
+        ``begin``: open the transaction too, for an autocommit connection (one round trip for all)."""
+        if not storable_name(user):
+            raise StoreError("user name cannot be stored (empty, control characters, or too long)")
+        cur.execute(
+            ("BEGIN; " if begin else "") + "SELECT pg_advisory_xact_lock(%s); "
+            "SELECT sealed FROM twofa_records WHERE user_name = %s FOR UPDATE",
+            (lock_key(user), user),
+        )
+        row = cur.fetchone()
+        return None if row is None or not read else self.unseal(user, row[0])
+
+    def end_section(self, cur, commit: bool) -> None:
+        """COMMIT or ROLLBACK a section opened with ``begin`` (an autocommit connection)."""
+        cur.execute("COMMIT" if commit else "ROLLBACK")
 
     def unseal(self, user: str, sealed: str) -> Record:
         if self.keyring is None:
@@ -208,8 +220,13 @@ class Database:
         return cur.rowcount > 0
 
     def names(self, cur) -> list[str]:
-        cur.execute("SELECT user_name FROM twofa_records ORDER BY user_name")
+        cur.execute('SELECT user_name FROM twofa_records ORDER BY user_name COLLATE "C"')
         return [row[0] for row in cur.fetchall()]
+
+    def census(self, cur) -> list[tuple[str, int]]:
+        """(key ids, number of records sealed under them) for each set of key ids in use."""
+        cur.execute("SELECT key_ids, count(*) FROM twofa_records GROUP BY key_ids ORDER BY key_ids")
+        return [(row[0], row[1]) for row in cur.fetchall()]
 
     def canary(self, cur, keyring: fleetkey.Keyring | None = None) -> None:
         """StoreError unless the canary opens with the key (``db check``, the agent's start)."""
@@ -278,11 +295,7 @@ class _PgSection(Section):
         conn = self.store.connection()
         try:
             self.cur = conn.cursor()
-            if self.read:
-                self.record = self.store.db.read(self.cur, self.user, lock=True)
-            else:
-                self.cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(self.user),))
-                self.cur.execute("SELECT 1 FROM twofa_records WHERE user_name = %s FOR UPDATE", (self.user,))
+            self.record = self.store.db.open_section(self.cur, self.user, read=self.read)
         except psycopg2.Error as exc:
             self.store.broken()
             raise StoreError("database: " + describe(exc)) from None
@@ -361,10 +374,46 @@ class PgStore(Store):
             raise
 
     def load(self, user: str) -> Record | None:
-        return self._run(lambda cur: self.db.read(cur, user, lock=False))
+        return self._run(lambda cur: self.db.read(cur, user))
 
     def locked(self, user: str, read: bool = True) -> _PgSection:
         return _PgSection(self, user, read)
 
     def users(self) -> list[str]:
         return self._run(self.db.names)
+
+    # -- for twofa-admin db ----------------------------------------------------------------
+
+    def check(self) -> tuple[int, list[tuple[str, int]]]:
+        """StoreError unless the fleet key opens the canary; else (records, [(key ids, records)])."""
+
+        def work(cur):
+            self.db.canary(cur)
+            return self.db.census(cur)
+
+        by_key = self._run(work)
+        return sum(n for _ids, n in by_key), by_key
+
+    def connected_to(self) -> str:
+        """Where the connection goes, for ``db check`` (libpq's view of it: host, port, TLS)."""
+        info = self.connection().info
+        tls = "TLS" if info.ssl_in_use else "no TLS"
+        return f"connected to {info.host} port {info.port}, database {info.dbname} as {info.user} ({tls})"
+
+    def rewrite_canary(self, reading: fleetkey.Keyring, new: fleetkey.Keyring) -> None:
+        """Check the canary with ``reading``'s keys and seal it again under ``new`` (a key rotation)."""
+
+        def work(cur):
+            self.db.canary(cur, reading)
+            self.db.write_canary(cur, new)
+
+        self._run(work)
+
+    def reseal(self, user: str, keyring: fleetkey.Keyring) -> None:
+        """Write the user's record again, sealed under ``keyring``, in its section (a key rotation)."""
+        with self.locked(user) as section:
+            if section.record is not None:
+                try:
+                    self.db.write(section.cur, section.record, keyring=keyring)
+                except psycopg2.Error as exc:
+                    raise StoreError("database: " + describe(exc)) from None

@@ -9,7 +9,7 @@ A key file is a keyring, text, root-owned 0600::
 Each row of the database holds one sealed copy of the record text per key of
 the keyring of whoever wrote it (one line ``KEY_ID NONCE CIPHERTEXT``, hex),
 and can be opened with any of them. That is what lets a key be rotated while
-logins go on (README "Many hosts"): during a rotation the hosts hold either the
+logins go on (docs/many-hosts.md): during a rotation the hosts hold either the
 old keyring or the new one (new key first, old key kept), and rows carry both
 sealings, so every host can read every row.
 
@@ -21,8 +21,8 @@ user, or a sealing relabelled with another key id, fails to open.
 from __future__ import annotations
 
 import os
-import stat
 
+from pam_twofa.system import secretfile
 from pam_twofa.system.fileio import fsync_dir, write_all, write_atomic
 
 MAGIC = "pam-twofa-fleet-key 1"
@@ -87,52 +87,17 @@ class Keyring:
         return cls(keys)
 
 
-def unsafe_file(path: str, what: str) -> str | None:
-    """Why ``path`` cannot hold a secret (missing, a link, not root-owned 0600), or None."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return f"{path}: {what} is missing"
-    except OSError as exc:
-        return f"{path}: {what} cannot be read ({exc.strerror})"
-    if stat.S_ISLNK(st.st_mode):
-        return f"{path}: {what} is a symbolic link; put the file itself there"
-    if not stat.S_ISREG(st.st_mode):
-        return f"{path}: {what} is not a regular file"
-    if st.st_uid != 0 or st.st_mode & 0o077:
-        return (
-            f"{path}: {what} must be owned by root with mode 0600 "
-            f"(uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): chown root {path}; chmod 600 {path}"
-        )
-    return None
-
-
-def read_private(path: str, what: str, limit: int = 64 * 1024) -> str:
-    """The text of a root-only secret file, opened without following a link."""
-    problem = unsafe_file(path, what)
-    if problem:
-        raise FleetKeyError(problem)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as exc:
-        raise FleetKeyError(f"{path}: {what} cannot be opened ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
-            raise FleetKeyError(f"{path}: {what} changed while being opened; check it")
-        data = os.read(fd, limit + 1)
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise FleetKeyError(f"{path}: {what} is too large")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FleetKeyError(f"{path}: {what} is not text") from None
-
-
 def load(path: str) -> Keyring:
-    return Keyring.loads(read_private(path, "the fleet key file"), path)
+    """The keyring of the key file ``path`` (a root-only secret file: pam_twofa.system.secretfile)."""
+    try:
+        text = secretfile.read(
+            path,
+            "the fleet key file",
+            missing="make it with twofa-admin db keygen PATH, or copy the fleet's key from another host",
+        )
+    except secretfile.SecretFileError as exc:
+        raise FleetKeyError(str(exc)) from None
+    return Keyring.loads(text, path)
 
 
 def write_new(path: str, keyring: Keyring) -> None:

@@ -7,7 +7,7 @@ every interpreter it starts; it holds only the entry points and calls
 pam_python is safe in sshd's stack only: its interpreter takes its Python,
 and so its standard library, from the calling process's PATH, so in a setuid
 program's stack (su, chsh, anything including common-auth) a user's copied
-tree runs as root before any of this is read (README, Security). That cannot
+tree runs as root before any of this is read (docs/threat-model.md). That cannot
 be undone here; the module refuses to lend itself to such a stack, fails
 closed and tells the admin.
 """
@@ -17,6 +17,15 @@ import sys
 import syslog
 
 from pam_twofa.login import flow as login
+from pam_twofa.system import log
+
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    # pam_python's handle: a C object with no type information (items, constants, conversation).
+    PamHandle = Any
 
 # The prefixes of the system's Python: /usr, or / inside sshd (no PATH there,
 # /bin/python3 through merged /usr). Both are root's; a copied tree is not.
@@ -26,13 +35,13 @@ SYSTEM_PREFIXES = ("/usr", "/")
 class _Conversation:
     """pam_python's conversation as ``login`` expects it."""
 
-    def __init__(self, pamh) -> None:
+    def __init__(self, pamh: "PamHandle") -> None:
         self.pamh = pamh
 
-    def _say(self, style, text: str):
+    def _say(self, style: int, text: str) -> "Any":
         return self.pamh.conversation(self.pamh.Message(style, text))
 
-    def prompt(self, text: str, info: str | None = None):
+    def prompt(self, text: str, info: str | None = None) -> str | None:
         """Ask with echo off; ``info`` goes in the same conversation (sshd shows it with the prompt)."""
         pamh = self.pamh
         try:
@@ -63,7 +72,7 @@ class _Conversation:
             pass
 
 
-def _item(pamh, name: str):
+def _item(pamh: "PamHandle", name: str) -> str | None:
     try:
         value = getattr(pamh, name)
     except Exception:
@@ -71,11 +80,11 @@ def _item(pamh, name: str):
     return value if isinstance(value, str) else None
 
 
-def _service(pamh) -> str:
+def _service(pamh: "PamHandle") -> str:
     name = getattr(pamh, "service", None)
     if not isinstance(name, str) or not name:
         return "-"
-    return "".join(c if c.isprintable() and c not in " /" else "?" for c in name[:32])
+    return log.clean(name, 32).replace("/", "?")  # it is also written into a path: /etc/pam.d/SERVICE
 
 
 def unsafe() -> str | None:
@@ -89,7 +98,7 @@ def unsafe() -> str | None:
     return None
 
 
-def authenticate(pamh, argv) -> int:
+def authenticate(pamh: "PamHandle", argv: "Sequence[str]") -> int:
     """The PAM result of one authentication; every exception ends in PAM_AUTH_ERR."""
     try:
         why = unsafe()
@@ -99,7 +108,7 @@ def authenticate(pamh, argv) -> int:
                 syslog.LOG_AUTHPRIV | syslog.LOG_CRIT,
                 f"pam_twofa({service}:auth): refusing to run: {why}. pam_python is only safe in sshd's stack"
                 " (the caller's PATH picks the Python that runs as root): remove the pam_python line from"
-                f" /etc/pam.d/{service} (or the file it includes) now, see README Security; login refused",
+                f" /etc/pam.d/{service} (or the file it includes) now, see docs/threat-model.md; login refused",
             )
             return pamh.PAM_AUTH_ERR
     except Exception:
@@ -107,7 +116,7 @@ def authenticate(pamh, argv) -> int:
     return run(pamh, argv)
 
 
-def run(pamh, argv) -> int:
+def run(pamh: "PamHandle", argv: "Sequence[str]") -> int:
     """The login flow for a handle the guard let through."""
     try:
         try:

@@ -10,8 +10,26 @@ while waiting for the user to type, so nobody can hold an account's lock.
 
 import time
 
-from pam_twofa.policy import DEFAULT_PATH, PolicyError
+from pam_twofa.policy import DEFAULT_PATH, Policy, PolicyError
 from pam_twofa.system import log
+
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Protocol
+
+    from pam_twofa.core.auth import Outcome
+    from pam_twofa.core.decision import Decision
+    from pam_twofa.core.record import Record
+    from pam_twofa.store import Store
+
+    class Conversation(Protocol):
+        """What the flow needs of the PAM conversation (login.adapter wraps pam_python's)."""
+
+        def prompt(self, text: str, info: str | None = None) -> str | None: ...
+        def info(self, text: str) -> None: ...
+        def error(self, text: str) -> None: ...
+
 
 # Results for the PAM adapter.
 PASS = "pass"  # the code was right
@@ -49,10 +67,10 @@ class Options:
 
     __slots__ = ("policy", "on_error", "bad")
 
-    def __init__(self, argv) -> None:
+    def __init__(self, argv: "Iterable[str]") -> None:
         self.policy = DEFAULT_PATH
         self.on_error = "deny"
-        self.bad: list = []
+        self.bad: list[tuple[str, str]] = []
         seen = set()
         for arg in argv:
             name, sep, value = arg.partition("=")
@@ -78,14 +96,9 @@ class Options:
         if any(arg.partition("=")[0] == "on_error" for arg, _reason in self.bad):
             self.on_error = "deny"  # an on_error that is not clearly given is deny
 
-    def problems(self) -> list:
+    def problems(self) -> list[str]:
         """One ``module argument 'ARG' is not valid: REASON`` per bad argument (cleaned for syslog)."""
-        return [f"module argument '{printable(arg)}' is not valid: {reason}" for arg, reason in self.bad]
-
-
-def printable(text: str, limit: int = 100) -> str:
-    """``text`` without control characters, shortened: safe in a log line or a message."""
-    return "".join(c if c.isprintable() else "?" for c in text[:limit]) + ("..." if len(text) > limit else "")
+        return [f"module argument '{log.clean_text(arg, 100)}' is not valid: {reason}" for arg, reason in self.bad]
 
 
 def normalized_absolute(path: str) -> bool:
@@ -96,9 +109,18 @@ def normalized_absolute(path: str) -> bool:
 
 
 class Login:
-    """The state of one authentication; ``now`` is overridable for tests."""
+    """The state of one authentication; ``clock`` gives the time (tests pass a fixed one)."""
 
-    def __init__(self, conversation, user, rhost, service, options: Options) -> None:
+    def __init__(
+        self,
+        conversation: "Conversation",
+        user: str | None,
+        rhost: str | None,
+        service: str | None,
+        options: Options,
+        clock: "Callable[[], float]" = time.time,
+    ) -> None:
+        self.clock = clock
         self.conv = conversation
         self.user = user
         self.rhost = rhost
@@ -107,7 +129,7 @@ class Login:
         self.on_error = options.on_error
 
     def now(self) -> float:
-        return time.time()
+        return self.clock()
 
     def log(self, priority: int, result: str, detail: str = "") -> None:
         log.event(priority, self.service, self.user, self.rhost, result, detail)
@@ -127,7 +149,7 @@ class Login:
             problems = "; ".join(self.options.problems())
             return self.failed_closed(
                 "module arguments",
-                ValueError(f"{problems}; fix the pam_twofa line of /etc/pam.d/{printable(self.service, 32)}"),
+                ValueError(f"{problems}; fix the pam_twofa line of /etc/pam.d/{log.clean_text(self.service, 32)}"),
             )
         try:
             from pam_twofa import policy as policy_module
@@ -155,7 +177,7 @@ class Login:
         except OSError as exc:
             return self.failed_closed("system", exc)
 
-    def _run(self, policy, store) -> str:
+    def _run(self, policy: Policy, store: "Store") -> str:
         from pam_twofa.core.decision import DENY, EMAIL, ERROR, SKIP, TRUSTED, decide, unresolved_groups
         from pam_twofa.store import StoreError, storable_name
         from pam_twofa.system import accounts
@@ -207,7 +229,7 @@ class Login:
     def ask(self) -> str | None:
         return self.conv.prompt(PROMPT)
 
-    def check_totp(self, policy, store, user: str) -> str:
+    def check_totp(self, policy: Policy, store: "Store", user: str) -> str:
         from pam_twofa.core import auth
 
         typed = self.ask()
@@ -230,14 +252,14 @@ class Login:
                 section.save(outcome.record)
         return self.finish(outcome, policy, user)
 
-    def renew_trust(self, policy, record, now: float) -> None:
+    def renew_trust(self, policy: Policy, record: "Record", now: float) -> None:
         """After a correct code: trust this client for ``trust.seconds`` (in the record about to be written)."""
         if policy.trust_seconds or record.trusted:
             from pam_twofa.core import trust
 
             trust.renew(record, self.rhost, now, policy.trust_seconds)
 
-    def finish(self, outcome, policy, user: str, kind: str = "") -> str:
+    def finish(self, outcome: "Outcome", policy: Policy, user: str, kind: str = "") -> str:
         """Log the outcome, tell the user what they need to know, and give the result."""
         from pam_twofa.core import auth
 
@@ -262,7 +284,7 @@ class Login:
             self.conv.error(MSG_BAD)
         return FAIL
 
-    def email_code(self, policy, store, decision, user: str) -> str:
+    def email_code(self, policy: Policy, store: "Store", decision: "Decision", user: str) -> str:
         """Enforced but not enrolled, ``unenrolled: email``: mail a one-time code and ask for it.
 
         ``user`` is the account's name as NSS spells it (not as typed: with a

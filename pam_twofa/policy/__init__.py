@@ -4,7 +4,7 @@ YAML is parsed only when the policy file changed (docs/policy.md): the
 validated policy is kept in a compiled cache beside the file
 (``.policy.yaml.cache``, root-only), keyed by the file's identity (device,
 inode, size, mtime, ctime). A login reads the cache with ``str`` methods
-only; a stale or missing cache means one full parse (``policy_parse``),
+only; a stale or missing cache means one full parse (``policy.parse``),
 which writes a new cache.
 """
 
@@ -12,6 +12,7 @@ import os
 import stat
 
 from pam_twofa.core.primitives import ELOOP
+from pam_twofa.system.fileio import is_private, owner_mode_problem
 
 DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
@@ -22,7 +23,7 @@ CACHE_MAGIC = "pam-twofa-policy-cache 4"
 #
 # Kinds: str, int, bool, optstr (text or null), list (of texts).
 # Every text and list item must be printable (no newline, tab or other control
-# character), whatever its check. The check is data that policy_parse
+# character), whatever its check. The check is data that policy.parse
 # interprets, so that this module (on the login path) needs neither re nor yaml:
 #   ("range", LOW, HIGH)            a whole number from LOW to HIGH
 #   ("enum", CHOICE, ...)           one of the choices
@@ -35,7 +36,7 @@ CACHE_MAGIC = "pam-twofa-policy-cache 4"
 #   ("text",)                       any printable text
 #   ("socket",)                     a normalized absolute path that fits a Unix socket address
 #   ("dsn",)                        a non-empty libpq connection string (parsed by twofa-admin check)
-SCHEMA = (
+SCHEMA: "tuple[tuple[str, str, str, Any, tuple[Any, ...]], ...]" = (
     ("version", "version", "int", 1, ("enum", 1)),
     ("mode", "enforce.mode", "str", "off", ("enum", "off", "groups", "all")),
     ("enforce_groups", "enforce.groups", "list", (), ("names", "group")),
@@ -66,7 +67,7 @@ SCHEMA = (
     ("max_sends", "email.max_sends", "int", 3, ("range", 1, 1000)),
     ("send_window", "email.per_seconds", "int", 3600, ("range", 1, 7 * 86400)),
     ("state_dir", "storage.state_dir", "str", "/var/lib/pam-twofa", ("path",)),
-    # The database backend (README "Many hosts", docs/store.md): the login path reads backend,
+    # The database backend (docs/many-hosts.md, docs/store.md): the login path reads backend,
     # agent_socket and the two timeouts; the agent and the commands read the rest.
     ("backend", "storage.backend", "str", "files", ("enum", "files", "postgresql")),
     ("agent_socket", "storage.agent_socket", "str", "/run/pam-twofa/agent.sock", ("socket",)),
@@ -78,30 +79,83 @@ SCHEMA = (
     ("on_error", "on_error", "str", "deny", ("enum", "deny", "allow")),
 )
 # The same rows without the check: (attribute, key path, kind, default).
-FIELDS = tuple(row[:4] for row in SCHEMA)
+FIELDS: "tuple[tuple[str, str, str, Any], ...]" = tuple(row[:4] for row in SCHEMA)
 
+
+# The Python type of each kind: the class declarations of ``Policy`` follow SCHEMA with these
+# (tests/test_types.py checks that they match, name by name and in order).
+KIND_TYPES = {
+    "str": str,
+    "int": int,
+    "bool": bool,
+    "optstr": str | None,
+    "list": tuple[str, ...],
+}
 
 TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from os import stat_result
     from typing import Any
+
+    from pam_twofa.core.auth import Limits
+    from pam_twofa.core.network import Network
 
 
 class PolicyError(Exception):
     """The policy cannot be used. ``errors`` holds one ``file:line: key: message`` per problem."""
 
-    def __init__(self, errors) -> None:
+    def __init__(self, errors: "Iterable[str]") -> None:
         self.errors = list(errors)
         super().__init__("\n".join(self.errors))
 
 
 class Policy:
     __slots__ = ("path", "_networks") + tuple(f[0] for f in FIELDS)
-    if TYPE_CHECKING:  # mypy cannot see the fields through the computed __slots__
+    # The fields for mypy, one per row of SCHEMA in its order, typed by its kind (KIND_TYPES).
+    # Declarations without a value: the slots above hold the values.
+    path: str
+    _networks: "list[Network] | None"
+    version: int
+    mode: str
+    enforce_groups: tuple[str, ...]
+    unenrolled: str
+    exempt_users: tuple[str, ...]
+    exempt_groups: tuple[str, ...]
+    exempt_networks: tuple[str, ...]
+    totp_issuer: str
+    totp_digits: int
+    totp_period: int
+    totp_window: int
+    totp_algorithm: str
+    max_failures: int
+    failure_window: int
+    trust_seconds: int
+    email_address: str
+    email_from: str
+    smtp_host: str
+    smtp_port: int
+    smtp_starttls: bool
+    smtp_ssl: bool
+    smtp_username: str | None
+    smtp_password_file: str | None
+    smtp_timeout: int
+    smtp_ca_file: str | None
+    code_digits: int
+    code_ttl: int
+    max_sends: int
+    send_window: int
+    state_dir: str
+    backend: str
+    agent_socket: str
+    pg_dsn: str | None
+    pg_password_file: str | None
+    pg_key_file: str
+    pg_connect_timeout: int
+    pg_statement_timeout: int
+    on_error: str
 
-        def __getattr__(self, name: str) -> Any: ...
-        def __setattr__(self, name: str, value: Any) -> None: ...
-
-    def __init__(self, path: str = DEFAULT_PATH, **values) -> None:
+    def __init__(self, path: str = DEFAULT_PATH, **values: object) -> None:
         self.path = path
         self._networks = None
         for attr, _key, _kind, default in FIELDS:
@@ -110,7 +164,7 @@ class Policy:
         if values:
             raise TypeError(f"unknown policy fields: {sorted(values)}")
 
-    def networks(self):
+    def networks(self) -> "list[Network]":
         """The exempt networks, parsed on first use (validated when the policy was loaded)."""
         if self._networks is None:
             from pam_twofa.core.network import parse_network
@@ -118,7 +172,7 @@ class Policy:
             self._networks = [parse_network(text) for text in self.exempt_networks]
         return self._networks
 
-    def limits(self):
+    def limits(self) -> "Limits":
         from pam_twofa.core.auth import Limits
 
         return Limits(self.max_failures, self.failure_window, self.totp_window)
@@ -132,17 +186,13 @@ def cache_path(path: str) -> str:
     return os.path.join(folder, "." + name + ".cache")
 
 
-def _check_owned(st, path: str, what: str, forbidden_bits: int) -> None:
-    if st.st_uid != os.geteuid():
-        raise PolicyError(
-            [f"{path}: {what} must be owned by root (uid {os.geteuid()}), not uid {st.st_uid}: chown root {path}"]
-        )
-    if st.st_mode & forbidden_bits:
-        mode = stat.S_IMODE(st.st_mode)
-        raise PolicyError([f"{path}: {what} is mode {mode:04o}, writable by others: chmod go-w {path}"])
+def _check_owned(st: "stat_result", path: str, what: str, forbidden_bits: int) -> None:
+    problem = owner_mode_problem(st, path, what, os.geteuid(), forbidden_bits)
+    if problem:
+        raise PolicyError([problem])
 
 
-def open_checked(path: str):
+def open_checked(path: str) -> "tuple[int, stat_result]":
     """Open the policy without following symlinks, refusing unsafe owners and modes.
 
     Returns (fd, stat). The folder must not be writable by anyone but root either,
@@ -175,13 +225,13 @@ def open_checked(path: str):
     return fd, st
 
 
-def _identity(st) -> str:
+def _identity(st: "stat_result") -> str:
     return f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
 
 
 # In the cache a list is its items, each after a tab: a tab is in no item (every
 # text is printable), so any item (a name with a space, say) comes back as it was.
-def _encode(kind: str, value) -> str:
+def _encode(kind: str, value: "Any") -> str:
     if kind == "list":
         return "".join("\t" + item for item in value)
     if kind == "bool":
@@ -191,7 +241,7 @@ def _encode(kind: str, value) -> str:
     return str(value)
 
 
-def _decode(kind: str, text: str):
+def _decode(kind: str, text: str) -> "str | int | bool | None | tuple[str, ...]":
     if kind == "list":
         if text and text[0] != "\t":
             raise ValueError("not a cached list")
@@ -205,21 +255,21 @@ def _decode(kind: str, text: str):
     return text
 
 
-def dumps_cache(policy: Policy, st) -> str:
+def dumps_cache(policy: Policy, st: "stat_result") -> str:
     lines = [CACHE_MAGIC, "identity " + _identity(st), "path " + os.path.abspath(policy.path)]
     for attr, key, kind, _default in FIELDS:
         lines.append(f"{key} {_encode(kind, getattr(policy, attr))}")
     return "\n".join(lines) + "\nend\n"
 
 
-def loads_cache(text: str, path: str, st) -> Policy | None:
+def loads_cache(text: str, path: str, st: "stat_result") -> Policy | None:
     """The cached policy if it is complete and made from this very file, else None."""
     lines = text.split("\n")
     if len(lines) != len(FIELDS) + 5 or lines[0] != CACHE_MAGIC or lines[-2] != "end":
         return None
     if lines[1] != "identity " + _identity(st) or lines[2] != "path " + os.path.abspath(path):
         return None
-    values = {}
+    values: dict[str, object] = {}
     try:
         for (attr, key, kind, _default), line in zip(FIELDS, lines[3:]):
             name, _sep, text_value = line.partition(" ")
@@ -231,14 +281,14 @@ def loads_cache(text: str, path: str, st) -> Policy | None:
     return Policy(path, **values)
 
 
-def _read_cache(path: str, st) -> Policy | None:
+def _read_cache(path: str, st: "stat_result") -> Policy | None:
     try:
         fd = os.open(cache_path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
         cst = os.fstat(fd)
-        if not stat.S_ISREG(cst.st_mode) or cst.st_uid != os.geteuid() or cst.st_mode & 0o077:
+        if not stat.S_ISREG(cst.st_mode) or not is_private(cst, os.geteuid()):
             return None
         text = os.read(fd, MAX_POLICY_BYTES).decode("utf-8", "replace")
     finally:
@@ -246,7 +296,7 @@ def _read_cache(path: str, st) -> Policy | None:
     return loads_cache(text, path, st)
 
 
-def write_cache(policy: Policy, st) -> None:
+def write_cache(policy: Policy, st: "stat_result") -> None:
     """Replace the cache atomically (best effort: a login works without it)."""
     from pam_twofa.system.fileio import write_atomic
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import yaml
 
@@ -19,15 +21,15 @@ _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 _STR, _INT, _BOOL, _NULL = (f"tag:yaml.org,2002:{t}" for t in ("str", "int", "bool", "null"))
 
 
-def _enum(value, *choices):
+def _enum(value: object, *choices: object) -> str | None:
     return None if value in choices else "expected one of " + ", ".join(map(str, choices))
 
 
-def _range(value, low, high):
+def _range(value: int, low: int, high: int) -> str | None:
     return None if low <= value <= high else f"expected a number from {low} to {high}"
 
 
-def _template(value, *allowed):
+def _template(value: str, *allowed: str) -> str | None:
     if not value:
         return "expected a non-empty single-line text"
     for name in _PLACEHOLDER_RE.findall(value):
@@ -38,12 +40,12 @@ def _template(value, *allowed):
     return None
 
 
-def _label(value, *allowed):
+def _label(value: str, *allowed: str) -> str | None:
     # ':' separates the issuer from the account in an otpauth:// label
     return "must not contain ':'" if ":" in value else _template(value, *allowed)
 
 
-def _names(value, kind):
+def _names(value: Iterable[str], kind: str) -> str | None:
     # Any name the system's databases can return: winbind's CORP\\alice, SSSD's
     # alice@corp.example, "domain admins", josé. Control characters are refused for
     # every string already; surrounding spaces or ":" (the passwd/group separator)
@@ -56,7 +58,7 @@ def _names(value, kind):
     return None
 
 
-def _networks(value):
+def _networks(value: Iterable[str]) -> str | None:
     for item in value:
         try:
             parse_network(item)
@@ -65,7 +67,7 @@ def _networks(value):
     return None
 
 
-def _path(value):
+def _path(value: str) -> str | None:
     if not value.startswith("/"):
         return "expected an absolute path"
     if os.path.normpath(value) != value.rstrip("/") or ".." in value.split("/"):
@@ -73,22 +75,22 @@ def _path(value):
     return None
 
 
-def _host(value):
+def _host(value: str) -> str | None:
     if not value or not all(c.isalnum() or c in ".-:_" for c in value) or not value.isascii():
         return "expected a host name or address"
     return None
 
 
-def _text(value):
+def _text(value: str) -> str | None:
     return None  # printable, as every text is (see _unprintable)
 
 
-def _socket(value):
+def _socket(value: str) -> str | None:
     # sun_path holds 108 bytes with the terminating NUL
     return _path(value) or (None if len(value.encode()) <= 107 else "expected a path of at most 107 bytes")
 
 
-def _dsn(value):
+def _dsn(value: str) -> str | None:
     # libpq parses it (the agent, and twofa-admin check with its own messages); here: not empty
     if not value.strip():
         return "expected a libpq connection string (host=... dbname=... user=...)"
@@ -96,7 +98,7 @@ def _dsn(value):
 
 
 # The interpreters of the checks declared in policy.SCHEMA: name -> check(value, *arguments).
-CHECKS = {
+CHECKS: dict[str, Callable[..., str | None]] = {
     "enum": _enum,
     "range": _range,
     "template": _template,
@@ -139,9 +141,9 @@ def _unprintable(value: str) -> str:
     )
 
 
-def _tree():
+def _tree() -> dict[str, Any]:
     """The nested mapping of allowed keys, from the schema (policy.SCHEMA)."""
-    tree: dict = {}
+    tree: dict[str, Any] = {}
     for key in _KIND:
         node = tree
         parts = key.split(".")
@@ -155,20 +157,20 @@ class _Validator:
     def __init__(self, path: str) -> None:
         self.path = path
         self.errors: list[str] = []
-        self.values: dict = {}
-        self.lines: dict = {}  # attribute -> line of its value, for errors about two keys
-        self.seen: set = set()  # every key path present, valid or not
+        self.values: dict[str, Any] = {}
+        self.lines: dict[str, int] = {}  # attribute -> line of its value, for errors about two keys
+        self.seen: set[str] = set()  # every key path present, valid or not
 
-    def error(self, node, key: str, message: str) -> None:
+    def error(self, node: yaml.Node | None, key: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 1
         self.errors.append(f"{self.path}:{line}: {key}: {message}" if key else f"{self.path}:{line}: {message}")
 
-    def mapping(self, node, schema: dict, prefix: str) -> None:
+    def mapping(self, node: yaml.Node, schema: dict[str, Any], prefix: str) -> None:
         if not isinstance(node, yaml.MappingNode):
             what = f"a mapping of {', '.join(schema)}"
             self.error(node, prefix, f"expected {what}")
             return
-        seen = set()
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
                 self.error(key_node, prefix, "keys must be plain names")
@@ -193,7 +195,7 @@ class _Validator:
             else:
                 self.leaf(value_node, sub)
 
-    def leaf(self, node, key: str) -> None:
+    def leaf(self, node: yaml.Node, key: str) -> None:
         kind = _KIND[key]
         value = self.scalar(node, key, kind)
         if value is _BAD:
@@ -203,17 +205,17 @@ class _Validator:
             return
         if value is not None:
             name, *arguments = _CHECK[key]
-            message = CHECKS[name](value, *arguments)  # type: ignore[operator]  # each check takes its row's arguments
+            message = CHECKS[name](value, *arguments)  # each check takes its row's arguments
             if message:
                 self.error(node, key, message)
                 return
         self.values[_ATTR[key]] = value
         self.lines[_ATTR[key]] = node.start_mark.line + 1
 
-    def scalar(self, node, key: str, kind: str):
+    def scalar(self, node: yaml.Node, key: str, kind: str) -> Any:
         if kind == "list":
             check = _CHECK[key]
-            what = "networks (CIDR)" if check[0] == "networks" else f"{check[1]} names"  # type: ignore[misc]
+            what = "networks (CIDR)" if check[0] == "networks" else f"{check[1]} names"
             expect = _EXPECT["list"].format(what=what)
             if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
                 return ()

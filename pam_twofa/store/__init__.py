@@ -6,10 +6,13 @@ an exclusive section for one user, in which the record is read, a decision
 made and the result written (``section.record``, ``section.save(record)``,
 ``section.delete()``); ``update``, ``delete``, ``discard`` and ``users``
 serve the commands. The lock is held only while deciding, never while a
-user types.
+user types. What every backend promises, and where they may differ, is
+docs/store.md, "The store contract" (tests/db/test_store_contract.py runs one
+suite against all of them).
 
-Backends: ``store.files`` (root-only files under ``state_dir/users``) and
-``store.agent`` (the database backend, through the host agent).
+Backends: ``store.files`` (root-only files under ``state_dir/users``),
+``store.agent`` (the database backend, through the host agent) and
+``fleet.database.PgStore`` (the database backend, for the commands).
 """
 
 import abc
@@ -42,42 +45,54 @@ def shell_word(text: str) -> str:
 
 
 class Section(abc.ABC):
-    """One user's exclusive section: what was stored when it opened, and how to change it."""
+    """One user's exclusive section: what was stored when it opened, and how to change it.
+
+    All or nothing: what ``save`` and ``delete`` did is stored when the section ends
+    without an exception, and nothing of it when it ends with one (the exception goes on).
+    Others (``load``, other sections) see the change only once the section has ended."""
 
     user: str
     record: Record | None
 
     @abc.abstractmethod
     def save(self, record: Record) -> None:
-        """Replace the user's record (atomically: all of it or nothing)."""
+        """Replace the user's record with ``record`` as it is now (later edits of the object are
+        not stored); StoreError for another user's record; ``section.record`` is then ``record``."""
 
     @abc.abstractmethod
     def delete(self) -> bool:
-        """Remove the user's record (read or not); True if there was one."""
+        """Remove the user's record (read or not); True if there was one (in this section's view:
+        after a ``save``, True; after a ``delete``, False)."""
 
 
 class Store(abc.ABC):
-    """The interface every backend implements (files today)."""
+    """The interface every backend implements. Every method taking a user name raises
+    ``StoreError`` for a name ``storable_name`` refuses; a store object serves one section at
+    a time (no nesting, and nothing else of the same object inside a section)."""
 
     @abc.abstractmethod
     def load(self, user: str) -> Record | None:
-        """The user's record, or None; CorruptedRecord if it is there but unreadable."""
+        """The user's record, or None; CorruptedRecord if it is there but unreadable. No lock:
+        it never waits for a section."""
 
     @abc.abstractmethod
     def locked(self, user: str, read: bool = True):
         """A context manager giving a ``Section`` for ``user``, exclusive against every other
-        section of the same user (on this host, or fleet-wide for a shared backend). With
-        ``read=False`` the record is not read (``section.record`` is None): for ``discard``."""
+        section of the same user (on this host, or fleet-wide for a shared backend); sections
+        of other users never wait for it. It reads the record under the lock (CorruptedRecord
+        if unreadable, the lock then released); with ``read=False`` the record is not read
+        (``section.record`` is None): for ``discard``."""
 
     @abc.abstractmethod
     def users(self) -> list[str]:
-        """Every user that has a record."""
+        """Every user that has a record (a corrupted one too), sorted by code point."""
 
     def update(self, user: str, change) -> Record | None:
-        """Apply ``change(record_or_None) -> record_or_None`` in one section; None deletes.
-        Returns what ``change`` returned."""
+        """Apply ``change(record_or_None) -> record_or_None`` in one section; None deletes, a
+        record equal to the stored one writes nothing. ``change`` gets a copy, so it may edit
+        and return it. Returns what ``change`` returned."""
         with self.locked(user) as section:
-            new = change(section.record)
+            new = change(None if section.record is None else section.record.copy())
             if new is None:
                 if section.record is not None:
                     section.delete()

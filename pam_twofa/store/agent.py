@@ -1,7 +1,7 @@
 """The login path's store with the database backend: the ``Store`` interface over the agent's socket.
 
 ``pam-twofa-agent`` holds the database connections and the fleet key; this
-side only speaks ``agentproto`` over a Unix socket, with ``_socket`` (the
+side only speaks ``store.protocol`` over a Unix socket, with ``_socket`` (the
 ``socket`` module costs the login path its import) and ``str`` methods. Every
 operation has a fixed deadline (connect and each answer), so a hung agent or
 database gives ``on_error``'s result in bounded time; any failure is a
@@ -15,7 +15,7 @@ import _socket
 import time
 
 from pam_twofa.core.record import RecordError, dumps, loads
-from pam_twofa.store import CorruptedRecord, Section, Store, StoreError
+from pam_twofa.store import CorruptedRecord, Section, Store, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
 
 _REPLIES = agentproto.STATUSES
@@ -28,7 +28,7 @@ class _Channel:
         self.path = path
         self.timeout = timeout
         self.sock: _socket.socket | None = None
-        self.buffer = b""
+        self.frames = agentproto.FrameReader()
 
     def open(self) -> None:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -60,9 +60,7 @@ class _Channel:
         try:
             sock.settimeout(self.timeout)
             sock.sendall(agentproto.frame(operation, body))
-            header = self._read_line(deadline)
-            status, length = agentproto.parse_header(header, _REPLIES)
-            data = self._read_exactly(length, deadline)
+            answer = self.frames.read(lambda: self._recv(deadline), _REPLIES)
         except TimeoutError:
             self.close()
             raise StoreError(
@@ -74,7 +72,10 @@ class _Channel:
         except OSError as exc:
             self.close()
             raise StoreError(f"agent {self.path}: connection failed ({exc.strerror or exc})") from None
-        text = agentproto.decode_body(data) if data else ""
+        if answer is None:
+            self.close()
+            raise StoreError(f"agent {self.path}: closed the connection (stopped or restarted?)")
+        status, text = answer
         if status == "error":
             raise StoreError(f"agent: {text}")
         if status == "corrupt":
@@ -82,29 +83,13 @@ class _Channel:
         return status, text
 
     def _recv(self, deadline: float) -> bytes:
+        """The next bytes from the agent (b"" when it closed); TimeoutError past ``deadline``."""
         left = deadline - time.monotonic()
         sock = self.sock
         if left <= 0 or sock is None:
             raise TimeoutError
         sock.settimeout(left)
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise StoreError(f"agent {self.path}: closed the connection (stopped or restarted?)")
-        return chunk
-
-    def _read_line(self, deadline: float) -> bytes:
-        while b"\n" not in self.buffer:
-            if len(self.buffer) > agentproto.MAX_HEADER:
-                raise agentproto.ProtocolError("header too long")
-            self.buffer += self._recv(deadline)
-        line, _sep, self.buffer = self.buffer.partition(b"\n")
-        return line
-
-    def _read_exactly(self, length: int, deadline: float) -> bytes:
-        while len(self.buffer) < length:
-            self.buffer += self._recv(deadline)
-        data, self.buffer = self.buffer[:length], self.buffer[length:]
-        return data
+        return sock.recv(65536)
 
 
 def _record(status: str, text: str, user: str):
@@ -118,6 +103,12 @@ def _record(status: str, text: str, user: str):
         raise CorruptedRecord(f"agent: record of {user} does not parse ({exc})") from None
 
 
+def _check_name(user: str) -> None:
+    # Here, not only in the agent: a name too long for a frame would otherwise be a protocol error.
+    if not storable_name(user):
+        raise StoreError("user name cannot be stored (empty, control characters, or too long)")
+
+
 class _AgentSection(Section):
     def __init__(self, store: "AgentStore", user: str, read: bool) -> None:
         self.store = store
@@ -127,6 +118,7 @@ class _AgentSection(Section):
         self.channel = store.channel()
 
     def __enter__(self) -> "_AgentSection":
+        _check_name(self.user)
         try:
             status, text = self.channel.call("lock" if self.read else "lockw", self.user)
             self.record = _record(status, text, self.user) if self.read else None
@@ -172,6 +164,7 @@ class AgentStore(Store):
             channel.close()
 
     def load(self, user: str):
+        _check_name(user)
         status, text = self._one("load", user)
         return _record(status, text, user)
 

@@ -63,7 +63,13 @@ def decode_name(stem: str) -> str | None:
 
 
 class _FileSection(Section):
-    """An exclusive fcntl lock on the user's lock file, for ``with``; the record is read under it."""
+    """An exclusive fcntl lock on the user's lock file, for ``with``; the record is read under it.
+
+    ``save`` and ``delete`` only note the change (``save`` as the record's text, so a record
+    edited after its save is stored as it was then); it is made when the section ends without
+    an exception, and an exception drops it: the same all-or-nothing as a database section's
+    transaction (docs/store.md, "The store contract").
+    """
 
     def __init__(self, store: "FileStore", user: str, read: bool) -> None:
         self.store = store
@@ -72,6 +78,8 @@ class _FileSection(Section):
         self.record = None
         self.path, self.lock_path = store._paths(user)
         self.fd = -1
+        self.changed = False  # save or delete was called: ``pending`` is what the section stores
+        self.pending: bytes | None = None  # the record's text, or None to remove it
 
     def __enter__(self) -> "_FileSection":
         import fcntl
@@ -100,8 +108,15 @@ class _FileSection(Section):
                 raise
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self._release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.changed:
+                if self.pending is None:
+                    self.store._remove(self.path)
+                else:
+                    write_atomic(self.path, self.pending)
+        finally:
+            self._release()  # after the write: the next section reads what this one stored
 
     def _release(self) -> None:
         if self.fd >= 0:
@@ -111,12 +126,14 @@ class _FileSection(Section):
     def save(self, record: Record) -> None:
         if record.user != self.user:
             raise StoreError("a record can only be saved in its own user's section")
-        write_atomic(self.path, dumps(record).encode("utf-8"))
+        self.pending = dumps(record).encode("utf-8")  # RecordError here, at the call, if it cannot be written
+        self.changed = True
         self.record = record
 
     def delete(self) -> bool:
-        existed = os.path.lexists(self.path)
-        self.store._remove(self.path)
+        existed = self.pending is not None if self.changed else os.path.lexists(self.path)
+        self.pending = None
+        self.changed = True
         self.record = None
         return existed
 
@@ -171,18 +188,20 @@ class FileStore(Store):
         path, _lock = self._paths(user)
         if not self._ready(create=False):
             return None
-        text = self._read(path)
-        if text is None:
+        data = self._read(path)
+        if data is None:
             return None
         try:
-            return loads(text, user)
-        except RecordError as exc:
+            return loads(data.decode("utf-8"), user)
+        except (UnicodeDecodeError, RecordError) as exc:
+            # Never the decoder's own message: it quotes a byte of the record.
+            why = str(exc) if isinstance(exc, RecordError) else "not UTF-8"
             raise CorruptedRecord(
-                f"{path}: corrupted record ({exc}); restore it from backup or run "
+                f"{path}: corrupted record ({why}); restore it from backup or run "
                 f"twofa-admin disable {shell_word(user)} and re-enroll"
             ) from None
 
-    def _read(self, path: str) -> str | None:
+    def _read(self, path: str) -> bytes | None:
         try:
             fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS)
         except FileNotFoundError:
@@ -196,15 +215,9 @@ class FileStore(Store):
                 raise StoreError(f"{path}: not a plain file with a single link; move it away and re-enroll the user")
             if not is_private(st, self.uid):
                 raise StoreError(f"{path}: must be owned by root with mode 0600 ({describe_mode(st)})")
-            data = os.read(fd, MAX_BYTES + 1)
+            return os.read(fd, MAX_BYTES + 1)
         finally:
             os.close(fd)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise CorruptedRecord(
-                f"{path}: corrupted record (not UTF-8); restore it from backup or run twofa-admin disable"
-            ) from None
 
     def locked(self, user: str, read: bool = True) -> _FileSection:
         return _FileSection(self, user, read)
@@ -230,12 +243,12 @@ class FileStore(Store):
     def _name_inside(self, path: str) -> str | None:
         """The user line of a record stored under a hashed name (too long to encode)."""
         try:
-            text = self._read(path)
+            data = self._read(path)
         except StoreError:
             return None
-        if text is None:
+        if data is None:
             return None
-        lines = text.split("\n", 2)
+        lines = data.decode("utf-8", "replace").split("\n", 2)
         if len(lines) < 2 or not lines[1].startswith("user "):
             return None
         return lines[1][5:]

@@ -1,4 +1,4 @@
-"""The wire format between the login path and ``pam-twofa-agent`` (docs/store.md, "The host agent").
+"""The wire format between the login path and ``pam-twofa-agent`` (docs/store.md, "The database backend").
 
 Both directions send frames over a Unix stream socket: a header line
 ``pta1 WORD LENGTH\\n`` (ASCII) and then LENGTH bytes of UTF-8 body. The
@@ -61,3 +61,40 @@ def decode_body(data: bytes) -> str:
         return data.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         raise ProtocolError("body is not UTF-8") from None
+
+
+class FrameReader:
+    """The frames of one stream, both ends' reader (the agent's requests, the login's answers).
+
+    The reader does no I/O of its own: each ``read`` is given ``recv``, which returns the next
+    bytes of the stream (``b""`` at its end) and raises what it raises (a deadline's
+    TimeoutError) straight through to the caller. A frame leaves the buffer only whole: bytes
+    past it stay for the next one, and a read cut short keeps what it had.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = b""
+
+    def read(self, recv, allowed) -> "tuple[str, str] | None":
+        """The next frame as (word, body), its word one of ``allowed``; None if the stream ends
+        first (even within a frame); ProtocolError if what comes is not such a frame."""
+        end = self.buffer.find(b"\n")
+        while end < 0:
+            if len(self.buffer) > MAX_HEADER:
+                raise ProtocolError("header too long")
+            if not self._more(recv):
+                return None
+            end = self.buffer.find(b"\n")
+        word, length = parse_header(self.buffer[:end], allowed)
+        stop = end + 1 + length
+        while len(self.buffer) < stop:
+            if not self._more(recv):
+                return None
+        data, self.buffer = self.buffer[end + 1 : stop], self.buffer[stop:]
+        return word, decode_body(data)
+
+    def _more(self, recv) -> bool:
+        """Append what ``recv`` gives; False at the end of the stream."""
+        chunk = recv()
+        self.buffer += chunk
+        return bool(chunk)

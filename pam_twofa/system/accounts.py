@@ -2,6 +2,13 @@
 
 import os
 
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pam_twofa.core.decision import DecisionPolicy, Facts
+    from pam_twofa.core.record import Record
+
 
 class Account:
     """An account of the user database. Its supplementary groups are read on first use: a login whose
@@ -9,7 +16,9 @@ class Account:
 
     __slots__ = ("name", "uid", "gid", "home", "_gids", "_groups_known")
 
-    def __init__(self, name: str, uid: int, gid: int, gids: set | None, home: str, groups_known: bool = True) -> None:
+    def __init__(
+        self, name: str, uid: int, gid: int, gids: "set[int] | None", home: str, groups_known: bool = True
+    ) -> None:
         self.name = name
         self.uid = uid
         self.gid = gid
@@ -18,11 +27,11 @@ class Account:
         self._groups_known = groups_known
 
     @property
-    def gids(self) -> set:
+    def gids(self) -> "set[int]":
         """Primary and supplementary group ids (the primary only when ``groups_known`` is False)."""
         if self._gids is None:
-            self._read_groups()
-        return self._gids  # type: ignore[return-value]
+            return self._read_groups()
+        return self._gids
 
     @property
     def groups_known(self) -> bool:
@@ -31,11 +40,13 @@ class Account:
             self._read_groups()
         return self._groups_known
 
-    def _read_groups(self) -> None:
+    def _read_groups(self) -> "set[int]":
         try:
-            self._gids, self._groups_known = set(os.getgrouplist(self.name, self.gid)), True
+            gids, self._groups_known = set(os.getgrouplist(self.name, self.gid)), True
         except OSError:
-            self._gids, self._groups_known = {self.gid}, False
+            gids, self._groups_known = {self.gid}, False
+        self._gids = gids
+        return gids
 
 
 def lookup(user: str) -> Account | None:
@@ -51,7 +62,7 @@ def lookup(user: str) -> Account | None:
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, None, entry.pw_dir)
 
 
-def group_ids(names) -> dict:
+def group_ids(names: "Iterable[str]") -> "dict[str, int | None]":
     """{group name: gid, or None when it does not resolve: no such group, or NSS cannot answer
     (``getgrnam`` tells the two apart only by errno, which Python does not give)."""
     import grp
@@ -65,7 +76,7 @@ def group_ids(names) -> dict:
     return found
 
 
-def group_members(names) -> list:
+def group_members(names: "Iterable[str]") -> list[str]:
     """The names listed as supplementary members of the groups ``names`` (unknown groups: none)."""
     import grp
 
@@ -78,7 +89,7 @@ def group_members(names) -> list:
     return found
 
 
-def login_accounts() -> list:
+def login_accounts() -> list[Account]:
     """Accounts people log in with: root and uids from 1000 with a real shell."""
     import pwd
 
@@ -92,7 +103,9 @@ def login_accounts() -> list:
     return found
 
 
-def facts(policy, account: Account, record, rhost, now: float = 0.0):
+def facts(
+    policy: "DecisionPolicy", account: Account, record: "Record | None", rhost: str | None, now: float = 0.0
+) -> "Facts":
     """The facts the decision needs, looked up the same way for a login and for ``twofa-admin``.
 
     ``now`` is the time of the login; without it (0) no client is trusted.

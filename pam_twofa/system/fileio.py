@@ -56,10 +56,35 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
+def owner_mode_problem(st, path: str, what: str, uid: int = 0, forbidden: int = 0o077, fix: str = "") -> str | None:
+    """Why ``st`` (the stat of ``path``) is unsafe, or None: not owned by ``uid``, or a ``forbidden`` mode bit set.
+
+    The one owner and mode rule of the package: root-only secrets and state
+    forbid every group and other bit (0o077), files that others may read but
+    not change (the policy, its folder) forbid the write bits (0o022). The
+    message names the file, says what is wrong and ends with the commands that
+    fix it: ``fix`` when the caller knows better (``chown root:root F; chmod
+    0600 F`` for a secret), else the chown or ``chmod go-...`` that clears the
+    problem. It never holds anything read from the file.
+    """
+    owner = "root" if uid == 0 else str(uid)
+    if st.st_uid != uid:
+        wanted = "root (uid 0)" if uid == 0 else f"uid {uid}"
+        return f"{path}: {what} must be owned by {wanted}, not uid {st.st_uid}: {fix or f'chown {owner} {path}'}"
+    mode = stat.S_IMODE(st.st_mode)
+    bits = mode & forbidden
+    if bits:
+        how = "writable" if bits & 0o022 else "readable" if bits & 0o044 else "open"
+        clear = "".join(c for c, mask in (("r", 0o044), ("w", 0o022), ("x", 0o011)) if forbidden & mask)
+        return f"{path}: {what} is mode {mode:04o}, {how} {'to' if how == 'open' else 'by'} others: {fix or f'chmod go-{clear} {path}'}"
+    return None
+
+
 def is_private(st, uid: int) -> bool:
-    """Owned by ``uid`` and no access for group or others."""
+    """Owned by ``uid`` and no access for group or others: ``owner_mode_problem`` with 0o077, as a yes or no."""
     return st.st_uid == uid and not st.st_mode & 0o077
 
 
 def describe_mode(st) -> str:
+    """``mode 0644, owner uid 1000``: for messages about a file that is not what it should be."""
     return f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}"

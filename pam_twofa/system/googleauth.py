@@ -26,7 +26,7 @@ class GoogleAuthenticatorError(Exception):
 class GoogleAuthenticatorFile:
     __slots__ = ("key", "scratch_codes", "digits", "period")
 
-    def __init__(self, key: bytes, scratch_codes: list, digits: int = 6, period: int = 30) -> None:
+    def __init__(self, key: bytes, scratch_codes: list[str], digits: int = 6, period: int = 30) -> None:
         self.key = key
         self.scratch_codes = scratch_codes
         self.digits = digits
@@ -44,7 +44,8 @@ def parse(text: str) -> GoogleAuthenticatorFile:
         key = base64.b32decode(secret + "=" * (-len(secret) % 8))
     except ValueError:  # binascii.Error: a length no base32 encoder produces (17, 19, 22... characters)
         raise GoogleAuthenticatorError("the first line is not a complete base32 secret (truncated?)") from None
-    scratch, period = [], 30
+    scratch: list[str] = []
+    period = 30
     for line in lines[1:]:
         if not line:
             continue
@@ -71,7 +72,7 @@ def parse(text: str) -> GoogleAuthenticatorFile:
     return GoogleAuthenticatorFile(key, scratch, period=period)
 
 
-def read_as_user(path: str, uid: int, gid: int, groups: list) -> str:
+def read_as_user(path: str, uid: int, gid: int, groups: list[int]) -> str:
     """The text of ``path``, opened by a child running as uid/gid, never through a symlink."""
     read_end, write_end = os.pipe()
     pid = os.fork()

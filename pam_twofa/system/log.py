@@ -15,16 +15,30 @@ WARNING = syslog.LOG_WARNING
 ERR = syslog.LOG_ERR
 
 
+# The one cleaner of untrusted text for a log line or a terminal (pam_module.py keeps an
+# inline copy of the same rule: it logs when this package could not be imported).
+# Every non-printable character (newline, tab, escape, other controls) becomes "?";
+# text longer than ``limit`` is cut and ends with "...", still within ``limit``.
+def _printable(text: str, limit: int, keep_spaces: bool) -> str:
+    if len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return "".join(c if c.isprintable() and (keep_spaces or c != " ") else "?" for c in text)
+
+
 def clean(value, limit: int = 128) -> str:
-    text = "-" if value is None or value == "" else str(value)
-    text = "".join(c if c.isprintable() and c != " " else "?" for c in text[:limit])
-    return text
+    """One field of a line (``user=``, ``rhost=``...): ``-`` when empty, no space, at most ``limit`` characters."""
+    return _printable("-" if value is None or value == "" else str(value), limit, keep_spaces=False)
+
+
+def clean_text(value, limit: int = 1000) -> str:
+    """Free text (a detail, an error message, an argument quoted back): spaces kept, at most ``limit`` characters."""
+    return _printable(str(value), limit, keep_spaces=True)
 
 
 def line(service, user, rhost, result: str, detail: str = "") -> str:
     text = f"pam_twofa({clean(service, 32)}:auth): user={clean(user)} rhost={clean(rhost)} result={result}"
     if detail:
-        text += f" ({''.join(c if c.isprintable() else '?' for c in detail)})"
+        text += f" ({clean_text(detail)})"
     return text
 
 

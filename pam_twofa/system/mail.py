@@ -7,13 +7,13 @@ needs to mail a code, never on the TOTP path.
 
 from __future__ import annotations
 
-import os
 import smtplib
 import ssl
-import stat
 import time
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+
+from pam_twofa.system import secretfile
 
 
 class MailError(Exception):
@@ -105,19 +105,11 @@ def time_to_datetime(now: float):
 
 
 def read_password(path: str) -> str:
-    """The SMTP password from a root-only file (refused if others can read it)."""
+    """The SMTP password: the first line of a root-only secret file (pam_twofa.system.secretfile)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise MailError(f"{path}: cannot open the SMTP password file ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            raise MailError(f"{path}: the SMTP password file must be a regular file owned by root, mode 0600")
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
-    return data.decode("utf-8", "replace").rstrip("\r\n")
+        return secretfile.read_password(path, "the SMTP password file")
+    except secretfile.SecretFileError as exc:
+        raise MailError(str(exc)) from None
 
 
 def _tls_context(policy) -> ssl.SSLContext:
@@ -127,7 +119,7 @@ def _tls_context(policy) -> ssl.SSLContext:
     return context
 
 
-class _Bounded:
+class _Bounded(smtplib.SMTP):
     """smtplib client whose whole exchange fits in ``timeout``: every wait gets only what is left."""
 
     def __init__(self, *args, deadline: float, **kwargs) -> None:
@@ -141,10 +133,11 @@ class _Bounded:
         return left
 
     def _get_socket(self, host, port, timeout):
-        sock = smtplib.SMTP._get_socket(self, host, port, self._left())
+        # smtplib's private hook (absent from typeshed): the plain TCP connect, before any TLS
+        sock = smtplib.SMTP._get_socket(self, host, port, self._left())  # type: ignore[attr-defined]
         if isinstance(self, smtplib.SMTP_SSL):
             sock.settimeout(self._left())
-            sock = self.context.wrap_socket(sock, server_hostname=self._host)
+            sock = self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
         return sock
 
     def getreply(self):
@@ -159,7 +152,7 @@ class _Bounded:
             raise
 
 
-class _SMTP(_Bounded, smtplib.SMTP):
+class _SMTP(_Bounded):
     pass
 
 

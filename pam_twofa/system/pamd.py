@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass
 
 from pam_twofa.core.primitives import ELOOP
+from pam_twofa.system.fileio import owner_mode_problem
 
 PAM_DIR = "/etc/pam.d"  # tests point it at a scratch folder (in-process only: no option or variable reads it)
 TYPES = ("auth", "account", "password", "session")
@@ -47,8 +48,8 @@ class Entry:
     type: str
     control: str
     module: str
-    args: tuple
-    chain: tuple = ()  # Include steps, outermost first
+    args: tuple[str, ...]
+    chain: tuple[Include, ...] = ()  # Include steps, outermost first
 
     @property
     def where(self) -> str:
@@ -67,9 +68,9 @@ class Entry:
         return ", ".join(steps) + f": {self.where}"
 
 
-def split_fields(text: str) -> list:
+def split_fields(text: str) -> list[str]:
     """The fields of one logical line; ``[...]`` is one field (``\\]`` inside it is a literal ``]``)."""
-    fields: list = []
+    fields: list[str] = []
     i, n = 0, len(text)
     while i < n:
         if text[i].isspace():
@@ -96,9 +97,9 @@ def split_fields(text: str) -> list:
     return fields
 
 
-def logical_lines(text: str) -> list:
+def logical_lines(text: str) -> list[tuple[int, str]]:
     """(first line number, text) of each non-empty logical line: comments removed, continuations joined."""
-    out: list = []
+    out: list[tuple[int, str]] = []
     pending, start = "", 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0] if "#" in raw else raw.rstrip()
@@ -144,20 +145,20 @@ def _read(path: str, checked: bool) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _check_owned(st, path: str, what: str) -> None:
-    if st.st_uid != 0:
-        raise PamdError(f"{path}: the PAM {what} must be owned by root, not uid {st.st_uid}: chown root {path}")
-    if st.st_mode & 0o022:
-        raise PamdError(
-            f"{path}: the PAM {what} is mode {stat.S_IMODE(st.st_mode):04o}, writable by others: chmod go-w {path}"
-        )
+def _check_owned(st: os.stat_result, path: str, what: str) -> None:
+    # libpam reads any root-owned file; one a user could write would be their PAM stack
+    problem = owner_mode_problem(st, path, f"the PAM {what}", uid=0, forbidden=0o022)
+    if problem:
+        raise PamdError(problem)
 
 
 def _target(pam_dir: str, name: str) -> str:
     return name if name.startswith("/") else os.path.join(pam_dir, name)
 
 
-def entries(service: str, pam_dir: str | None = None, checked: bool = False, problems: list | None = None) -> list:
+def entries(
+    service: str, pam_dir: str | None = None, checked: bool = False, problems: list[str] | None = None
+) -> list[Entry]:
     """Every module line ``service`` ends up with, includes followed, in stack order.
 
     An include that cannot be read (missing, unsafe with ``checked``) or a
@@ -165,10 +166,10 @@ def entries(service: str, pam_dir: str | None = None, checked: bool = False, pro
     itself must be readable (PamdError).
     """
     folder = pam_dir or PAM_DIR
-    found: list = []
+    found: list[Entry] = []
     notes = problems if problems is not None else []
 
-    def walk(path: str, only_type: str | None, chain: tuple, seen: tuple) -> None:
+    def walk(path: str, only_type: str | None, chain: tuple[Include, ...], seen: tuple[str, ...]) -> None:
         try:
             text = _read(path, checked)
         except PamdError as exc:
@@ -193,7 +194,9 @@ def entries(service: str, pam_dir: str | None = None, checked: bool = False, pro
                 continue
             found.append(Entry(path, number, kind, control, fields[2], tuple(fields[3:]), chain))
 
-    def include(path, number, name, only_type, chain, seen) -> None:
+    def include(
+        path: str, number: int, name: str, only_type: str | None, chain: tuple[Include, ...], seen: tuple[str, ...]
+    ) -> None:
         step = Include(path, number, name)
         target = _target(folder, name)
         if target in seen or len(chain) >= MAX_DEPTH:
@@ -206,7 +209,7 @@ def entries(service: str, pam_dir: str | None = None, checked: bool = False, pro
     return found
 
 
-def service_names(pam_dir: str | None = None) -> list:
+def service_names(pam_dir: str | None = None) -> list[str]:
     """The service files of the folder (not backups, hidden files or folders), sorted."""
     folder = pam_dir or PAM_DIR
     names = []
@@ -218,9 +221,9 @@ def service_names(pam_dir: str | None = None) -> list:
     return sorted(names)
 
 
-def pam_python_outside_sshd(pam_dir: str | None = None, problems: list | None = None) -> list:
+def pam_python_outside_sshd(pam_dir: str | None = None, problems: list[str] | None = None) -> list[tuple[str, Entry]]:
     """(service, Entry) for every service other than sshd that ends up loading pam_python.so."""
-    out: list = []
+    out: list[tuple[str, Entry]] = []
     for name in service_names(pam_dir):
         if name == "sshd":
             continue
@@ -241,6 +244,6 @@ def is_twofa(entry: Entry) -> bool:
     )
 
 
-def twofa_entries(service: str = "sshd", pam_dir: str | None = None, checked: bool = False) -> list:
+def twofa_entries(service: str = "sshd", pam_dir: str | None = None, checked: bool = False) -> list[Entry]:
     """The pam_twofa lines of ``service``'s stack (includes followed)."""
     return [entry for entry in entries(service, pam_dir, checked=checked) if is_twofa(entry)]

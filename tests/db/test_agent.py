@@ -78,7 +78,7 @@ def test_sections_of_one_user_are_serialised_across_agents(fleet, tmp_path):
     inside.wait(5)
     with b.locked("alice") as section:
         order.append("b")
-        assert section.record.last_step == 1
+        assert section.record is not None and section.record.last_step == 1
     thread.join()
     assert order == ["a", "b"]
 
@@ -223,3 +223,100 @@ def test_a_row_locked_past_statement_timeout_fails_in_bounded_time(fleet):
         assert time.monotonic() - started < 3
     with store.locked("alice") as section:  # and the agent's connection is usable again at once
         assert section.record is None
+
+
+def _row_is_locked(fleet, user):
+    """Whether another transaction holds ``user``'s row (FOR UPDATE NOWAIT from a third connection)."""
+    import psycopg2
+    import psycopg2.errors
+
+    conn = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM twofa_records WHERE user_name = %s FOR UPDATE NOWAIT", (user,))
+            assert cur.fetchone() == (1,)  # the row is there: the answer is about its lock
+        return False
+    except psycopg2.errors.LockNotAvailable:
+        return True
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("read", [True, False], ids=["lock", "lockw"])
+def test_lock_and_lockw_hold_the_same_row_lock(fleet, read):
+    # lockw (a section opened without reading: discard) used to take only the advisory lock, so a
+    # writer that locks rows (FOR UPDATE, UPDATE) went through while it was held.
+    fleet.start_agent()
+    for user in ("alice", "bob"):
+        fleet.store().update(user, lambda old, u=user: Record(u, last_step=1))
+    section = client(fleet).locked("alice", read=read).__enter__()
+    try:
+        assert (section.record is not None) is read
+        assert _row_is_locked(fleet, "alice")
+        assert not _row_is_locked(fleet, "bob")  # only the section's own user's row
+    finally:
+        section.__exit__(None, None, None)
+    assert not _row_is_locked(fleet, "alice")  # released at the end of the section
+
+
+@pytest.mark.parametrize(
+    "first, then", [(False, True), (True, False), (False, False)], ids=["lockw-lock", "lock-lockw", "lockw-lockw"]
+)
+def test_lockw_and_lock_of_one_user_exclude_each_other_across_agents(fleet, tmp_path, first, then):
+    fleet.start_agent()
+    second = fleet.write_policy(path=tmp_path / "etc" / "b.yaml", socket=str(fleet.socket) + "-b")
+    fleet.start_agent(second)
+    fleet.store().update("alice", lambda old: Record("alice", last_step=1))
+    a, b = client(fleet), AgentStore(str(fleet.socket) + "-b", 5)
+    order = []
+    inside = threading.Event()
+
+    def hold():
+        with a.locked("alice", read=first) as section:
+            inside.set()
+            time.sleep(0.8)
+            section.delete()
+            order.append("a")
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(5)
+    with b.locked("alice", read=then) as section:
+        order.append("b")
+        assert section.record is None  # it waited for a's delete
+        assert section.delete() is False
+    thread.join()
+    assert order == ["a", "b"]
+
+
+def test_lockw_discards_a_record_that_does_not_open(fleet):
+    fleet.start_agent()
+    fleet.store().update("alice", lambda old: Record("alice", last_step=1))
+    fleet.server.psql("UPDATE twofa_records SET sealed = 'x 00 00' WHERE user_name = 'alice'", fleet.dbname)
+    store = client(fleet)
+    with pytest.raises(CorruptedRecord):
+        store.load("alice")
+    with pytest.raises(CorruptedRecord):
+        with store.locked("alice"):
+            pass
+    assert store.discard("alice") is True  # lockw locks the row without opening it
+    assert store.users() == []
+
+
+@pytest.mark.parametrize("mode, how", [(0o750, "readable by"), (0o707, "writable by"), (0o701, "open to")])
+def test_the_agent_refuses_a_socket_folder_others_can_enter(tmp_path, mode, how):
+    from types import SimpleNamespace
+
+    from pam_twofa.fleet.agent import Agent
+
+    folder = tmp_path / "agent"
+    folder.mkdir()
+    os.chmod(folder, mode)
+    fake = SimpleNamespace(policy=SimpleNamespace(agent_socket=str(folder / "agent.sock")))
+    with pytest.raises(StoreError) as info:
+        Agent.bind(fake)  # type: ignore[arg-type]  # bind reads only the policy's socket path
+    assert str(info.value) == (
+        f"{folder}: the agent's socket folder is mode {mode:04o}, "
+        f"{how} others: chown root:root {folder}; chmod 700 {folder}"
+    )
+    assert not (folder / "agent.sock").exists()

@@ -20,6 +20,7 @@ def test_a_login_through_the_agent_imports_only_what_it_uses(fleet):
     fleet.start_agent()
     fleet.store().update("root", lambda old: Record("root", key=bytes(range(20))))
     policy = str(fleet.policy_path)
+    # -I, as pam_python runs the login, ignores PYTHONPATH: the children put the checkout on sys.path themselves.
     setup = f"import sys; sys.path.insert(0, {REPO!r})\nfrom pam_twofa import policy\npolicy.load({policy!r})\n"
     subprocess.run(["/usr/bin/python3", "-I", "-c", setup], check=True)  # writes the compiled cache
     script = f"REPO = {REPO!r}\nPOLICY = {policy!r}\n" + SCRIPT

@@ -6,6 +6,7 @@ import threading
 import time
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from pam_twofa.core.record import Record
@@ -248,6 +249,12 @@ def test_rotate_key_keeps_both_keys_working_then_final_leaves_only_the_new(fleet
     for host in (old_host, new_host):
         for user in ("alice", "bob", "carol"):
             assert fleet.store(host).load(user) is not None, (host, user)
+    rc, out = fleet.admin(["db", "check"], policy=new_host)  # mid-rotation: the rows by the keys they are under
+    assert rc == 0, out
+    assert "records: 3; " in out, out
+    line = next(line for line in out.splitlines() if line.startswith("records: "))
+    parts = sorted(line.split("; ")[1:])
+    assert parts == [f"1 sealed under {ring.ids[1]}", f"2 sealed under {ring.ids[0]},{ring.ids[1]}"], out
     rc, out = fleet.admin(["db", "rotate-key", str(next_key), "--final", *owner])
     assert rc == 0 and "3 record(s) re-sealed" in out, out
     assert fleetkey.load(str(next_key)).ids == ring.ids[:1]
@@ -318,3 +325,36 @@ def test_disable_removes_a_record_that_does_not_open(fleet, monkeypatch):
     rc, out = fleet.admin(["disable", "alice", "--yes"])
     assert rc == 0 and "corrupted record removed" in out, out
     assert fleet.store().users() == []
+
+
+@pytest.mark.parametrize("read", [True, False], ids=["locked", "locked-without-reading"])
+def test_a_section_holds_the_row_against_any_other_writer(fleet, read):
+    store = fleet.store()
+    store.update("alice", lambda old: enrolled("alice"))
+    other = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
+    try:
+        with store.locked("alice", read=read) as section:
+            assert (section.record is not None) is read
+            with other.cursor() as cur:
+                cur.execute("SET lock_timeout = '300ms'")
+                with pytest.raises(psycopg2.errors.LockNotAvailable):
+                    cur.execute("UPDATE twofa_records SET updated_at = now() WHERE user_name = 'alice'")
+            other.rollback()
+        with other.cursor() as cur:  # and free again once the section ends
+            cur.execute("UPDATE twofa_records SET updated_at = now() WHERE user_name = 'alice'")
+            assert cur.rowcount == 1
+        other.rollback()
+    finally:
+        other.close()
+
+
+def test_db_check_counts_the_records(fleet):
+    rc, out = fleet.admin(["db", "check"])
+    assert rc == 0 and "records: 0\n" in out, out
+    store = fleet.store()
+    for user in ("alice", "bob"):
+        store.update(user, lambda old, u=user: enrolled(u))
+    rc, out = fleet.admin(["db", "check"])
+    ids = ",".join(fleetkey.load(str(fleet.key_file)).ids)
+    assert rc == 0 and f"records: 2; 2 sealed under {ids}\n" in out, out
+    assert "database: connected to 127.0.0.1 port " in out and f"database {fleet.dbname} as twofa (no TLS)" in out, out

@@ -5,8 +5,6 @@ Fixtures are in conftest.py, which documents the scenario.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import re
 import shlex
@@ -22,6 +20,7 @@ from pathlib import Path
 import paramiko
 import pyotp
 from support.codes import code_not_in
+from support.mail import Received, received
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker" / "docker-compose.yml"
@@ -317,14 +316,14 @@ def ssh_login(
 class SMTPServer:
     host: str
     port: int
-    messages: list = field(default_factory=list)  # email.message.EmailMessage, with envelope attributes
+    messages: list[Received] = field(default_factory=list)  # with envelope attributes
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def clear(self) -> None:
         with self._lock:
             self.messages.clear()
 
-    def wait_for(self, count: int = 1, timeout: float = 15) -> list:
+    def wait_for(self, count: int = 1, timeout: float = 15) -> list[Received]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -368,9 +367,7 @@ def running_smtp_server() -> Iterator[SMTPServer]:
 
     class Collect:
         async def handle_DATA(self, _server, _session, envelope):
-            message = email.message_from_bytes(
-                envelope.original_content or envelope.content, policy=email.policy.default
-            )
+            message = received(envelope.original_content or envelope.content)
             message.envelope_from = envelope.mail_from
             message.envelope_to = list(envelope.rcpt_tos)
             with server._lock:

@@ -32,7 +32,7 @@ def test_enroll_and_log_in_with_algorithm(password_host, make_user, algorithm):
         app = pyotp.TOTP(secret, digest=getattr(hashlib, algorithm.lower()))
         wait_for_fresh_step()
         done = password_host.run(
-            ["twofa-enroll", "--user", user, "--secret", secret, "--code", app.at(time.time() - 30), "--force"],
+            ["twofa-enroll", "--user", user, "--secret", secret, "--code", app.at(int(time.time()) - 30), "--force"],
             check=False,
         )
         assert done.returncode == 0 and f"now on for {user}" in done.stdout, done.stdout + done.stderr
@@ -43,7 +43,7 @@ def test_enroll_and_log_in_with_algorithm(password_host, make_user, algorithm):
 
         # a SHA-1 code for the same secret is not this account's code
         sha1 = pyotp.TOTP(secret).now()
-        if sha1 not in {app.at(time.time() + k * 30) for k in (-1, 0, 1)}:
+        if sha1 not in {app.at(int(time.time()) + k * 30) for k in (-1, 0, 1)}:
             refused = ssh_login(PASSWORD_PORT, user, password=password, code=sha1)
             assert not refused.ok and refused.asked_code, refused
     finally:

@@ -37,6 +37,7 @@ from e2e_terminal import (
     recovery_codes,
     ssh_terminal,
 )
+from support.mail import Received
 
 pytestmark = pytest.mark.e2e
 
@@ -71,7 +72,7 @@ def test_enforced_unenrolled_user_logs_in_with_the_emailed_code(password_host, e
     smtp = email_policy
     user, password = make_user(password_host, groups="twofa")  # enforced (enforce.groups), not enrolled
     hostname = password_host.run(["hostname"]).stdout.strip()
-    mails = []
+    mails: list[Received] = []
 
     def read_the_mail(prompt):
         if not mail_prompt(prompt):
@@ -90,7 +91,9 @@ def test_enforced_unenrolled_user_logs_in_with_the_emailed_code(password_host, e
     assert login.output.strip() == user
 
     [mail] = mails
-    code = MAILED_CODE.search(mail.get_content()).group(1)
+    found = MAILED_CODE.search(mail.get_content())
+    assert found is not None, mail.get_content()
+    code = found.group(1)
     assert len(code) == 8
     assert mail["To"] == f"{user}@example.com" and mail.envelope_to == [f"{user}@example.com"]
     assert mail["From"] == f"pam-twofa@{hostname}"
@@ -107,7 +110,8 @@ def test_enforced_unenrolled_user_logs_in_with_the_emailed_code(password_host, e
     assert len(again.prompts) == 2 and mail_prompt(again.prompts[1]), again.prompts
     assert MSG_BAD in again.text, again.messages
     [second] = smtp.wait_for(1)
-    assert MAILED_CODE.search(second.get_content()).group(1) != code
+    second_code = MAILED_CODE.search(second.get_content())
+    assert second_code is not None and second_code.group(1) != code
 
 
 # --------------------------------------------------------------------------

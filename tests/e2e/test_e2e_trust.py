@@ -8,6 +8,7 @@ required: the trust stands for the code only.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from e2e_harness import (
@@ -46,8 +47,8 @@ def test_trusted_address_is_not_asked_then_asked_after_the_period(trust_policy, 
     host = trust_policy[stack]
     if stack == "password":
         user, secret, port = "alice", ALICE_SECRET, PASSWORD_PORT
-        first_factor = {"password": PASSWORDS["alice"]}
-        wrong_first_factor = {"password": "not-her-password"}
+        first_factor: dict[str, Any] = {"password": PASSWORDS["alice"]}
+        wrong_first_factor: dict[str, Any] = {"password": "not-her-password"}
     else:
         user, secret, port = "dave", DAVE_SECRET, KEY_PORT
         first_factor = {"pkey": user_key[0]}

@@ -168,7 +168,8 @@ def test_self_service_enrollment_then_code_and_each_recovery_code_log_in(
     assert len(codes) == 10 and len(set(codes)) == 10, codes
 
     # Stored root-only, with the recovery codes only as hashes.
-    assert record_fingerprint(password_host, user).split()[3:5] == ["root", "600"]
+    fingerprint = record_fingerprint(password_host, user)
+    assert fingerprint is not None and fingerprint.split()[3:5] == ["root", "600"]
     stored = password_host.run(["cat", record_path(user)]).stdout
     assert not [code for code in codes if code in stored or code.replace("-", "") in stored]
 

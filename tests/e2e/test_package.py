@@ -112,9 +112,7 @@ def test_installed_layout(box, distro):
     where = box.sh("cd / && /usr/bin/python3 -I -c 'import pam_twofa; print(pam_twofa.__file__)'").stdout.strip()
     assert where == "/usr/lib/python3/dist-packages/pam_twofa/__init__.py"
     # the package's Depends are installed: every import of the module and the CLIs works
-    box.sh(
-        "cd / && /usr/bin/python3 -I -c 'import yaml, pyotp, qrcode, pam, six, pam_twofa.cli.enroll, pam_twofa.cli.admin'"
-    )
+    box.sh("cd / && /usr/bin/python3 -I -c 'import yaml, qrcode, pam, six, pam_twofa.cli.enroll, pam_twofa.cli.admin'")
 
 
 def _enroll(box: Box, user: str) -> None:
@@ -205,7 +203,9 @@ def test_lintian_reports_no_error(tmp_path):
     built = subprocess.run(["bash", str(REPO / "scripts" / "build-deb.sh")], capture_output=True, text=True, cwd=REPO)
     assert built.returncode == 0, built.stderr
     deb = REPO / built.stdout.strip()
-    version = re.search(r'__version__ = "(.*)"', (REPO / "pam_twofa" / "__init__.py").read_text()).group(1)
+    found = re.search(r'__version__ = "(.*)"', (REPO / "pam_twofa" / "__init__.py").read_text())
+    assert found, "no __version__ in pam_twofa/__init__.py"
+    version = found.group(1)
     assert deb.name == f"pam-twofa_{version}_all.deb" and deb.is_file()
     # the checkout stays clean: the build ran in a copy
     assert not (REPO / "debian" / "changelog").exists() and not (REPO / "build").exists()

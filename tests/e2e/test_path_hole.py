@@ -178,7 +178,7 @@ def test_check_flags_su_common_auth_and_a_substack(host, module_line):
     try:
         code, _out, errors = check(host)
         assert code == 2
-        hole = f"/etc/pam.d/su:1: {HOLE} — a local root hole (see README Security); remove it"
+        hole = f"/etc/pam.d/su:1: {HOLE} — a local root hole (see docs/threat-model.md); remove it"
         assert hole in errors and f"/etc/pam.d/su-l includes su: {hole}" in errors, errors
         assert all("/etc/pam.d/su:1:" in error for error in errors), errors
     finally:
@@ -190,7 +190,10 @@ def test_check_flags_su_common_auth_and_a_substack(host, module_line):
     try:
         code, _out, errors = check(host)
         assert code == 2
-        assert f"/etc/pam.d/common-auth:{number}: {HOLE} — a local root hole (see README Security); remove it" in errors
+        assert (
+            f"/etc/pam.d/common-auth:{number}: {HOLE} — a local root hole (see docs/threat-model.md); remove it"
+            in errors
+        )
         for service in ("su", "login", "chfn"):
             assert any(
                 e.startswith(f"/etc/pam.d/{service} includes common-auth: /etc/pam.d/common-auth:") for e in errors
@@ -210,7 +213,7 @@ def test_check_flags_su_common_auth_and_a_substack(host, module_line):
         assert code == 2
         assert (
             f"/etc/pam.d/chsh includes twofa-e2e-sub: /etc/pam.d/twofa-e2e-sub:1: {HOLE}"
-            " — a local root hole (see README Security); remove it"
+            " — a local root hole (see docs/threat-model.md); remove it"
         ) in errors, errors
     finally:
         restore(host, "chsh")

@@ -11,16 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-
-from e2e_harness import (  # noqa: E402
+from e2e_harness import (
     PASSWORDS,
     SYSLOG_FILE,
     SYSLOG_LISTENER,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from e2e_harness import (
     MAILED_CODE,
     PASSWORDS,
@@ -21,8 +20,6 @@ from e2e_harness import ssh_login as _ssh_login
 from e2e_terminal import CODE_PROMPT as ENROLL_CODE_PROMPT
 from e2e_terminal import PASSWORD_PROMPT, SHELL_PROMPT, parse_screen, ssh_terminal, wait_no_enroll_process
 from fleet_harness import DEAD_PORT, DSN, PG_PORT, POLICY, enroll_user
-
-pytestmark = pytest.mark.e2e
 
 ALICE = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 ERROR = "not working on this host"

@@ -116,8 +116,7 @@ class World:
         """(result, conversation) of one ``Login.run``; logs accumulate in ``self.logs``."""
         conv = Conv(answers)
         options = Options(argv if argv is not None else ["policy=" + str(self.policy_path)])
-        flow = Login(conv, user, rhost, service, options)
-        flow.now = lambda: now
+        flow = Login(conv, user, rhost, service, options, clock=lambda: now)
         return flow.run(), conv
 
     def log_text(self) -> str:

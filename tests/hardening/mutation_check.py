@@ -75,7 +75,7 @@ MUTANTS = {
         [
             (
                 "pam_twofa/policy/__init__.py",
-                "if not stat.S_ISREG(cst.st_mode) or cst.st_uid != os.geteuid() or cst.st_mode & 0o077:",
+                "if not stat.S_ISREG(cst.st_mode) or not is_private(cst, os.geteuid()):",
                 "if not stat.S_ISREG(cst.st_mode):",
             ),
             (
@@ -219,8 +219,8 @@ MUTANTS = {
         [
             (
                 "pam_twofa/system/fileio.py",
-                "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n",
-                "            view = view[os.write(fd, view) :]\n",
+                "        write_all(fd, data)\n        os.fsync(fd)\n",
+                "        write_all(fd, data)\n",
             ),
         ],
         [H + "test_crashes.py::test_write_path_order_is_crash_safe"],
@@ -230,8 +230,8 @@ MUTANTS = {
         [
             (
                 "pam_twofa/system/fileio.py",
-                "            view = view[os.write(fd, view) :]\n        os.fsync(fd)\n",
-                "            view = view[os.write(fd, view) :]\n        os.rename(tmp, path)\n        os.fsync(fd)\n",
+                "        write_all(fd, data)\n        os.fsync(fd)\n",
+                "        write_all(fd, data)\n        os.rename(tmp, path)\n        os.fsync(fd)\n",
             ),
             (
                 "pam_twofa/system/fileio.py",
@@ -258,8 +258,8 @@ MUTANTS = {
         [
             (
                 "pam_twofa/login/flow.py",
-                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())",
-                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            self.log(log.INFO, 'checked', 'answer ' + str(typed)[:12])",
+                "            outcome = auth.attempt(record, typed, now, policy.limits())",
+                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            self.log(log.INFO, 'checked', 'answer ' + str(typed)[:12])",
             ),
         ],
         [H + "test_syslog_leaks.py"],
@@ -269,8 +269,8 @@ MUTANTS = {
         [
             (
                 "pam_twofa/login/flow.py",
-                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n",
-                "            outcome = auth.attempt(record, typed, self.now(), policy.limits())\n            if outcome.ok:\n"
+                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            if outcome.ok:\n",
+                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            if outcome.ok:\n"
                 "                self.log(log.INFO, 'key', record.key.hex())\n",
             ),
         ],
@@ -315,8 +315,8 @@ MUTANTS = {
         [
             (
                 "pam_twofa/core/auth.py",
-                "        refusal_cost()\n        return Outcome(LOCKED, new)",
-                "        return Outcome(LOCKED, new)",
+                "        refusal_cost()\n        return new, Outcome(LOCKED, new)",
+                "        return new, Outcome(LOCKED, new)",
             ),
         ],
         [H + "test_timing.py"],

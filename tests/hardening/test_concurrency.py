@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hardening_helpers import CODE, WRONG, T, World, login
+from support.records import stored
 
 from pam_twofa.core.record import Record, loads
 from pam_twofa.store.files import FileStore
@@ -44,7 +45,6 @@ def _read_record(scratch, user):
 PARALLEL = 12
 
 
-@pytest.mark.pam
 def test_pam_same_code_in_parallel_succeeds_exactly_once(scratch):
     from pam_harness import KEY as STACK
     from pam_harness import MSG_REPLAYED, settle
@@ -71,7 +71,6 @@ def test_pam_same_code_in_parallel_succeeds_exactly_once(scratch):
 # --- wrong codes around the lockout boundary ---------------------------------------------
 
 
-@pytest.mark.pam
 @pytest.mark.parametrize("max_failures", [3, 5])
 def test_pam_wrong_codes_in_parallel_lock_at_exactly_max_failures(scratch, max_failures):
     from pam_harness import KEY as STACK
@@ -104,7 +103,6 @@ def test_pam_wrong_codes_in_parallel_lock_at_exactly_max_failures(scratch, max_f
 # --- enrollment racing logins -----------------------------------------------------------------
 
 
-@pytest.mark.pam
 def test_pam_enrollment_racing_logins_never_corrupts_the_record(scratch):
     from pam_harness import KEY as STACK
     from pam_harness import MSG_ERROR, current_step, new_secret, oath, settle
@@ -254,7 +252,7 @@ def test_parallel_wrong_codes_in_processes_are_all_counted(tmp_path, monkeypatch
         return 0
 
     assert _fork_all(6, work) == [0] * 6
-    record = world.store.load("alice")
+    record = stored(world.store, "alice")
     assert len(record.failures) == 24
     assert world.run("alice", [CODE], now=T + 5)[0] == login.PASS
 

@@ -39,7 +39,7 @@ PYTHON = "/usr/bin/python3"
 
 CHILD = textwrap.dedent(r"""
     import fcntl, json, os, signal, sys
-    sys.path.insert(0, sys.argv[1])
+    sys.path.insert(0, sys.argv[1])  # -I, as pam_python embeds it, ignores PYTHONPATH
     spec = json.loads(sys.argv[2])
 
     from pam_twofa.system import accounts, log
@@ -310,14 +310,15 @@ def test_killed_lock_holder_does_not_block_the_next_login(tmp_path, monkeypatch)
     script.write_text(
         textwrap.dedent("""
         import os, signal, sys, time
-        sys.path.insert(0, sys.argv[1])
         from pam_twofa.store.files import FileStore
-        with FileStore(sys.argv[2]).locked("alice"):
+        with FileStore(sys.argv[1]).locked("alice"):
             sys.stdout.write("locked\\n"); sys.stdout.flush()
             time.sleep(60)
     """)
     )
-    proc = subprocess.Popen([PYTHON, "-I", str(script), str(REPO), str(world.state)], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([PYTHON, str(script), str(world.state)], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
     try:
         assert proc.stdout.readline() == "locked\n"
         assert not _lock_is_free(world.lock_path())

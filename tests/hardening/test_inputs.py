@@ -120,7 +120,7 @@ def test_only_the_right_code_passes_and_nothing_raises(world, typed):
         f"{CODE}\n",
         CODE[:3] + " " + CODE[3:],
         CODE[:3] + "-" + CODE[3:],
-        CODE[:3] + "\t" + CODE[3:],  # the README: spaces, tabs and dashes are ignored
+        CODE[:3] + "\t" + CODE[3:],  # docs/login.md, "Codes as typed": spaces, tabs and dashes are ignored
     ):
         assert result == PASS
     text = world.log_text()
@@ -534,7 +534,6 @@ def test_record_loads_returns_or_raises_record_error(text):
 # --- through the real PAM stack ----------------------------------------------------------
 
 
-@pytest.mark.pam
 def test_pam_hostile_user_names_and_rhosts(scratch):
     from pam_harness import KEY as STACK
     from pam_harness import MSG_BAD

@@ -17,14 +17,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import pytest
+from support.mail import plain_server
 from syslog_audit import LOG_DEBUG, audit, own, split
-
-pytestmark = pytest.mark.pam
 
 
 class Run:
@@ -33,30 +31,10 @@ class Run:
     mails: list
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def smtp():
-    from aiosmtpd.controller import Controller
-
-    messages = []
-
-    class Handler:
-        async def handle_DATA(self, server, session, envelope):
-            messages.append(envelope.content.decode("utf-8", "replace"))
-            return "250 OK"
-
-    port = _free_port()
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, messages
-    finally:
-        controller.stop()
+    with plain_server() as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +286,117 @@ def test_the_audit_finds_what_it_must(line, found):
     else:
         assert len(problems) == 1 and found in problems[0], problems
     assert audit([line.replace("result=", "result=492039 ")], {"492039"})  # a registered code is always found
+
+
+# --- the SMTP password file: a refused file is named in the log, its content never ------------
+
+
+def _secret_file(path: Path, data: bytes, mode: int = 0o600) -> Path:
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind,says",
+    [
+        ("oversized", "more than 4096"),
+        ("not-utf8", "is not UTF-8 text"),
+        ("group-readable", "is mode 0640, readable by others"),
+        ("user-owned", "must be owned by root (uid 0), not uid 65534"),
+        ("symlink", "is a symbolic link"),
+    ],
+)
+def test_a_refused_smtp_password_file_is_named_in_the_log_never_shown(scratch, smtp, kind, says):
+    from pam_harness import KEY
+
+    port, mails = smtp
+    password = "Smtp.Relay.Passw0rd-" + kind
+    scratch.sensitive.add(password)
+    data = (password + "\n").encode()
+    path = scratch.root / "smtp.pw"
+    if kind == "oversized":
+        _secret_file(path, data + b"#" * 4096)  # the old reader sent the first 4,096 bytes
+    elif kind == "not-utf8":
+        _secret_file(path, password.encode() + b"\xff\n")  # the old reader sent it with U+FFFD
+    elif kind == "group-readable":
+        _secret_file(path, data, 0o640)
+    elif kind == "user-owned":
+        os.chown(_secret_file(path, data), 65534, 65534)
+    else:
+        path.symlink_to(_secret_file(scratch.root / "real.pw", data))
+    scratch.write_policy_text(
+        f"""version: 1
+enforce: {{mode: all, unenrolled: email}}
+email:
+  address: "{{user}}@example.test"
+  smtp: {{host: 127.0.0.1, port: {port}, timeout: 5, username: relay, password_file: {path}}}
+storage: {{state_dir: {scratch.state_dir}}}
+"""
+    )
+    mails_before = len(mails)
+    result = scratch.login(KEY, "alice", "00000000")
+    assert result.denied and len(mails) == mails_before, result
+    lines = result.log_with("user=alice", "result=mail failed (", f"{path}: the SMTP password file ", says)
+    assert len(lines) == 1, result
+    if kind in ("group-readable", "user-owned"):
+        assert lines[0].endswith(f"chown root:root {path}; chmod 0600 {path})"), lines[0]
+    problems = audit(result.syslog, {password, password[:16]})
+    assert not problems, "\n".join(problems)
+
+
+# --- the one log cleaner (pam_twofa.system.log) and pam_module.py's copy of it -------------
+
+
+def test_a_field_is_one_word_of_printable_characters_within_its_limit():
+    from pam_twofa.system import log
+
+    assert log.clean(None) == "-" and log.clean("") == "-"
+    assert log.clean("jos\u00e9") == "jos\u00e9"
+    assert log.clean("two words\nresult=success\x1b[2J\u2028x\ty") == "two?words?result=success?[2J?x?y"
+    assert log.clean("a" * 128) == "a" * 128
+    assert log.clean("a" * 129) == "a" * 125 + "..."
+    assert log.clean("a" * 40, 32) == "a" * 29 + "..."
+
+
+def test_free_text_keeps_spaces_and_cannot_start_a_new_line():
+    from pam_twofa.system import log
+
+    forged = "boom)\npam_twofa(sshd:auth): user=root rhost=- result=success (\r\x00\u2029"
+    text = log.clean_text(forged)
+    assert text == "boom)?pam_twofa(sshd:auth): user=root rhost=- result=success (???"
+    assert log.clean_text("x" * 1001) == "x" * 997 + "..." and log.clean_text("x" * 1000) == "x" * 1000
+    line = log.line("sshd", "alice", None, "error: policy", forged)
+    assert line.isprintable() and line.count("result=") == 2 and line.endswith(f"({text})")
+    assert line.startswith("pam_twofa(sshd:auth): user=alice rhost=- result=error: policy (boom)?")
+
+
+def test_pam_module_cleans_as_the_package_does_when_the_package_does_not_load(monkeypatch):
+    # pam_module.py cannot import pam_twofa.system.log when the package is broken: its inline
+    # copy must give what the package's cleaner gives (the service also loses "/", as in adapter.py).
+    import sys
+    import syslog
+    import types
+
+    from pam_twofa import pam_module
+    from pam_twofa.system import log
+
+    broken = types.ModuleType("broken\nname\x1b[31m " + "z" * 300)  # has no authenticate: ImportError
+    monkeypatch.setitem(sys.modules, "pam_twofa.login.adapter", broken)
+    sent: list = []
+    monkeypatch.setattr(syslog, "syslog", lambda priority, message: sent.append(message))
+
+    class Handle:
+        PAM_AUTH_ERR = 7
+        service = "ss\th/d x" + "s" * 40
+
+    assert pam_module.pam_sm_authenticate(Handle(), 0, []) == 7
+    (line,) = sent
+    service = log.clean(Handle.service, 32).replace("/", "?")
+    assert line.startswith(f"pam_twofa({service}:auth): cannot load the pam_twofa package (ImportError: "), line
+    detail = line.split(" package (", 1)[1].rsplit("):", 1)[0]
+    assert detail.endswith("...") and len(detail) == 200, detail
+    assert "\n" not in line and "\x1b" not in line and line.isprintable()
+    with pytest.raises(ImportError) as info:
+        from pam_twofa.login.adapter import authenticate  # noqa: F401
+    assert detail == log.clean_text(f"ImportError: {info.value}", 200)

@@ -63,8 +63,8 @@ def _scenarios(world: World):
 def test_wrong_code_costs_the_same_whoever_the_account_is(tmp_path, monkeypatch):
     world = World(tmp_path, monkeypatch, max_failures=3)
     scenarios = _scenarios(world)
-    times = {name: [] for name in scenarios}
-    prompts = {}
+    times: dict[str, list[float]] = {name: [] for name in scenarios}
+    prompts: dict[str, list[str]] = {}
     for round_ in range(ROUNDS + 2):
         for name, setup in scenarios.items():
             user = setup()
@@ -95,7 +95,12 @@ def test_locked_and_unknown_refusals_do_the_hash(tmp_path, monkeypatch):
     world = World(tmp_path, monkeypatch, max_failures=3)
     calls = []
     real = auth.hash_recovery_code
-    monkeypatch.setattr(auth, "hash_recovery_code", lambda code, salt: calls.append(1) or real(code, salt))
+
+    def counted(code: str, salt: bytes) -> bytes:
+        calls.append(1)
+        return real(code, salt)
+
+    monkeypatch.setattr(auth, "hash_recovery_code", counted)
     for name, setup in _scenarios(world).items():
         user = setup()
         calls.clear()

@@ -412,6 +412,7 @@ def _command_of(root: Path, name: str, module: str) -> str:
     folder.mkdir(exist_ok=True)
     path = folder / name
     site = str(INSTALLED_PKG.parent)
+    # The commands run without PYTHON* variables (base_env) and under -I: the path is in the script.
     path.write_text(
         f"#!/usr/bin/python3 -I\nimport sys\nsys.path.insert(0, {site!r})\nfrom {module} import entry\nentry()\n"
     )

@@ -17,8 +17,6 @@ member of ``ops``; bob, carol, frank, victor are in no policy group.
 from __future__ import annotations
 
 import calendar
-import email
-import email.policy
 import json
 import re
 import socket
@@ -39,7 +37,7 @@ from pam_harness import (
     new_secret,
     oath,
 )
-from support.mail import Mailbox
+from support.mail import Mailbox, received
 
 pytestmark = pytest.mark.pam
 
@@ -66,9 +64,7 @@ def smtp():
 
     class Collect:
         async def handle_DATA(self, _server, _session, envelope):
-            message = email.message_from_bytes(
-                envelope.original_content or envelope.content, policy=email.policy.default
-            )
+            message = received(envelope.original_content or envelope.content)
             message.envelope_to = list(envelope.rcpt_tos)
             box.add(message)
             return "250 Message accepted for delivery"

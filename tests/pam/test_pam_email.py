@@ -12,8 +12,6 @@ final check of each test goes over all the syslog lines it produced.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import re
 import socket
@@ -21,11 +19,13 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from email.utils import parseaddr, parsedate_to_datetime
+from typing import Any
 
 import pytest
 from pam_harness import KEY, LOG_AUTHPRIV, PW, STACKS, leaks, syslog_facility
-from support.mail import Mailbox
+from support.mail import Mailbox, received
 
 pytestmark = pytest.mark.pam
 
@@ -76,7 +76,7 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        message = received(envelope.original_content or envelope.content)
         message.envelope_from = envelope.mail_from
         message.envelope_to = list(envelope.rcpt_tos)
         message.tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
@@ -626,7 +626,8 @@ MAILED = {
         "enforce.mode is all",
     ),
 }
-NOT_ASKED = {
+# case -> (policy settings, user, client address, words of the log line)
+NOT_ASKED: dict[str, tuple[dict[str, Any], str, str, tuple[str, ...]]] = {
     "groups-not-a-member": (dict(mode="groups", groups=["staff"]), "frank", CLIENT, ("not asked", "not enforced")),
     "groups-also-in-exempt-group": (
         dict(mode="groups", groups=["staff", "ops"], exempt_groups=["ops"]),
@@ -701,7 +702,7 @@ def password_file(scratch):
 
 
 def starttls_server(smtp_server, tls_files):
-    box_holder = {}
+    box_holder: dict[str, Callable[..., Any]] = {}
 
     def auth(*args):
         return box_holder["check"](*args)

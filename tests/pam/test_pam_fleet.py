@@ -1,5 +1,5 @@
 """The database backend through the real pam_python.so: two agents with two policies on one database
-stand in for two hosts (README "Many hosts").
+stand in for two hosts (docs/many-hosts.md).
 
 Host A is the test's ``scratch``; host B a second Scratch (its own policy, PAM services and agent
 socket). Both policies name the same PostgreSQL database (tests/pgserver.py, started for the
@@ -13,7 +13,7 @@ import time
 
 import pytest
 from pam_harness import KEY, MSG_ERROR, MSG_LOCKED, MSG_REPLAYED, PW, Scratch, current_step, oath, settle
-from pgserver import Fleet
+from pgserver import Agent, Fleet
 
 
 class Host:
@@ -22,7 +22,7 @@ class Host:
         self.scratch = scratch
         self.fleet = fleet
         self.socket = agent_socket
-        self.agent = None
+        self.agent: Agent | None = None
         self.settings: dict = {}
         self.key_file = None
         self.dsn = None

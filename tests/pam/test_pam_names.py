@@ -1,4 +1,4 @@
-"""Every account name the system's user database returns works (docs/store.md, "User names").
+"""Every account name the system's user database returns works (docs/store.md, "Layout").
 
 Directory-joined hosts hand out names that are no plain file names: winbind's
 ``CORP\\walter``, SSSD's ``wendy@corp.example``, non-ASCII ``josé``, names with

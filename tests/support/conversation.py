@@ -1,4 +1,4 @@
-"""A scripted PAM conversation, the double of ``pam_adapter``'s for ``login.Login``."""
+"""A scripted PAM conversation, the double of ``login.adapter``'s for ``login.flow.Login``."""
 
 from __future__ import annotations
 

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import email
+import email.policy
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
+
+
+class Received(EmailMessage):
+    """A message as a test SMTP server received it: the handler sets its envelope and session facts."""
+
+    envelope_from: str
+    envelope_to: list[str]
+    tls: bool
+    authenticated: bool
+
+
+def received(data: bytes) -> Received:
+    """The message of an SMTP DATA command (the handler then sets the envelope and session facts)."""
+    return email.message_from_bytes(data, policy=email.policy.EmailPolicy(message_factory=Received))
 
 
 class Mailbox:
@@ -69,3 +88,26 @@ class Mailbox:
                 if left <= 0:
                     raise AssertionError(f"no mail to {address} within {timeout} s (got {len(found)})")
                 self.cond.wait(min(left, 0.05))
+
+
+@contextlib.contextmanager
+def plain_server() -> Iterator[tuple[int, list[str]]]:
+    """A real SMTP server on 127.0.0.1 (aiosmtpd, no TLS, no AUTH): (port, the DATA of each message, as text)."""
+    from aiosmtpd.controller import Controller
+
+    delivered: list[str] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            delivered.append(envelope.content.decode("utf-8", "replace"))
+            return "250 OK"
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port, delivered
+    finally:
+        controller.stop()
