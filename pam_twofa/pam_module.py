@@ -13,8 +13,12 @@ sshd the embedded interpreter can compute ``sys.prefix`` as ``/``, and then
 ``/usr/local/lib/python3.11/dist-packages`` is not on ``sys.path``.
 """
 
+TYPE_CHECKING = False  # True for mypy only: the annotations below are strings, nothing is imported
+if TYPE_CHECKING:
+    from pam_twofa.login.adapter import PamHandle
 
-def pam_sm_authenticate(pamh, flags, argv):
+
+def pam_sm_authenticate(pamh: "PamHandle", flags: int, argv: "list[str]") -> int:
     try:
         import sys
 
@@ -31,7 +35,7 @@ def pam_sm_authenticate(pamh, flags, argv):
             # The rule of pam_twofa.system.log (clean, clean_text) written again: the package failed to
             # import, so its cleaner cannot be used here. Non-printable characters become "?", a cut
             # text ends with "..."; the service name also loses spaces and "/" (as login/adapter.py's).
-            def printable(text, limit, bad=""):
+            def printable(text: str, limit: int, bad: str = "") -> str:
                 text = text[: limit - 3] + "..." if len(text) > limit else text
                 return "".join(c if c.isprintable() and c not in bad else "?" for c in text)
 
@@ -48,21 +52,21 @@ def pam_sm_authenticate(pamh, flags, argv):
     return authenticate(pamh, argv)
 
 
-def pam_sm_setcred(pamh, flags, argv):
+def pam_sm_setcred(pamh: "PamHandle", flags: int, argv: "list[str]") -> int:
     return pamh.PAM_IGNORE
 
 
-def pam_sm_acct_mgmt(pamh, flags, argv):
+def pam_sm_acct_mgmt(pamh: "PamHandle", flags: int, argv: "list[str]") -> int:
     return pamh.PAM_IGNORE
 
 
-def pam_sm_open_session(pamh, flags, argv):
+def pam_sm_open_session(pamh: "PamHandle", flags: int, argv: "list[str]") -> int:
     return pamh.PAM_IGNORE
 
 
-def pam_sm_close_session(pamh, flags, argv):
+def pam_sm_close_session(pamh: "PamHandle", flags: int, argv: "list[str]") -> int:
     return pamh.PAM_IGNORE
 
 
-def pam_sm_chauthtok(pamh, flags, argv):
+def pam_sm_chauthtok(pamh: "PamHandle", flags: int, argv: "list[str]") -> int:
     return pamh.PAM_IGNORE

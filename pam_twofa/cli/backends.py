@@ -7,8 +7,12 @@ import ipaddress
 from pam_twofa.store import Store
 from pam_twofa.store.files import FileStore
 
+TYPE_CHECKING = False  # True for mypy only (the annotations are strings: ``annotations`` above)
+if TYPE_CHECKING:
+    from pam_twofa.policy import Policy
 
-def store_for(policy) -> Store:
+
+def store_for(policy: Policy) -> Store:
     """The store the policy selects, for the commands: files, or the database directly."""
     if policy.backend == "postgresql":
         from pam_twofa.fleet.database import Database, PgStore
@@ -78,7 +82,7 @@ def dsn_problems(dsn: str) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def storage_problems(policy, text: str) -> tuple[list[str], list[str]]:
+def storage_problems(policy: Policy, text: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) as ``FILE:LINE: key: message`` for the database settings of a valid policy."""
     from pam_twofa.fleet import key as fleetkey
     from pam_twofa.system import secretfile
@@ -101,6 +105,7 @@ def storage_problems(policy, text: str) -> tuple[list[str], list[str]]:
             secretfile.read_password(policy.pg_password_file, "the database password file")
         except secretfile.SecretFileError as exc:
             errors.append(at("storage.postgresql.password_file", str(exc)))
+    assert policy.pg_dsn is not None  # policy.parse refuses the postgresql backend without a dsn
     dsn_errors, dsn_warnings = dsn_problems(policy.pg_dsn)
     errors += [at("storage.postgresql.dsn", m) for m in dsn_errors]
     warnings += [at("storage.postgresql.dsn", m) for m in dsn_warnings]

@@ -19,6 +19,17 @@ import abc
 
 from pam_twofa.core.record import Record
 
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from typing import Protocol
+
+    class Change(Protocol):
+        """What ``Store.update`` applies (a Protocol, not a Callable: so ``lambda old, r=r: r`` fits too)."""
+
+        def __call__(self, old: Record | None, /) -> Record | None: ...
+
+
 MAX_NAME_BYTES = 1024  # far beyond what NSS backends hand out (LOGIN_NAME_MAX is 256)
 SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@$")
 
@@ -76,7 +87,7 @@ class Store(abc.ABC):
         it never waits for a section."""
 
     @abc.abstractmethod
-    def locked(self, user: str, read: bool = True):
+    def locked(self, user: str, read: bool = True) -> "AbstractContextManager[Section]":
         """A context manager giving a ``Section`` for ``user``, exclusive against every other
         section of the same user (on this host, or fleet-wide for a shared backend); sections
         of other users never wait for it. It reads the record under the lock (CorruptedRecord
@@ -87,7 +98,7 @@ class Store(abc.ABC):
     def users(self) -> list[str]:
         """Every user that has a record (a corrupted one too), sorted by code point."""
 
-    def update(self, user: str, change) -> Record | None:
+    def update(self, user: str, change: "Change") -> Record | None:
         """Apply ``change(record_or_None) -> record_or_None`` in one section; None deletes, a
         record equal to the stored one writes nothing. ``change`` gets a copy, so it may edit
         and return it. Returns what ``change`` returned."""

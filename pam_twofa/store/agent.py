@@ -14,9 +14,13 @@ types, and the agent rolls a section back if this side goes away.
 import _socket
 import time
 
-from pam_twofa.core.record import RecordError, dumps, loads
+from pam_twofa.core.record import Record, RecordError, dumps, loads
 from pam_twofa.store import CorruptedRecord, Section, Store, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
+
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from types import TracebackType
 
 _REPLIES = agentproto.STATUSES
 
@@ -92,7 +96,7 @@ class _Channel:
         return sock.recv(65536)
 
 
-def _record(status: str, text: str, user: str):
+def _record(status: str, text: str, user: str) -> Record | None:
     if status == "none":
         return None
     if status != "record":
@@ -127,14 +131,16 @@ class _AgentSection(Section):
             raise
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: "type[BaseException] | None", exc: "BaseException | None", tb: "TracebackType | None"
+    ) -> None:
         try:
             if exc_type is None:
                 self.channel.call("end")  # the commit: a failure here means nothing was written
         finally:
             self.channel.close()  # on an exception, closing makes the agent roll back
 
-    def save(self, record) -> None:
+    def save(self, record: Record) -> None:
         if record.user != self.user:
             raise StoreError("a record can only be saved in its own user's section")
         self.channel.call("save", dumps(record))
@@ -163,7 +169,7 @@ class AgentStore(Store):
         finally:
             channel.close()
 
-    def load(self, user: str):
+    def load(self, user: str) -> Record | None:
         _check_name(user)
         status, text = self._one("load", user)
         return _record(status, text, user)
@@ -171,6 +177,6 @@ class AgentStore(Store):
     def locked(self, user: str, read: bool = True) -> _AgentSection:
         return _AgentSection(self, user, read)
 
-    def users(self) -> list:
+    def users(self) -> list[str]:
         _status, text = self._one("users")
         return text.split("\n") if text else []

@@ -16,6 +16,10 @@ from pam_twofa.core.record import MAX_BYTES, Record, RecordError, dumps, loads
 from pam_twofa.store import SAFE_CHARS, CorruptedRecord, Section, Store, StoreError, shell_word, storable_name
 from pam_twofa.system.fileio import describe_mode, fsync_dir, is_private, write_atomic
 
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from types import TracebackType
+
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _MAX_STEM = 240  # a file name is at most 255 bytes, and ".lock" / ".tmp" / a leading "." are added
 
@@ -108,7 +112,9 @@ class _FileSection(Section):
                 raise
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self, exc_type: "type[BaseException] | None", exc: "BaseException | None", tb: "TracebackType | None"
+    ) -> None:
         try:
             if exc_type is None and self.changed:
                 if self.pending is None:

@@ -27,6 +27,10 @@ MAX_HEADER = 64
 OPERATIONS = ("load", "lock", "lockw", "save", "delete", "end", "users")
 STATUSES = ("record", "none", "ok", "error", "corrupt")
 
+TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 class ProtocolError(Exception):
     """The peer sent something that is not a frame of this protocol."""
@@ -39,7 +43,7 @@ def frame(word: str, body: str = "") -> bytes:
     return f"{TAG} {word} {len(data)}\n".encode("ascii") + data
 
 
-def parse_header(line: bytes, allowed) -> tuple[str, int]:
+def parse_header(line: bytes, allowed: "tuple[str, ...]") -> tuple[str, int]:
     """(word, body length) of a header line without its newline; ProtocolError if malformed."""
     try:
         text = line.decode("ascii")
@@ -75,7 +79,7 @@ class FrameReader:
     def __init__(self) -> None:
         self.buffer = b""
 
-    def read(self, recv, allowed) -> "tuple[str, str] | None":
+    def read(self, recv: "Callable[[], bytes]", allowed: "tuple[str, ...]") -> "tuple[str, str] | None":
         """The next frame as (word, body), its word one of ``allowed``; None if the stream ends
         first (even within a frame); ProtocolError if what comes is not such a frame."""
         end = self.buffer.find(b"\n")
@@ -93,7 +97,7 @@ class FrameReader:
         data, self.buffer = self.buffer[end + 1 : stop], self.buffer[stop:]
         return word, decode_body(data)
 
-    def _more(self, recv) -> bool:
+    def _more(self, recv: "Callable[[], bytes]") -> bool:
         """Append what ``recv`` gives; False at the end of the stream."""
         chunk = recv()
         self.buffer += chunk

@@ -56,7 +56,9 @@ def fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def owner_mode_problem(st, path: str, what: str, uid: int = 0, forbidden: int = 0o077, fix: str = "") -> str | None:
+def owner_mode_problem(
+    st: os.stat_result, path: str, what: str, uid: int = 0, forbidden: int = 0o077, fix: str = ""
+) -> str | None:
     """Why ``st`` (the stat of ``path``) is unsafe, or None: not owned by ``uid``, or a ``forbidden`` mode bit set.
 
     The one owner and mode rule of the package: root-only secrets and state
@@ -80,11 +82,11 @@ def owner_mode_problem(st, path: str, what: str, uid: int = 0, forbidden: int = 
     return None
 
 
-def is_private(st, uid: int) -> bool:
+def is_private(st: os.stat_result, uid: int) -> bool:
     """Owned by ``uid`` and no access for group or others: ``owner_mode_problem`` with 0o077, as a yes or no."""
     return st.st_uid == uid and not st.st_mode & 0o077
 
 
-def describe_mode(st) -> str:
+def describe_mode(st: os.stat_result) -> str:
     """``mode 0644, owner uid 1000``: for messages about a file that is not what it should be."""
     return f"mode {stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}"

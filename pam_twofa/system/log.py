@@ -25,17 +25,17 @@ def _printable(text: str, limit: int, keep_spaces: bool) -> str:
     return "".join(c if c.isprintable() and (keep_spaces or c != " ") else "?" for c in text)
 
 
-def clean(value, limit: int = 128) -> str:
+def clean(value: object, limit: int = 128) -> str:
     """One field of a line (``user=``, ``rhost=``...): ``-`` when empty, no space, at most ``limit`` characters."""
     return _printable("-" if value is None or value == "" else str(value), limit, keep_spaces=False)
 
 
-def clean_text(value, limit: int = 1000) -> str:
+def clean_text(value: object, limit: int = 1000) -> str:
     """Free text (a detail, an error message, an argument quoted back): spaces kept, at most ``limit`` characters."""
     return _printable(str(value), limit, keep_spaces=True)
 
 
-def line(service, user, rhost, result: str, detail: str = "") -> str:
+def line(service: str | None, user: str | None, rhost: str | None, result: str, detail: str = "") -> str:
     text = f"pam_twofa({clean(service, 32)}:auth): user={clean(user)} rhost={clean(rhost)} result={result}"
     if detail:
         text += f" ({clean_text(detail)})"
@@ -51,5 +51,7 @@ def emit(priority: int, message: str) -> None:
     syslog.syslog(syslog.LOG_AUTHPRIV | priority, message)
 
 
-def event(priority: int, service, user, rhost, result: str, detail: str = "") -> None:
+def event(
+    priority: int, service: str | None, user: str | None, rhost: str | None, result: str, detail: str = ""
+) -> None:
     emit(priority, line(service, user, rhost, result, detail))

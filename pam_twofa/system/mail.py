@@ -15,6 +15,26 @@ from email.utils import format_datetime, make_msgid
 
 from pam_twofa.system import secretfile
 
+TYPE_CHECKING = False  # True for mypy only: the annotations are strings (``annotations`` above)
+if TYPE_CHECKING:
+    import socket
+    from datetime import datetime
+    from typing import Any, Protocol
+
+    class Policy(Protocol):
+        """What this module reads of ``pam_twofa.policy.Policy`` (system does not import policy)."""
+
+        email_from: str
+        code_ttl: int
+        smtp_host: str
+        smtp_port: int
+        smtp_starttls: bool
+        smtp_ssl: bool
+        smtp_username: str | None
+        smtp_password_file: str | None
+        smtp_timeout: int
+        smtp_ca_file: str | None
+
 
 class MailError(Exception):
     """The code could not be sent; the message is for the admin's log (no code in it)."""
@@ -49,7 +69,9 @@ def valid_address(address: str) -> bool:
     return parsed.addr_spec == address and parsed.username == local and parsed.domain == domain
 
 
-def build_message(policy, user: str, address: str, code: str, rhost, now: float, hostname: str) -> EmailMessage:
+def build_message(
+    policy: Policy, user: str, address: str, code: str, rhost: str | None, now: float, hostname: str
+) -> EmailMessage:
     sender = policy.email_from.format(hostname=hostname)
     minutes = max(1, policy.code_ttl // 60)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
@@ -72,7 +94,9 @@ def build_message(policy, user: str, address: str, code: str, rhost, now: float,
     return message
 
 
-def build_change_notice(policy, user: str, address: str, what: str, where: str, now: float, hostname: str):
+def build_change_notice(
+    policy: Policy, user: str, address: str, what: str, where: str, now: float, hostname: str
+) -> EmailMessage:
     """The mail telling ``user`` that their 2FA changed (no code, secret or recovery code in it)."""
     from pam_twofa.store import shell_word
 
@@ -98,7 +122,7 @@ def build_change_notice(policy, user: str, address: str, what: str, where: str, 
     return message
 
 
-def time_to_datetime(now: float):
+def time_to_datetime(now: float) -> datetime:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(now, tz=timezone.utc)
@@ -112,7 +136,7 @@ def read_password(path: str) -> str:
         raise MailError(str(exc)) from None
 
 
-def _tls_context(policy) -> ssl.SSLContext:
+def _tls_context(policy: Policy) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if policy.smtp_ca_file:
         context.load_verify_locations(cafile=policy.smtp_ca_file)
@@ -122,7 +146,8 @@ def _tls_context(policy) -> ssl.SSLContext:
 class _Bounded(smtplib.SMTP):
     """smtplib client whose whole exchange fits in ``timeout``: every wait gets only what is left."""
 
-    def __init__(self, *args, deadline: float, **kwargs) -> None:
+    def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
+        # ``args`` and ``kwargs`` go unchanged to smtplib.SMTP or smtplib.SMTP_SSL (the MRO decides)
         self.deadline = deadline
         super().__init__(*args, **kwargs)
 
@@ -132,7 +157,7 @@ class _Bounded(smtplib.SMTP):
             raise TimeoutError("SMTP deadline passed")
         return left
 
-    def _get_socket(self, host, port, timeout):
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         # smtplib's private hook (absent from typeshed): the plain TCP connect, before any TLS
         sock = smtplib.SMTP._get_socket(self, host, port, self._left())  # type: ignore[attr-defined]
         if isinstance(self, smtplib.SMTP_SSL):
@@ -140,7 +165,7 @@ class _Bounded(smtplib.SMTP):
             sock = self.context.wrap_socket(sock, server_hostname=self._host)  # type: ignore[attr-defined]
         return sock
 
-    def getreply(self):
+    def getreply(self) -> tuple[int, bytes]:
         if self.sock is not None:
             self.sock.settimeout(self._left())
         try:
@@ -160,7 +185,7 @@ class _SMTP_SSL(_Bounded, smtplib.SMTP_SSL):
     pass
 
 
-def send(policy, message: EmailMessage) -> None:
+def send(policy: Policy, message: EmailMessage) -> None:
     """Deliver ``message``; MailError (never a code in it) on any failure or timeout."""
     host, port, timeout = policy.smtp_host, policy.smtp_port, policy.smtp_timeout
     deadline = time.monotonic() + timeout

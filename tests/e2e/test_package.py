@@ -101,6 +101,8 @@ def test_installed_layout(box, distro):
     assert "/etc/pam-twofa/policy.yaml" in conffiles and "/etc/sudoers.d/pam-twofa" in conffiles
     listed = box.sh("dpkg -L pam-twofa").stdout.splitlines()
     assert "/usr/share/doc/pam-twofa/examples/pam.d/sshd.password-code" in listed
+    # the guides the man pages and the log lines name (docs/threat-model.md, docs/many-hosts.md, ...)
+    assert "/usr/share/doc/pam-twofa/docs/threat-model.md.gz" in listed
     assert not [p for p in listed if p.startswith("/usr/local")]
     # nothing of the earlier pip layout, and the module Debian's python3 imports is the package's
     assert (
