@@ -1,10 +1,14 @@
 """pam_twofa.cli: how ``run`` turns every kind of error into one line and an exit code (docs/admin-guide.md)."""
 
+import os
+import subprocess
 import sys
 
 import pytest
 
 from pam_twofa.cli import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _raising(exc):
@@ -14,20 +18,21 @@ def _raising(exc):
     return main
 
 
-def test_a_missing_database_driver_names_the_packages_to_install(monkeypatch, capsys):
+def test_a_missing_database_driver_names_the_packages_to_install():
     """psycopg2 and cryptography are only Recommends of the package: without them, 'twofa-admin db ...'
-    says what to install (exit 3, the store cannot be reached), not 'unexpected error'."""
-    for name in [m for m in sys.modules if m == "pam_twofa.cli.db" or m.startswith("pam_twofa.fleet")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "psycopg2", None)  # the next "import psycopg2" fails as if not installed
-
-    def main(argv):
-        from pam_twofa.cli import db  # noqa: F401  (what 'twofa-admin db' imports first)
-
-        return 0
-
-    assert run(main, [], prog="twofa-admin") == 3
-    assert capsys.readouterr().err == (
+    says what to install (exit 3, the store cannot be reached), not 'unexpected error'. In a process of
+    its own, where psycopg2 cannot be imported (None in sys.modules) and nothing of the fleet is loaded."""
+    code = (
+        "import sys; sys.modules['psycopg2'] = None\n"
+        "from pam_twofa.cli import run\n"
+        "def main(argv):\n"
+        "    from pam_twofa.cli import db  # what 'twofa-admin db' imports first\n"
+        "    return 0\n"
+        "raise SystemExit(run(main, [], prog='twofa-admin'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert (done.returncode, done.stdout) == (3, ""), done.stderr
+    assert done.stderr == (
         "twofa-admin: the database backend needs psycopg2, which is not installed; nothing was changed:"
         " apt-get install python3-psycopg2 python3-cryptography\n"
     )
