@@ -15,7 +15,7 @@ import _socket
 import time
 
 from pam_twofa.core.record import RecordError, dumps, loads
-from pam_twofa.store import CorruptedRecord, Section, Store, StoreError, storable_name
+from pam_twofa.store import CorruptedRecord, RolledBack, Section, Store, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
 
 _REPLIES = agentproto.STATUSES
@@ -80,6 +80,8 @@ class _Channel:
             raise StoreError(f"agent: {text}")
         if status == "corrupt":
             raise CorruptedRecord(f"agent: {text}")
+        if status == "rollback":
+            raise RolledBack(f"agent: {text}")
         return status, text
 
     def _recv(self, deadline: float) -> bytes:
