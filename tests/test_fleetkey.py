@@ -106,3 +106,16 @@ def test_key_file_owned_by_a_user_or_not_a_key_is_refused(tmp_path):
         fleetkey.load(str(path))
     with pytest.raises(FleetKeyError, match="is missing: make it with twofa-admin db keygen PATH"):
         fleetkey.load(str(tmp_path / "nowhere.key"))
+
+
+def test_the_version_is_bound_to_every_sealing():
+    ring = Keyring(Keyring.generate().keys + Keyring.generate().keys)  # a rotation: two sealings
+    sealed = seal(ring, "alice", "t", 7)
+    for kid, key in ring.keys:
+        one = Keyring([(kid, key)])
+        assert open_sealed(one, "alice", sealed, 7) == "t"
+        for version in (6, 8, None):
+            with pytest.raises(SealError):
+                open_sealed(one, "alice", sealed, version)
+    with pytest.raises(SealError):  # a sealing without a version (schema 1) is not one of version 1
+        open_sealed(ring, "alice", seal(ring, "alice", "t"), 1)

@@ -466,3 +466,27 @@ def test_same_code_in_parallel_logins_succeeds_exactly_once(make_policy, store, 
     record = store.load("alice")
     assert record.last_step == totp.time_step(T)
     assert len(record.failures) == 19  # every other attempt counted as a (replayed) failure
+
+
+@pytest.mark.parametrize("where", ["load", "locked"])
+def test_a_rollback_refuses_the_login_even_with_on_error_allow(make_policy, store, logs, monkeypatch, where):
+    """A store error with on_error: allow lets the user in without a code; a RolledBack never does."""
+    from pam_twofa.store import RolledBack, StoreError
+
+    enroll(store)
+    path = make_policy("on_error: allow\n")
+
+    def fail(error):
+        def raiser(*args, **kwargs):
+            raise error
+
+        return raiser
+
+    monkeypatch.setattr(FileStore, where, fail(StoreError("database: down")))
+    result, conv = run(path, "alice", [CODE])
+    assert result == IGNORE and "result=allowed without a code" in logs[-1]  # what on_error: allow does
+    monkeypatch.setattr(FileStore, where, fail(RolledBack("rollback: user=alice shown version 1, seen 2")))
+    result, conv = run(path, "alice", [CODE])
+    assert result == FAIL and conv.errors == [login.MSG_ERROR]
+    assert "result=error: store rollback" in logs[-1] and "shown version 1" in logs[-1]
+    assert not any("allowed without a code" in line for line in logs[-1:])

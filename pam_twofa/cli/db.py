@@ -6,7 +6,9 @@ other commands and hosts on the file backend do not need.
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Callable
 
 import psycopg2
 from psycopg2.extensions import parse_dsn
@@ -14,19 +16,19 @@ from psycopg2.extensions import parse_dsn
 from pam_twofa import policy
 from pam_twofa.cli import UsageError
 from pam_twofa.fleet import key as fleetkey
-from pam_twofa.fleet.database import GRANTS, Database, PgStore, describe
+from pam_twofa.fleet.database import GRANTS, SCHEMA_VERSION, Database, PgStore, describe
 from pam_twofa.store import CorruptedRecord, StoreError
 from pam_twofa.store.files import FileStore
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         return _COMMANDS[args.db_command](args)
     except psycopg2.Error as exc:
         raise StoreError("database: " + describe(exc)) from None
 
 
-def _commands():
+def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
     return {
         "keygen": cmd_keygen,
         "init": cmd_init,
@@ -36,18 +38,18 @@ def _commands():
     }
 
 
-def _policy(args):
+def _policy(args: argparse.Namespace) -> policy.Policy:
     return policy.load(args.policy)
 
 
-def _keyring(path: str):
+def _keyring(path: str) -> fleetkey.Keyring:
     try:
         return fleetkey.load(path)
     except fleetkey.FleetKeyError as exc:
         raise UsageError(str(exc)) from None
 
 
-def cmd_keygen(args) -> int:
+def cmd_keygen(args: argparse.Namespace) -> int:
     if not os.path.isabs(args.path):
         raise UsageError(f"{args.path}: give an absolute path")
     ring = fleetkey.Keyring.generate()
@@ -63,19 +65,19 @@ def cmd_keygen(args) -> int:
     return 0
 
 
-def _open(args, dsn=None):
+def _open(args: argparse.Namespace, dsn: str | None = None) -> tuple[policy.Policy, Database]:
     loaded = _policy(args)
     return loaded, Database.from_policy(loaded, dsn=dsn)
 
 
-def cmd_init(args) -> int:
+def cmd_init(args: argparse.Namespace) -> int:
     loaded, db = _open(args, args.dsn)
     conn = db.connect(check_schema=False)
     try:
         done = db.init(conn)
     finally:
         conn.close()
-    for line in done or ["schema already at version 1; key canary opens: nothing to do"]:
+    for line in done or [f"schema already at version {SCHEMA_VERSION}; key canary opens: nothing to do"]:
         print(line)
     params = parse_dsn(loaded.pg_dsn) if loaded.pg_dsn else {}
     role = args.role or params.get("user") or "twofa"
@@ -91,19 +93,29 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     loaded, db = _open(args)
     store = PgStore(db)
     count, by_key = store.check()  # connects, checks the schema version, opens the canary
     print(f"database: {store.connected_to()}")
+    may_delete = store.may_delete()
+    role = store.connection().info.user
     store.close()
-    print("schema: version 1")
+    print(f"schema: version {SCHEMA_VERSION}")
+    assert db.keyring is not None  # _open loads it
     print(f"key: {loaded.pg_key_file} opens the canary (keys {', '.join(db.keyring.ids)})")
+    # Rows: tombstones (removed records, docs/store.md) included.
     print(f"records: {count}" + "".join(f"; {n} sealed under {k}" for k, n in by_key))
+    if may_delete:
+        # Schema 2 never deletes a row; a role that may is one a rollback can use (docs/many-hosts.md).
+        print(
+            f"WARNING: the role {role} may DELETE rows of twofa_records, which pam-twofa never needs since schema 2;"
+            f" run as the database owner: REVOKE DELETE ON twofa_records FROM {_ident(role)};"
+        )
     return 0
 
 
-def cmd_migrate(args) -> int:
+def cmd_migrate(args: argparse.Namespace) -> int:
     loaded, db = _open(args)
     files = FileStore(args.state_dir or loaded.state_dir)
     store = PgStore(db)
@@ -140,18 +152,20 @@ def cmd_migrate(args) -> int:
     return 1 if conflicts or unreadable else 0
 
 
-def cmd_rotate(args) -> int:
+def cmd_rotate(args: argparse.Namespace) -> int:
     loaded, db = _open(args, args.dsn)
     new = _keyring(args.path)
     if args.final:
         new = fleetkey.Keyring(new.keys[:1])
+    if db.keyring is None:
+        raise UsageError("no fleet key is configured (storage.postgresql.key_file): rotate-key needs the current one")
     # Read with every key known here, write under exactly the new keyring.
     reading = fleetkey.Keyring(new.keys + [k for k in db.keyring.keys if k[0] not in new.ids])
     db.keyring = reading
     store = PgStore(db)
     store.rewrite_canary(reading, new)
     done, failed = 0, []
-    for user in store.users():
+    for user in store.every_row():
         try:
             store.reseal(user, new)
             done += 1

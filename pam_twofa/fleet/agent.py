@@ -11,6 +11,12 @@ goes away or keeps it longer than ``--section-timeout``. The agent runs no SQL
 of its own: every statement is a method of ``fleet.database.Database`` (``lock``
 and ``lockw`` open a section alike, through ``Database.open_section``); a record
 the client sends is parsed and written again from the parsed fields.
+
+The agent remembers the highest version of each user's row it has seen
+(``Versions``: in memory, and in ``STATE_DIR/agent/versions.sqlite``) and
+answers ``rollback`` when the database shows it an older one, or no row for
+a user it has seen: a row written back from a backup, a failover that lost
+writes, or SQL by hand (docs/store.md, "Versions").
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import dataclasses
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import struct
 import sys
@@ -30,9 +37,9 @@ from typing import Any
 import psycopg2
 
 from pam_twofa.core.record import Record, RecordError, dumps, loads
-from pam_twofa.fleet.database import Database, describe
+from pam_twofa.fleet.database import Database, Row, describe
 from pam_twofa.policy import DEFAULT_PATH, PolicyError
-from pam_twofa.store import CorruptedRecord, StoreError, storable_name
+from pam_twofa.store import CorruptedRecord, RolledBack, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
 from pam_twofa.system import log
 from pam_twofa.system.fileio import owner_mode_problem
@@ -46,16 +53,159 @@ def say(priority: int, message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+class Versions:
+    """The highest version of each user's row this host has seen: the rollback check.
+
+    The check reads a map in memory, under a lock; what is new in it is written to a
+    root-only SQLite file (WAL, one transaction per batch, synced) by a writer thread,
+    woken after each change, so that a login's answer never waits for a disk sync. The
+    price: an agent that crashes (or a host that loses power) within milliseconds of a
+    write may forget that last batch, and then accepts the row at the version it
+    remembers instead (one write older). On start the map is loaded from the file.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.seen: dict[str, int] = {}
+        self.pending: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.stopping = False
+        self.db = self._open()
+        self.seen = dict(self.db.execute("SELECT user_name, version FROM versions").fetchall())
+        self.writer: threading.Thread | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        folder = os.path.dirname(self.path)
+        parent = os.path.dirname(folder)
+        try:
+            st = os.lstat(parent)
+        except FileNotFoundError:
+            raise StoreError(f"{parent}: missing (storage.state_dir): mkdir -m 700 {parent}") from None
+        problem = owner_mode_problem(st, parent, "the state folder (storage.state_dir)", forbidden=0o022)
+        if problem:
+            raise StoreError(problem)
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"{folder}: the agent's state folder is not a folder: remove it")
+        fix = f"chown root:root {folder}; chmod 700 {folder}"
+        problem = owner_mode_problem(st, folder, "the agent's state folder", fix=fix)
+        if problem:
+            raise StoreError(problem)
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                st = os.lstat(name)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"{name}: the agent's versions file is not a regular file: remove it")
+            problem = owner_mode_problem(
+                st, name, "the agent's versions file", fix=f"chown root:root {name}; chmod 600 {name}"
+            )
+            if problem:
+                raise StoreError(problem)
+        old = os.umask(0o077)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE IF NOT EXISTS versions (user_name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: the agent's versions file cannot be used ({exc})") from None
+        finally:
+            os.umask(old)
+        return db
+
+    def start(self) -> None:
+        self.writer = threading.Thread(target=self._write_loop, name="versions", daemon=True)
+        self.writer.start()
+
+    def check(self, row: Row) -> None:
+        """RolledBack if ``row`` is older than the user's row this host has seen (or missing, or
+        without a version, after it was seen)."""
+        with self.lock:
+            known = self.seen.get(row.user)
+        if known is None:
+            return
+        if not row.exists or row.version is None or row.version < known:
+            shown = "no row" if not row.exists else "a row without version" if row.version is None else (
+                f"version {row.version}")  # fmt: skip
+            message = (
+                f"rollback: user={log.clean(row.user)} shown {shown}, this host has seen version {known}: the "
+                "database was written back (a restore, a failover that lost writes, or by hand); refused"
+            )
+            say(log.ERR, f"pam-twofa-agent: {message}")
+            raise RolledBack(message)
+
+    def saw(self, user: str, version: int) -> None:
+        """Remember ``version`` of the user's row if it is higher than what this host has seen."""
+        with self.lock:
+            if version > self.seen.get(user, 0):
+                self.seen[user] = version
+                self.pending[user] = version
+                self.wake.notify()
+
+    def known(self, user: str) -> int:
+        with self.lock:
+            return self.seen.get(user, 0)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self.pending and not self.stopping:
+                    self.wake.wait()
+                if not self.pending and self.stopping:
+                    return
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is new to the file, in one transaction."""
+        with self.lock:
+            batch, self.pending = self.pending, {}
+        if not batch:
+            return
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany(
+                "INSERT INTO versions (user_name, version) VALUES (?, ?) ON CONFLICT (user_name) "
+                "DO UPDATE SET version = max(version, excluded.version)",
+                sorted(batch.items()),
+            )
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            with self.lock:  # kept in memory, and tried again with the next batch
+                for user, version in batch.items():
+                    self.pending[user] = max(version, self.pending.get(user, 0))
+            say(log.ERR, f"pam-twofa-agent: {self.path}: cannot record the versions seen ({exc})")
+            time.sleep(1)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            self.wake.notify()
+        if self.writer is not None:
+            self.writer.join(timeout=5)
+        self.flush()
+
+
 class Pool:
     """At most ``size`` connections; idle ones are kept, broken ones dropped (the next use reconnects)."""
 
     def __init__(self, db: Database, size: int) -> None:
         self.db = db
         self.slots = threading.BoundedSemaphore(size)
-        self.idle: list = []
+        self.idle: list[Any] = []  # psycopg2 connections (untyped)
         self.lock = threading.Lock()
 
-    def acquire(self, timeout: float):
+    def acquire(self, timeout: float) -> tuple[Any, bool]:
         """(connection, reused) within ``timeout``; StoreError if none."""
         if not self.slots.acquire(timeout=timeout):
             raise StoreError("every database connection of this agent is busy; try again")
@@ -73,7 +223,7 @@ class Pool:
         conn.autocommit = True
         return conn, False
 
-    def release(self, conn, broken: bool = False) -> None:
+    def release(self, conn: Any, broken: bool = False) -> None:
         if broken or conn.closed:
             try:
                 conn.close()
@@ -85,7 +235,7 @@ class Pool:
         self.slots.release()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Section:
     """A client's open section: one transaction on a pooled connection, until ``deadline``."""
 
@@ -93,6 +243,9 @@ class Section:
     cur: Any
     user: str
     deadline: float  # time.monotonic(): rolled back when the client keeps it longer
+    version: int = 0  # the row's (or the highest seen), then the last one this section wrote
+    holds: bool = False  # whether the row holds a record, in this section's view
+    wrote: bool = False
 
 
 class Client:
@@ -164,12 +317,22 @@ class Client:
                     record = loads(body, section.user)  # validates every field; the row is written from these
                 except RecordError as exc:
                     return "error", f"malformed record for {section.user}: {exc}"
-                self.agent.db.write(section.cur, record)
+                self.agent.db.write(section.cur, record, section.version + 1)
+                section.version, section.holds, section.wrote = section.version + 1, True, True
                 return "ok", ""
             if operation == "delete":
-                return "ok", "1" if self.agent.db.remove(section.cur, section.user) else "0"
+                if not section.holds:
+                    return "ok", "0"
+                self.agent.db.remove(section.cur, section.user, section.version + 1)  # a tombstone
+                section.version, section.holds, section.wrote = section.version + 1, False, True
+                return "ok", "1"
             self.end_section(commit=True)  # "end"
+            if section.wrote:  # committed: the row is now at this version
+                self.agent.versions.saw(section.user, section.version)
             return "ok", ""
+        except RolledBack as exc:
+            self.end_section(commit=False)
+            return "rollback", str(exc)
         except CorruptedRecord as exc:
             self.agent.report(exc)
             self.end_section(commit=False)
@@ -190,25 +353,37 @@ class Client:
             conn, reused = agent.pool.acquire(agent.op_timeout)
             try:
                 cur = conn.cursor()
-                record: Record | None
+                record: Record | None = None
                 if operation == "load":
-                    record = agent.db.read(cur, user)
-                    agent.pool.release(conn)
+                    row = agent.db.fetch(cur, user)
                 else:
                     # lock and lockw take the same locks; lockw only leaves the record unread.
-                    self.section = Section(conn, cur, user, time.monotonic() + agent.section_timeout)
-                    record = agent.db.open_section(cur, user, read=operation == "lock", begin=True)
-                return ("none", "") if record is None else ("record", dumps(record))
+                    section = Section(conn, cur, user, time.monotonic() + agent.section_timeout)
+                    self.section = section
+                    row = agent.db.open_section(cur, user, begin=True)
+                    if operation == "lock":
+                        record = agent.opened(row)
+                        section.holds = record is not None
+                    else:
+                        # Unread, so unchecked (discard: the way out of a corrupted or rolled-back
+                        # row); what it writes goes above what this host has seen.
+                        section.holds = agent.db.holds_record(row)
+                    section.version = max(row.version or 0, agent.versions.known(user))
             except _BROKEN:
                 # A pooled connection the database dropped (restarted, failed over): once more, anew.
                 self.section = None
                 agent.pool.release(conn, broken=True)
                 if not reused or attempt == 2:
                     raise
+                continue
             except BaseException:
                 if self.section is None:
                     agent.pool.release(conn)
                 raise
+            if operation == "load":
+                agent.pool.release(conn)
+                record = agent.opened(row)  # after the release: it raises RolledBack, CorruptedRecord
+            return ("none", "") if record is None else ("record", dumps(record))
         raise AssertionError("unreachable")
 
     def users(self) -> tuple[str, str]:
@@ -238,7 +413,7 @@ class Client:
 
 
 class Agent:
-    def __init__(self, policy, pool_size: int, section_timeout: float) -> None:
+    def __init__(self, policy: Any, pool_size: int, section_timeout: float) -> None:
         self.policy = policy
         self.section_timeout = section_timeout
         self.db = Database.from_policy(policy)
@@ -250,6 +425,16 @@ class Agent:
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self.listener: socket.socket | None = None
         self.last_report = ("", 0.0)
+        self.versions = Versions(os.path.join(policy.state_dir, "agent", "versions.sqlite"))
+
+    def opened(self, row: Row) -> Record | None:
+        """The row's record (None: no row, a tombstone) if it is not older than what this host has
+        seen (RolledBack) and opens at its version (CorruptedRecord); its version is then remembered."""
+        self.versions.check(row)
+        record = self.db.open(row)
+        if row.exists and row.version is not None:
+            self.versions.saw(row.user, row.version)  # only once it opened: a forged column is not believed
+        return record
 
     def report(self, error: Exception) -> None:
         """One syslog line per distinct problem and second (an outage must not flood the log)."""
@@ -344,7 +529,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from pam_twofa import policy as policy_module
 
     args = parser().parse_args(argv)
@@ -366,6 +551,7 @@ def main(argv=None) -> int:
         say(log.ERR, f"pam-twofa-agent: {exc}")
         return 3
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    agent.versions.start()
     agent.check_database()
     say(log.INFO, f"pam-twofa-agent: serving on {loaded.agent_socket}")
     try:
@@ -373,6 +559,7 @@ def main(argv=None) -> int:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
+        agent.versions.stop()  # what it saw last, written before it goes
         try:
             os.unlink(loaded.agent_socket)
         except OSError:

@@ -8,9 +8,17 @@ Schema (version ``SCHEMA_VERSION``)::
 
     twofa_meta(name text primary key, value text)           -- schema_version, canary
     twofa_records(user_name text primary key,
-                  sealed text,       -- the record text (record.dumps), sealed per key: fleetkey.seal
+                  sealed text,       -- the record text (record.dumps) or TOMBSTONE, sealed per key
+                                     -- (fleetkey.seal), every sealing bound to (user, key id, version)
                   key_ids text,      -- the key ids it is sealed under, for rotations
+                  version bigint,    -- one more at every write of the row, never less (schema 2)
                   updated_at timestamptz)
+
+A row is never deleted: removing a record writes a sealed TOMBSTONE at the
+next version, which reads as "no record", so that the hosts' agents, which
+remember the highest version they have seen of each user, can tell a removed
+record from a row deleted or written back behind pam-twofa's back (a
+``RolledBack``; docs/store.md, "Versions").
 
 A locked section is one transaction: an advisory transaction lock on the
 user's name (so that a user without a row is serialised too), then
@@ -20,8 +28,10 @@ exception rolls it back. Every statement is a constant with parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.errors
@@ -31,9 +41,12 @@ from pam_twofa.core.record import Record, RecordError, dumps, loads
 from pam_twofa.fleet import key as fleetkey
 from pam_twofa.store import CorruptedRecord, Section, Store, StoreError, shell_word, storable_name
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CANARY_USER = "\0canary"  # no account can have this name: storable_name refuses control characters
 CANARY_TEXT = "pam-twofa canary 1"
+TOMBSTONE = "pam-twofa tombstone 1"  # a removed record; record.loads refuses it, so it is never a record
+
+_T = TypeVar("_T")
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS twofa_meta (name text PRIMARY KEY, value text NOT NULL)",
@@ -41,14 +54,23 @@ SCHEMA = (
     " user_name text PRIMARY KEY,"
     " sealed text NOT NULL,"
     " key_ids text NOT NULL,"
+    " version bigint NOT NULL,"
     " updated_at timestamptz NOT NULL DEFAULT now())",
 )
+
+# Schema 1 to 2 (db init): in the transaction of the migration, after a lock on the whole table.
+MIGRATE_1_TO_2 = (
+    "LOCK TABLE twofa_records IN ACCESS EXCLUSIVE MODE",
+    "ALTER TABLE twofa_records ADD COLUMN IF NOT EXISTS version bigint",
+)
+MIGRATE_1_TO_2_END = "ALTER TABLE twofa_records ALTER COLUMN version SET NOT NULL"
 
 GRANTS = """-- run as the database owner; {role} is the role every host's agent logs in as
 GRANT CONNECT ON DATABASE {database} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
 GRANT SELECT ON twofa_meta TO {role};
-GRANT SELECT, INSERT, UPDATE, DELETE ON twofa_records TO {role};
+GRANT SELECT, INSERT, UPDATE ON twofa_records TO {role};
+REVOKE DELETE ON twofa_records FROM {role};
 """
 
 
@@ -78,6 +100,20 @@ def read_password(path: str | None) -> str | None:
         raise StoreError(str(exc)) from None
 
 
+@dataclasses.dataclass
+class Row:
+    """A user's row as read, before it is opened: ``version`` 0 and ``sealed`` None when there is
+    no row, ``version`` None when the row's version column is empty (edited by hand)."""
+
+    user: str
+    sealed: str | None
+    version: int | None
+
+    @property
+    def exists(self) -> bool:
+        return self.sealed is not None
+
+
 class Database:
     """How to reach the database, and the key; statements run on connections it makes."""
 
@@ -98,7 +134,7 @@ class Database:
         self.idle_timeout = idle_timeout
 
     @classmethod
-    def from_policy(cls, policy, dsn: str | None = None, need_key: bool = True) -> Database:
+    def from_policy(cls, policy: Any, dsn: str | None = None, need_key: bool = True) -> Database:
         if policy.backend != "postgresql" and dsn is None:
             raise StoreError(
                 f"{policy.path}: storage.backend is {policy.backend}, not postgresql: set it (and storage.postgresql.dsn)"
@@ -117,7 +153,7 @@ class Database:
             policy.pg_statement_timeout,
         )
 
-    def connect(self, check_schema: bool = True):
+    def connect(self, check_schema: bool = True) -> Any:
         options = (
             f"-c statement_timeout={self.statement_timeout * 1000} "
             f"-c lock_timeout={self.statement_timeout * 1000} "
@@ -138,7 +174,7 @@ class Database:
                 raise
         return conn
 
-    def check_schema(self, conn) -> int:
+    def check_schema(self, conn: Any) -> int:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT value FROM twofa_meta WHERE name = 'schema_version'")
@@ -162,73 +198,123 @@ class Database:
 
     # -- statements (cursor of an open transaction) ------------------------------------
 
-    def read(self, cur, user: str) -> Record | None:
-        """The user's record as it is now, without a lock (a ``load``)."""
+    def fetch(self, cur: Any, user: str) -> Row:
+        """The user's row as it is now, unopened, without a lock."""
         if not storable_name(user):
             raise StoreError("user name cannot be stored (empty, control characters, or too long)")
-        cur.execute("SELECT sealed FROM twofa_records WHERE user_name = %s", (user,))
-        row = cur.fetchone()
-        return None if row is None else self.unseal(user, row[0])
+        cur.execute("SELECT sealed, version FROM twofa_records WHERE user_name = %s", (user,))
+        return self._row(user, cur.fetchone())
 
-    def open_section(self, cur, user: str, read: bool, begin: bool = False) -> Record | None:
+    @staticmethod
+    def _row(user: str, found: tuple[str, int | None] | None) -> Row:
+        return Row(user, None, 0) if found is None else Row(user, found[0], found[1])
+
+    def read(self, cur: Any, user: str) -> Record | None:
+        """The user's record as it is now, without a lock (a ``load``); None for no row or a tombstone."""
+        return self.open(self.fetch(cur, user))
+
+    def open_section(self, cur: Any, user: str, begin: bool = False) -> Row:
         """Lock the user's section in the transaction of ``cur``: the advisory lock on the name, then
         the row ``FOR UPDATE``, whether or not the record is wanted, so that every section of a user
         (the agent's ``lock`` and ``lockw``, PgStore's) excludes every other by the same two locks.
-        The record with ``read``, else None without opening it (a corrupted record being discarded);
+        The row, unopened (``open`` it for the record; a corrupted record being discarded is not);
         ``begin``: open the transaction too, for an autocommit connection (one round trip for all)."""
         if not storable_name(user):
             raise StoreError("user name cannot be stored (empty, control characters, or too long)")
         cur.execute(
             ("BEGIN; " if begin else "") + "SELECT pg_advisory_xact_lock(%s); "
-            "SELECT sealed FROM twofa_records WHERE user_name = %s FOR UPDATE",
+            "SELECT sealed, version FROM twofa_records WHERE user_name = %s FOR UPDATE",
             (lock_key(user), user),
         )
-        row = cur.fetchone()
-        return None if row is None or not read else self.unseal(user, row[0])
+        return self._row(user, cur.fetchone())
 
-    def end_section(self, cur, commit: bool) -> None:
+    def end_section(self, cur: Any, commit: bool) -> None:
         """COMMIT or ROLLBACK a section opened with ``begin`` (an autocommit connection)."""
         cur.execute("COMMIT" if commit else "ROLLBACK")
 
-    def unseal(self, user: str, sealed: str) -> Record:
+    def _corrupted(self, user: str, why: str) -> CorruptedRecord:
+        return CorruptedRecord(
+            f"database record of {user}: {why}; restore it from backup or run "
+            f"twofa-admin disable {shell_word(user)} and re-enroll"
+        )
+
+    def open_text(self, row: Row) -> str | None:
+        """The row's text (a record's, or TOMBSTONE), opened at the row's version; None for no row.
+        CorruptedRecord if it does not open at that version (tampered, its version column edited)."""
+        if row.sealed is None:
+            return None
         if self.keyring is None:
             raise StoreError("no fleet key loaded")
+        if row.version is None:
+            raise self._corrupted(row.user, "the row has no version (edited by hand)")
         try:
-            return loads(fleetkey.open_sealed(self.keyring, user, sealed), user)
-        except (fleetkey.SealError, RecordError) as exc:
-            raise CorruptedRecord(
-                f"database record of {user}: {exc}; restore it from backup or run "
-                f"twofa-admin disable {shell_word(user)} and re-enroll"
-            ) from None
+            return fleetkey.open_sealed(self.keyring, row.user, row.sealed, row.version)
+        except fleetkey.SealError as exc:
+            raise self._corrupted(row.user, str(exc)) from None
 
-    def write(self, cur, record: Record, keyring: fleetkey.Keyring | None = None) -> None:
+    def open(self, row: Row) -> Record | None:
+        """The row's record; None for no row or a tombstone; CorruptedRecord if it does not open."""
+        text = self.open_text(row)
+        if text is None or text == TOMBSTONE:
+            return None
+        try:
+            return loads(text, row.user)
+        except RecordError as exc:
+            raise self._corrupted(row.user, str(exc)) from None
+
+    def holds_record(self, row: Row) -> bool:
+        """Whether the row holds a record, readable or not (not no row, not a tombstone)."""
+        try:
+            return self.open_text(row) not in (None, TOMBSTONE)
+        except CorruptedRecord:
+            return True
+
+    def write(self, cur: Any, record: Record, version: int, keyring: fleetkey.Keyring | None = None) -> None:
+        """Write the user's record as the row's ``version`` (one more than the row's, or than the last
+        a host saw); a row already at ``version`` or above is a StoreError, nothing written."""
+        self.put(cur, record.user, dumps(record), version, keyring)
+
+    def remove(self, cur: Any, user: str, version: int) -> None:
+        """Write the user's TOMBSTONE as the row's ``version``: the row is never deleted."""
+        self.put(cur, user, TOMBSTONE, version, None)
+
+    def put(self, cur: Any, user: str, text: str, version: int, keyring: fleetkey.Keyring | None) -> None:
         keyring = keyring or self.keyring
         if keyring is None:
             raise StoreError("no fleet key loaded")
-        if not storable_name(record.user):
+        if not storable_name(user):
             raise StoreError("user name cannot be stored (empty, control characters, or too long)")
-        sealed = fleetkey.seal(keyring, record.user, dumps(record))
+        sealed = fleetkey.seal(keyring, user, text, version)
+        # The WHERE: never write a row back to a version it has passed (a bug, or two writers at once).
         cur.execute(
-            "INSERT INTO twofa_records (user_name, sealed, key_ids) VALUES (%s, %s, %s) "
+            "INSERT INTO twofa_records (user_name, sealed, key_ids, version) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (user_name) DO UPDATE SET sealed = EXCLUDED.sealed, key_ids = EXCLUDED.key_ids, "
-            "updated_at = now()",
-            (record.user, sealed, ",".join(keyring.ids)),
+            "version = EXCLUDED.version, updated_at = now() "
+            "WHERE twofa_records.version IS NULL OR twofa_records.version < EXCLUDED.version",
+            (user, sealed, ",".join(keyring.ids), version),
         )
+        if cur.rowcount != 1:
+            raise StoreError(f"database: the row of {user} is already at version {version} or above: nothing written")
 
-    def remove(self, cur, user: str) -> bool:
-        cur.execute("DELETE FROM twofa_records WHERE user_name = %s", (user,))
-        return cur.rowcount > 0
+    def rows(self, cur: Any) -> list[Row]:
+        cur.execute('SELECT user_name, sealed, version FROM twofa_records ORDER BY user_name COLLATE "C"')
+        return [Row(name, sealed, version) for name, sealed, version in cur.fetchall()]
 
-    def names(self, cur) -> list[str]:
-        cur.execute('SELECT user_name FROM twofa_records ORDER BY user_name COLLATE "C"')
-        return [row[0] for row in cur.fetchall()]
+    def names(self, cur: Any) -> list[str]:
+        """Every user whose row holds a record (a corrupted one too; not a tombstone)."""
+        return [row.user for row in self.rows(cur) if self.holds_record(row)]
 
-    def census(self, cur) -> list[tuple[str, int]]:
+    def has_delete(self, cur: Any) -> bool:
+        """Whether the role connected may DELETE rows (a database from before schema 2 kept the GRANT)."""
+        cur.execute("SELECT has_table_privilege(current_user, 'twofa_records', 'DELETE')")
+        return bool(cur.fetchone()[0])
+
+    def census(self, cur: Any) -> list[tuple[str, int]]:
         """(key ids, number of records sealed under them) for each set of key ids in use."""
         cur.execute("SELECT key_ids, count(*) FROM twofa_records GROUP BY key_ids ORDER BY key_ids")
         return [(row[0], row[1]) for row in cur.fetchall()]
 
-    def canary(self, cur, keyring: fleetkey.Keyring | None = None) -> None:
+    def canary(self, cur: Any, keyring: fleetkey.Keyring | None = None) -> None:
         """StoreError unless the canary opens with the key (``db check``, the agent's start)."""
         keyring = keyring or self.keyring
         if keyring is None:
@@ -244,15 +330,16 @@ class Database:
         if not ok:
             raise StoreError("the fleet key does not open the database's canary")
 
-    def write_canary(self, cur, keyring: fleetkey.Keyring) -> None:
+    def write_canary(self, cur: Any, keyring: fleetkey.Keyring) -> None:
         cur.execute(
             "INSERT INTO twofa_meta (name, value) VALUES ('canary', %s) "
             "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             (fleetkey.seal(keyring, CANARY_USER, CANARY_TEXT),),
         )
 
-    def init(self, conn) -> list[str]:
-        """Create or complete the schema (idempotent); what it did, one line each."""
+    def init(self, conn: Any) -> list[str]:
+        """Create or complete the schema, or migrate schema 1 to 2 (idempotent, one transaction);
+        what it did, one line each."""
         done = []
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('twofa_meta') IS NOT NULL, to_regclass('twofa_records') IS NOT NULL")
@@ -261,13 +348,16 @@ class Database:
                 cur.execute(statement)
             if not all(existed):
                 done.append("created the tables twofa_meta and twofa_records")
-            cur.execute("SELECT value FROM twofa_meta WHERE name = 'schema_version'")
+            cur.execute("SELECT value FROM twofa_meta WHERE name = 'schema_version' FOR UPDATE")
             row = cur.fetchone()
             if row is None:
                 cur.execute(
                     "INSERT INTO twofa_meta (name, value) VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),)
                 )
                 done.append(f"schema version {SCHEMA_VERSION} recorded")
+            elif row[0] == "1":
+                self.canary(cur)  # the key must open the rows before they are sealed again
+                done.extend(self.migrate_1_to_2(cur))
             elif row[0] != str(SCHEMA_VERSION):
                 conn.rollback()
                 raise StoreError(f"database: schema version {row[0]} is not {SCHEMA_VERSION}: upgrade pam-twofa")
@@ -282,20 +372,59 @@ class Database:
         conn.commit()
         return done
 
+    def migrate_1_to_2(self, cur: Any) -> list[str]:
+        """Schema 1 to 2 in the caller's transaction: every row gets version 1 and is sealed again
+        with the (user, key id, version) associated data; a row that does not open with the key is
+        kept as it is (it stays unreadable: twofa-admin disable USER)."""
+        if self.keyring is None:
+            raise StoreError("no fleet key loaded")
+        for statement in MIGRATE_1_TO_2:
+            cur.execute(statement)
+        cur.execute("SELECT user_name, sealed FROM twofa_records WHERE version IS NULL")
+        resealed, unreadable = 0, []
+        for user, sealed in cur.fetchall():
+            try:
+                text = fleetkey.open_sealed(self.keyring, user, sealed)
+            except fleetkey.SealError:
+                unreadable.append(user)
+                cur.execute("UPDATE twofa_records SET version = 1 WHERE user_name = %s", (user,))
+                continue
+            cur.execute(
+                "UPDATE twofa_records SET sealed = %s, key_ids = %s, version = 1 WHERE user_name = %s",
+                (fleetkey.seal(self.keyring, user, text, 1), ",".join(self.keyring.ids), user),
+            )
+            resealed += 1
+        cur.execute(MIGRATE_1_TO_2_END)
+        cur.execute("UPDATE twofa_meta SET value = %s WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+        done = [f"migrated schema 1 to {SCHEMA_VERSION}: {resealed} record(s) at version 1, sealed again"]
+        done += [
+            f"NOT RE-SEALED (does not open with the key; run twofa-admin disable {shell_word(u)})" for u in unreadable
+        ]
+        return done
+
 
 class _PgSection(Section):
     def __init__(self, store: PgStore, user: str, read: bool) -> None:
         self.store = store
         self.user = user
         self.read = read
-        self.record = None
+        self.record: Record | None = None
         self.cur: Any = None
+        self.version = 0  # the row's version, then the last one this section wrote
+        self.holds = False  # whether the row holds a record, in this section's view
 
     def __enter__(self) -> _PgSection:
         conn = self.store.connection()
         try:
             self.cur = conn.cursor()
-            self.record = self.store.db.open_section(self.cur, self.user, read=self.read)
+            db = self.store.db
+            row = db.open_section(self.cur, self.user)
+            if self.read:
+                self.record = db.open(row)  # checks the seal's version against the column
+                self.holds = self.record is not None
+            else:
+                self.holds = db.holds_record(row)
+            self.version = row.version or 0
         except psycopg2.Error as exc:
             self.store.broken()
             raise StoreError("database: " + describe(exc)) from None
@@ -304,7 +433,7 @@ class _PgSection(Section):
             raise
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn = self.store.conn
         if conn is None:
             return
@@ -322,28 +451,35 @@ class _PgSection(Section):
         if record.user != self.user:
             raise StoreError("a record can only be saved in its own user's section")
         try:
-            self.store.db.write(self.cur, record)
+            self.store.db.write(self.cur, record, self.version + 1)
         except psycopg2.Error as exc:
             raise StoreError("database: " + describe(exc)) from None
+        self.version += 1
         self.record = record
+        self.holds = True
 
     def delete(self) -> bool:
-        try:
-            existed = self.store.db.remove(self.cur, self.user)
-        except psycopg2.Error as exc:
-            raise StoreError("database: " + describe(exc)) from None
+        existed = self.holds
+        if existed:
+            try:
+                self.store.db.remove(self.cur, self.user, self.version + 1)
+            except psycopg2.Error as exc:
+                raise StoreError("database: " + describe(exc)) from None
+            self.version += 1
         self.record = None
+        self.holds = False
         return existed
 
 
 class PgStore(Store):
-    """The Store over one database connection (the commands; the agent pools its own)."""
+    """The Store over one database connection (the commands; the agent pools its own). It has no
+    memory of versions (the agents have): it checks each row's seal against its version column."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.conn: Any = None
 
-    def connection(self):
+    def connection(self) -> Any:
         if self.conn is None or self.conn.closed:
             self.conn = self.db.connect()
         return self.conn
@@ -359,7 +495,7 @@ class PgStore(Store):
     def close(self) -> None:
         self.broken()
 
-    def _run(self, work):
+    def _run(self, work: Callable[[Any], _T]) -> _T:
         conn = self.connection()
         try:
             with conn.cursor() as cur:
@@ -385,14 +521,18 @@ class PgStore(Store):
     # -- for twofa-admin db ----------------------------------------------------------------
 
     def check(self) -> tuple[int, list[tuple[str, int]]]:
-        """StoreError unless the fleet key opens the canary; else (records, [(key ids, records)])."""
+        """StoreError unless the fleet key opens the canary; else (rows, [(key ids, rows)])."""
 
-        def work(cur):
+        def work(cur: Any) -> list[tuple[str, int]]:
             self.db.canary(cur)
             return self.db.census(cur)
 
         by_key = self._run(work)
         return sum(n for _ids, n in by_key), by_key
+
+    def may_delete(self) -> bool:
+        """Whether this connection's role still has DELETE on the rows (``db check`` warns)."""
+        return self._run(self.db.has_delete)
 
     def connected_to(self) -> str:
         """Where the connection goes, for ``db check`` (libpq's view of it: host, port, TLS)."""
@@ -403,17 +543,24 @@ class PgStore(Store):
     def rewrite_canary(self, reading: fleetkey.Keyring, new: fleetkey.Keyring) -> None:
         """Check the canary with ``reading``'s keys and seal it again under ``new`` (a key rotation)."""
 
-        def work(cur):
+        def work(cur: Any) -> None:
             self.db.canary(cur, reading)
             self.db.write_canary(cur, new)
 
         self._run(work)
 
     def reseal(self, user: str, keyring: fleetkey.Keyring) -> None:
-        """Write the user's record again, sealed under ``keyring``, in its section (a key rotation)."""
-        with self.locked(user) as section:
-            if section.record is not None:
-                try:
-                    self.db.write(section.cur, section.record, keyring=keyring)
-                except psycopg2.Error as exc:
-                    raise StoreError("database: " + describe(exc)) from None
+        """Write the user's record again, sealed under ``keyring``, in its section (a key rotation): at
+        the next version, every sealing of the row bound to it."""
+
+        def work(cur: Any) -> None:
+            row = self.db.open_section(cur, user)
+            text = self.db.open_text(row)  # a record's or a tombstone's: tombstones must open after the rotation too
+            if text is not None:
+                self.db.put(cur, user, text, (row.version or 0) + 1, keyring)
+
+        self._run(work)
+
+    def every_row(self) -> list[str]:
+        """Every user with a row, tombstones too (a key rotation seals them all again)."""
+        return self._run(lambda cur: [row.user for row in self.db.rows(cur)])

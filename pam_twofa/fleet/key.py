@@ -14,8 +14,11 @@ old keyring or the new one (new key first, old key kept), and rows carry both
 sealings, so every host can read every row.
 
 Sealing is AES-256-GCM (``cryptography``) with a fresh 96-bit nonce, and the
-associated data binds the user name and the key id: a row copied onto another
-user, or a sealing relabelled with another key id, fails to open.
+associated data binds the user name, the key id and the row's version (schema
+2, docs/store.md): a row copied onto another user, a sealing relabelled with
+another key id, or a row whose version column was edited, fails to open. A
+sealing without a version (``version=None``) is schema 1's, kept for the
+canary and for ``db init``'s migration.
 """
 
 from __future__ import annotations
@@ -126,19 +129,23 @@ def replace(path: str, keyring: Keyring) -> None:
     write_atomic(path, keyring.dumps().encode("ascii"), mode=0o600, locked=False)
 
 
-def _aad(user: str, kid: str) -> bytes:
-    return b"pam-twofa-record 1\0" + user.encode("utf-8", "surrogatepass") + b"\0" + kid.encode("ascii")
+def _aad(user: str, kid: str, version: int | None) -> bytes:
+    name = user.encode("utf-8", "surrogatepass")
+    if version is None:
+        return b"pam-twofa-record 1\0" + name + b"\0" + kid.encode("ascii")
+    return b"pam-twofa-record 2\0" + name + b"\0" + kid.encode("ascii") + b"\0" + str(version).encode("ascii")
 
 
-def seal(keyring: Keyring, user: str, text: str) -> str:
-    """``text`` sealed under every key of the keyring: one ``ID NONCE CIPHERTEXT`` line per key."""
+def seal(keyring: Keyring, user: str, text: str, version: int | None = None) -> str:
+    """``text`` sealed under every key of the keyring: one ``ID NONCE CIPHERTEXT`` line per key,
+    every one bound to the same ``version``."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     plain = text.encode("utf-8")
     lines = []
     for kid, key in keyring.keys:
         nonce = os.urandom(NONCE_BYTES)
-        lines.append(f"{kid} {nonce.hex()} {AESGCM(key).encrypt(nonce, plain, _aad(user, kid)).hex()}")
+        lines.append(f"{kid} {nonce.hex()} {AESGCM(key).encrypt(nonce, plain, _aad(user, kid, version)).hex()}")
     return "\n".join(lines)
 
 
@@ -146,8 +153,9 @@ def sealed_ids(sealed: str) -> list[str]:
     return [line.split(" ", 1)[0] for line in sealed.split("\n") if line]
 
 
-def open_sealed(keyring: Keyring, user: str, sealed: str) -> str:
-    """The text, opened with the first key of the keyring the row was sealed under; SealError otherwise."""
+def open_sealed(keyring: Keyring, user: str, sealed: str, version: int | None = None) -> str:
+    """The text, opened with the first key of the keyring the row was sealed under, for ``user`` at
+    ``version``; SealError otherwise."""
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -170,9 +178,11 @@ def open_sealed(keyring: Keyring, user: str, sealed: str) -> str:
         if len(nonce) != NONCE_BYTES:
             raise SealError("malformed sealed record")
         try:
-            plain = AESGCM(key).decrypt(nonce, data, _aad(user, kid))
+            plain = AESGCM(key).decrypt(nonce, data, _aad(user, kid, version))
         except InvalidTag:
-            raise SealError(f"does not open with key {kid} (tampered, or copied from another user's row)") from None
+            raise SealError(
+                f"does not open with key {kid} (tampered, its version edited, or copied from another user's row)"
+            ) from None
         try:
             return plain.decode("utf-8")
         except UnicodeDecodeError:

@@ -158,7 +158,7 @@ class Login:
         except PolicyError as exc:
             return self.failed_closed("policy", exc)
         self.on_error = policy.on_error
-        from pam_twofa.store import Store, StoreError
+        from pam_twofa.store import RolledBack, Store, StoreError
 
         store: Store
         if policy.backend == "postgresql":
@@ -172,6 +172,13 @@ class Login:
             store = FileStore(policy.state_dir)
         try:
             return self._run(policy, store)
+        except RolledBack as exc:
+            # The database shows an older state than this host has seen (a used code, a lockout or a
+            # disabled secret written back, a row deleted): never "allowed without a code".
+            for message in str(exc).splitlines() or ["rollback"]:
+                self.log(log.ERR, "error: store rollback", message)
+            self.conv.error(MSG_ERROR)
+            return FAIL
         except StoreError as exc:
             return self.failed_closed("store", exc)
         except OSError as exc:

@@ -42,6 +42,12 @@ class CorruptedRecord(StoreError):
     """The record is there but does not parse (or decrypt): ``discard`` removes it unread."""
 
 
+class RolledBack(StoreError):
+    """The database shows this host an older state of the user's row than it has already seen (an
+    older version, or no row at all): written back from a backup, a failover or by hand. The login
+    refuses it whatever ``on_error`` says (docs/store.md, "Versions")."""
+
+
 def storable_name(user: str) -> bool:
     """Every name NSS can return, except empty ones and ones with control characters (which
     no directory hands out, and which must never reach a log line or a record)."""

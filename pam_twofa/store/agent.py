@@ -15,7 +15,7 @@ import _socket
 import time
 
 from pam_twofa.core.record import Record, RecordError, dumps, loads
-from pam_twofa.store import CorruptedRecord, Section, Store, StoreError, storable_name
+from pam_twofa.store import CorruptedRecord, RolledBack, Section, Store, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
 
 TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
@@ -84,6 +84,8 @@ class _Channel:
             raise StoreError(f"agent: {text}")
         if status == "corrupt":
             raise CorruptedRecord(f"agent: {text}")
+        if status == "rollback":
+            raise RolledBack(f"agent: {text}")
         return status, text
 
     def _recv(self, deadline: float) -> bytes:

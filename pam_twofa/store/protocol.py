@@ -16,7 +16,8 @@ end         (empty)            commits the section: ``ok``
 users       (empty)            ``ok`` with one name a line
 ==========  =================  ===========================================
 
-Any operation may get ``error`` or ``corrupt`` with a one-line message. A
+Any operation may get ``error``, ``corrupt`` or ``rollback`` (the database shows an older
+version of the user's row than this host has seen) with a one-line message. A
 record travels in its text form (``record.dumps``), so the login path needs
 no json. This module is imported on the login path: ``str`` methods only.
 """
@@ -25,7 +26,7 @@ TAG = "pta1"
 MAX_BODY = 128 * 1024
 MAX_HEADER = 64
 OPERATIONS = ("load", "lock", "lockw", "save", "delete", "end", "users")
-STATUSES = ("record", "none", "ok", "error", "corrupt")
+STATUSES = ("record", "none", "ok", "error", "corrupt", "rollback")
 
 TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
 if TYPE_CHECKING:

@@ -169,12 +169,14 @@ def test_db_init_is_idempotent_and_prints_the_grants(fleet):
     rc, out = fleet.admin(["db", "init", "--dsn", fleet.server.admin_dsn(fleet.dbname)])
     assert rc == 0, out
     assert "nothing to do" in out
-    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON twofa_records TO twofa;" in out
-    # The hosts' role has exactly that: it cannot change the schema.
-    conn = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
-    with pytest.raises(psycopg2.Error):
-        conn.cursor().execute("DROP TABLE twofa_records")
-    conn.close()
+    assert "GRANT SELECT, INSERT, UPDATE ON twofa_records TO twofa;" in out
+    assert "REVOKE DELETE ON twofa_records FROM twofa;" in out  # schema 2 never deletes a row
+    # The hosts' role has exactly that: it cannot change the schema, nor delete a row.
+    for statement in ("DROP TABLE twofa_records", "DELETE FROM twofa_records"):
+        conn = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            conn.cursor().execute(statement)
+        conn.close()
 
 
 def test_db_check_reports_a_missing_schema(fleet, pg_server):

@@ -3,8 +3,9 @@
 ``FileStore`` (files under a scratch state folder), ``PgStore`` (the commands'
 store) and ``AgentStore`` (the login's store, through a real
 ``pam-twofa-agent``), the last two on one real PostgreSQL 15 and one fleet for
-the module (tests/pgfixtures.py ``shared_fleet``; ``twofa_records`` is emptied
-before each test). What the contract is: docs/store.md, "The store contract",
+the module (tests/pgfixtures.py ``shared_fleet``; every row of ``twofa_records``
+is made a tombstone at its next version before each test: the agent, which
+remembers the versions it saw, would take rows deleted under it for a rollback). What the contract is: docs/store.md, "The store contract",
 and the docstrings of pam_twofa/store/__init__.py. A test here speaks only the
 interface; what it needs to see or do beneath it (a corrupted record, whether a
 record was written again) is the backend helper's job.
@@ -20,6 +21,7 @@ import pytest
 from pgfixtures import shared_fleet  # noqa: F401  (fixture)
 
 from pam_twofa.core.record import FIELDS, MAX_BYTES, MAX_TRUSTED, Record, RecordError, dumps
+from pam_twofa.fleet.database import TOMBSTONE
 from pam_twofa.store import MAX_NAME_BYTES, CorruptedRecord, Store, StoreError, storable_name
 from pam_twofa.store.agent import AgentStore
 from pam_twofa.store.files import FileStore
@@ -84,7 +86,8 @@ class DatabaseBackend:
         self.opened: list = []
         self.conn = psycopg2.connect(fleet.server.admin_dsn(fleet.dbname))
         self.conn.autocommit = True
-        self.sql("DELETE FROM twofa_records")
+        for (user,) in self.sql("SELECT user_name FROM twofa_records"):
+            self._put_sealed(user, lambda version, u=user: fleetkey.seal(self.keyring, u, TOMBSTONE, version))
 
     def sql(self, statement: str, params=()) -> list:
         with self.conn.cursor() as cur:
@@ -99,25 +102,30 @@ class DatabaseBackend:
         self.opened.append(store)
         return store
 
-    def _put_sealed(self, user: str, sealed: str) -> None:
+    def _put_sealed(self, user: str, sealed) -> None:
+        """Write the user's row at its next version (so that it is never a rollback): ``sealed(version)``."""
+        (version,) = self.sql("SELECT coalesce(max(version), 0) + 1 FROM twofa_records WHERE user_name = %s", (user,))[
+            0
+        ]
         self.sql(
-            "INSERT INTO twofa_records (user_name, sealed, key_ids) VALUES (%s, %s, %s) "
-            "ON CONFLICT (user_name) DO UPDATE SET sealed = EXCLUDED.sealed, key_ids = EXCLUDED.key_ids",
-            (user, sealed, ",".join(self.keyring.ids)),
+            "INSERT INTO twofa_records (user_name, sealed, key_ids, version) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (user_name) DO UPDATE SET sealed = EXCLUDED.sealed, key_ids = EXCLUDED.key_ids, "
+            "version = EXCLUDED.version",
+            (user, sealed(version), ",".join(self.keyring.ids), version),
         )
 
     def corrupt(self, user: str, how: str) -> None:
         from pam_twofa.fleet import key as fleetkey
 
         if how == "garbage":
-            self._put_sealed(user, "garbage")
+            self._put_sealed(user, lambda version: "garbage")
         else:  # "bad field": sealed right, under this user's name, but not a valid record
             text = dumps(Record(user)).replace("digits 6", "digits six")
-            self._put_sealed(user, fleetkey.seal(self.keyring, user, text))
+            self._put_sealed(user, lambda version: fleetkey.seal(self.keyring, user, text, version))
 
     def copy_record(self, source: str, target: str) -> None:
         (sealed,) = self.sql("SELECT sealed FROM twofa_records WHERE user_name = %s", (source,))[0]
-        self._put_sealed(target, sealed)
+        self._put_sealed(target, lambda version: sealed)
 
     def stamp(self, user: str):
         """Changes whenever the user's row is written again (xmin: the transaction that wrote it)."""

@@ -321,6 +321,18 @@ MUTANTS = {
         ],
         [H + "test_timing.py"],
     ),
+    # --- fleet ------------------------------------------------------------------------------
+    "agent-forgets-the-version-check": (
+        "fleet",
+        [  # the agent still remembers versions, but takes an older row (or none) as it comes
+            (
+                "pam_twofa/fleet/agent.py",
+                "        if not row.exists or row.version is None or row.version < known:\n",
+                "        if False:\n",
+            ),
+        ],
+        ["tests/db/test_rollback.py"],
+    ),
 }
 
 IGNORE = shutil.ignore_patterns(".git", ".hypothesis", "__pycache__", ".pytest_cache", "build", "*.egg-info")

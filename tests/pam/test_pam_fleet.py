@@ -248,3 +248,43 @@ def test_the_emailed_code_quota_is_fleet_wide(hosts, tmp_path):
         assert not third.mails
     finally:
         controller.stop()
+
+
+def test_a_rolled_back_row_refuses_the_login_even_with_on_error_allow(hosts):
+    """A used code written back (schema 2's versions, docs/store.md): on_error: allow lets a user in
+    without a code when the store fails, never when it shows an older state than the host has seen."""
+    import psycopg2
+
+    a, _b = hosts
+    a.write_policy(max_failures=3, exempt_users=["carol"], on_error="allow")
+    alice = a.scratch.enroll("alice")
+    dsn = a.fleet.server.admin_dsn(a.fleet.dbname)
+
+    def owner(statement, params=()):
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement, params)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+
+    (before,) = owner("SELECT sealed, key_ids, version FROM twofa_records WHERE user_name = 'alice'")
+    settle(4)
+    code = alice.code()
+    first = a.login("alice", code)
+    assert first.ok, first
+    # The attacker (the database's owner) writes the row from before the login back: the code is new again.
+    owner("UPDATE twofa_records SET sealed = %s, key_ids = %s, version = %s WHERE user_name = 'alice'", before)
+    replay = a.login("alice", code)
+    assert replay.denied and MSG_ERROR in replay.output, replay
+    assert replay.log_with("user=alice", "error: store rollback", "rollback: user=alice shown version 1"), replay
+    assert not replay.log_with("allowed without a code"), replay
+    assert "rollback: user=alice" in a.agent.output()
+    # Deleting the row (no record: a login with the password alone) is refused the same way.
+    owner("DELETE FROM twofa_records WHERE user_name = 'alice'")
+    gone = a.login("alice", stack=PW)
+    assert gone.denied and MSG_ERROR in gone.output, gone
+    assert gone.log_with("user=alice", "rollback", "shown no row"), gone
+    assert a.login("carol", stack=PW).ok  # exempt users never depend on the store
