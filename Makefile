@@ -8,7 +8,7 @@ ROOT_VENV = /var/tmp/pam-twofa-test-venv
 VENV ?= $(shell if [ -x .venv/bin/python ]; then echo .venv; else echo $(ROOT_VENV); fi)
 # The Debian packages the unit layer imports (the package's own dependencies,
 # the database backend's, pyotp as the tests' reference) and python3-venv.
-DEV_DEBS = python3-venv python3-yaml python3-qrcode python3-pampy python3-six python3-psycopg2 python3-cryptography python3-pyotp
+DEV_DEBS = python3-venv python3-yaml python3-qrcode python3-pampy python3-six python3-psycopg python3-cryptography python3-pyotp
 .PHONY: install test demo bench venv unit lint deb upgrade-test
 install:
 	bash scripts/install.sh
@@ -21,7 +21,7 @@ bench:
 # Rebuilt when requirements-test.txt changes (as scripts/test.sh does for its venv).
 venv: .venv/requirements-test.txt
 .venv/requirements-test.txt: requirements-test.txt
-	@/usr/bin/python3 -c 'import ensurepip, yaml, qrcode, pam, six, psycopg2, cryptography, pyotp' 2>/dev/null || \
+	@/usr/bin/python3 -c 'import ensurepip, yaml, qrcode, pam, six, psycopg, cryptography, pyotp' 2>/dev/null || \
 	    { echo "make venv: Debian packages missing: apt-get install $(DEV_DEBS)" >&2; exit 1; }
 	rm -rf .venv
 	/usr/bin/python3 -m venv --system-site-packages .venv

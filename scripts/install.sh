@@ -11,9 +11,9 @@ if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo bash scripts/in
 
 # What the package depends on (debian/control), checked first so that an
 # install needing nothing new does not need "apt-get update".
-# python3-psycopg2 and python3-cryptography: the database backend
+# python3-psycopg (psycopg 3) and python3-cryptography: the database backend
 # (pam-twofa-agent, twofa-admin db), never imported on the login path.
-DEPS="sudo libpam-python python3-six python3-yaml python3-qrcode python3-pampy python3-psycopg2 python3-cryptography"
+DEPS="sudo libpam-python python3-six python3-yaml python3-qrcode python3-pampy python3-psycopg python3-cryptography"
 
 deb=$(bash scripts/build-deb.sh)
 

@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then echo "test.sh: run as root" >&2; exit 1; fi
 
 TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux openssh-client zbar-tools python3-pil lintian"
 # The database backend: a real PostgreSQL 15 started by the tests (tests/pgserver.py), TLS certificates made with openssl.
-TEST_DEPS="$TEST_DEPS postgresql-15 python3-psycopg2 python3-cryptography openssl"
+TEST_DEPS="$TEST_DEPS postgresql-15 python3-psycopg python3-cryptography openssl"
 # pyotp: the reference the tests compare the package's own TOTP code with
 # (tests/test_totp.py, the e2e harness); the package itself does not use it.
 TEST_DEPS="$TEST_DEPS python3-pyotp"
@@ -24,7 +24,7 @@ fi
 bash scripts/install.sh >/dev/null
 
 # Test tools in a venv of Debian's interpreter (the one PAM embeds), seeing its
-# Debian packages (yaml, qrcode, pam, psycopg2, cryptography; pyotp for the
+# Debian packages (yaml, qrcode, pam, psycopg, cryptography; pyotp for the
 # tests) as the installed module does. "make venv" builds the same in .venv.
 VENV=${PAM_TWOFA_TEST_VENV:-/var/tmp/pam-twofa-test-venv}
 if [ ! -x "$VENV/bin/pytest" ] || ! cmp -s requirements-test.txt "$VENV/requirements-test.txt"; then

@@ -19,11 +19,11 @@ def _raising(exc):
 
 
 def test_a_missing_database_driver_names_the_packages_to_install():
-    """psycopg2 and cryptography are only Recommends of the package: without them, 'twofa-admin db ...'
+    """psycopg and cryptography are only Recommends of the package: without them, 'twofa-admin db ...'
     says what to install (exit 3, the store cannot be reached), not 'unexpected error'. In a process of
-    its own, where psycopg2 cannot be imported (None in sys.modules) and nothing of the fleet is loaded."""
+    its own, where psycopg cannot be imported (None in sys.modules) and nothing of the fleet is loaded."""
     code = (
-        "import sys; sys.modules['psycopg2'] = None\n"
+        "import sys; sys.modules['psycopg'] = None\n"
         "from pam_twofa.cli import run\n"
         "def main(argv):\n"
         "    from pam_twofa.cli import db  # what 'twofa-admin db' imports first\n"
@@ -33,8 +33,8 @@ def test_a_missing_database_driver_names_the_packages_to_install():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert (done.returncode, done.stdout) == (3, ""), done.stderr
     assert done.stderr == (
-        "twofa-admin: the database backend needs psycopg2, which is not installed; nothing was changed:"
-        " apt-get install python3-psycopg2 python3-cryptography\n"
+        "twofa-admin: the database backend needs psycopg, which is not installed; nothing was changed:"
+        " apt-get install python3-psycopg python3-cryptography\n"
     )
 
 

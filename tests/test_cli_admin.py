@@ -312,13 +312,13 @@ def test_commands_act_on_the_accounts_own_spelling(capsys, make_policy, monkeypa
 
 def test_the_commands_of_the_file_backend_do_not_load_the_database_libraries():
     # twofa-admin parses the db subcommands' arguments itself, so that status, check and the
-    # other commands on a file-backend host never pay for psycopg2 and cryptography.
+    # other commands on a file-backend host never pay for psycopg and cryptography.
     script = (
         "import sys\n"
         "from pam_twofa.cli import admin\n"
         "admin.parser().parse_args(['status'])\n"
         "admin.parser().parse_args(['db', 'check'])\n"
-        "print(sorted(m for m in ('psycopg2', 'cryptography', 'pam_twofa.fleet.database', 'pam_twofa.fleet.key',"
+        "print(sorted(m for m in ('psycopg', 'cryptography', 'pam_twofa.fleet.database', 'pam_twofa.fleet.key',"
         " 'pam_twofa.cli.db') if m in sys.modules))\n"
     )
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

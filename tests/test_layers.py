@@ -37,15 +37,15 @@ THIRD_PARTY = {
     "store": set(),
     "system": {"qrcode", "PIL"},
     "login": set(),
-    "fleet": {"psycopg2", "cryptography"},
-    "cli": {"yaml", "qrcode", "psycopg2", "cryptography", "pam"},
+    "fleet": {"psycopg", "cryptography"},
+    "cli": {"yaml", "qrcode", "psycopg", "cryptography", "pam"},
     "pam_module": set(),
 }
 # C modules of newer Pythons that the interpreter's own code falls back between
 # (core/primitives.py: _sha2 is 3.12's name for 3.11's _sha256).
 NEWER_STDLIB = {"_sha2"}
 # Never reached from pam_module.py, through any branch.
-LOGIN_NEVER = ("pam_twofa.fleet", "pam_twofa.cli", "qrcode", "psycopg2", "cryptography")
+LOGIN_NEVER = ("pam_twofa.fleet", "pam_twofa.cli", "qrcode", "psycopg", "cryptography")
 # yaml is reached only through the policy parser, which a login runs when the
 # compiled policy cache is missing or stale (docs/policy.md, "The policy cache").
 YAML_ONLY_VIA = "pam_twofa.policy.parse"

@@ -13,7 +13,7 @@ from pam_twofa.store import StoreError
 from pam_twofa.system import log
 
 # What the database backend (pam_twofa.fleet) imports and the rest of the package never does.
-FLEET_MODULES = ("psycopg2", "cryptography")
+FLEET_MODULES = ("psycopg", "cryptography")
 
 
 class UsageError(Exception):
@@ -64,7 +64,7 @@ def run(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None 
         # The package only recommends them (debian/control): a host on the file store never needs them.
         print(
             f"{prog}: the database backend needs {exc.name}, which is not installed; nothing was changed:"
-            " apt-get install python3-psycopg2 python3-cryptography",
+            " apt-get install python3-psycopg python3-cryptography",
             file=sys.stderr,
         )
         return 3

@@ -496,7 +496,7 @@ def cmd_pam_config(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from pam_twofa.cli import db  # psycopg2 and cryptography: only for the db commands (see its docstring)
+    from pam_twofa.cli import db  # psycopg and cryptography: only for the db commands (see its docstring)
 
     return db.run(args)
 

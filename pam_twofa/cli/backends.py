@@ -56,11 +56,11 @@ def _loopback(host: str) -> bool:
 
 def dsn_problems(dsn: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) about a libpq connection string, without connecting."""
-    from psycopg2.extensions import parse_dsn
+    from psycopg.conninfo import conninfo_to_dict as parse_dsn
 
     try:
         params = parse_dsn(dsn)
-    except Exception as exc:  # psycopg2.ProgrammingError: libpq's own message
+    except Exception as exc:  # psycopg.ProgrammingError: libpq's own message
         return [f"not a valid libpq connection string ({' '.join(str(exc).split())})"], []
     errors, warnings = [], []
     if "password" in params:

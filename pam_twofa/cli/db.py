@@ -1,6 +1,6 @@
 """``twofa-admin db ...``: the database backend's key, schema, migration and checks (docs/many-hosts.md).
 
-The subcommands' parsers are in ``admin``: this module loads psycopg2 and cryptography, which the
+The subcommands' parsers are in ``admin``: this module loads psycopg and cryptography, which the
 other commands and hosts on the file backend do not need.
 """
 
@@ -10,8 +10,8 @@ import argparse
 import os
 from collections.abc import Callable
 
-import psycopg2
-from psycopg2.extensions import parse_dsn
+import psycopg
+from psycopg.conninfo import conninfo_to_dict as parse_dsn
 
 from pam_twofa import policy
 from pam_twofa.cli import UsageError
@@ -24,7 +24,7 @@ from pam_twofa.store.files import FileStore
 def run(args: argparse.Namespace) -> int:
     try:
         return _COMMANDS[args.db_command](args)
-    except psycopg2.Error as exc:
+    except psycopg.Error as exc:
         raise StoreError("database: " + describe(exc)) from None
 
 

@@ -5,7 +5,9 @@ database connections and the fleet key, and serves the login path over a
 root-only Unix socket (``storage.agent_socket``; its folder root-owned 0700;
 peers other than uid 0 are dropped on accept, by SO_PEERCRED). The
 protocol is ``store.protocol``. Each client runs in a thread of its own; database
-connections come from a bounded pool, are made again when one breaks, and a
+connections (psycopg 3) come from a bounded pool that checks an idle connection
+before it hands it out (a database that restarted closed them all: the first
+login afterwards gets a new one, not a dead one), and a
 section (``lock`` ... ``end``) is one transaction, rolled back when its client
 goes away or keeps it longer than ``--section-timeout``. The agent runs no SQL
 of its own: every statement is a method of ``fleet.database.Database`` (``lock``
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import select
 import signal
 import socket
 import sqlite3
@@ -34,18 +37,19 @@ import threading
 import time
 from typing import Any
 
-import psycopg2
+import psycopg
+from psycopg.pq import TransactionStatus
 
 from pam_twofa.core.record import Record, RecordError, dumps, loads
-from pam_twofa.fleet.database import Database, Row, describe
+from pam_twofa.fleet.database import Connection, Cursor, Database, Row, describe, is_broken
 from pam_twofa.policy import DEFAULT_PATH, PolicyError
 from pam_twofa.store import CorruptedRecord, RolledBack, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
 from pam_twofa.system import log
 from pam_twofa.system.fileio import owner_mode_problem
 
-_BROKEN = (psycopg2.OperationalError, psycopg2.InterfaceError)
 MAX_CLIENTS = 512
+RETRIED = "a pooled database connection was broken: tried once more on a new one"
 
 
 def say(priority: int, message: str) -> None:
@@ -196,51 +200,91 @@ class Versions:
         self.flush()
 
 
+def alive(conn: Connection) -> bool:
+    """Whether an idle pooled connection still holds, found without a round trip: the server says
+    nothing to an idle session unasked (but a notice), so a socket with something to read is one the
+    server closed (stopped, restarted, the session terminated), and libpq then finds its end."""
+    if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        waiting = select.poll()
+        waiting.register(conn.fileno(), select.POLLIN)
+        for _ in range(16):  # a read takes what has come (the server's last words); the next, the end
+            if not waiting.poll(0):
+                break
+            conn.pgconn.consume_input()  # OperationalError at the end of the stream
+    except (OSError, psycopg.Error):
+        return False
+    return not conn.closed
+
+
 class Pool:
-    """At most ``size`` connections; idle ones are kept, broken ones dropped (the next use reconnects)."""
+    """At most ``size`` connections (autocommit); idle ones are kept and checked (``alive``) before
+    they are handed out again, dead ones dropped; a connection broken in use is dropped with every
+    idle one (made to the same server, likely dead as well), and the next use connects anew.
+
+    Not psycopg_pool (3.1): it makes connections in background threads and, while the database is
+    down, tries again after 1, 2, 4 ... s (up to its reconnect_timeout), so that a login waits for its
+    whole timeout and gets "couldn't get a connection" instead of libpq's reason, and the first login
+    after an outage waits for the next attempt; here a login that finds no live idle connection
+    connects itself, at once (docs/store.md, "The agent's connections")."""
 
     def __init__(self, db: Database, size: int) -> None:
         self.db = db
         self.slots = threading.BoundedSemaphore(size)
-        self.idle: list[Any] = []  # psycopg2 connections (untyped)
+        self.idle: list[Connection] = []
         self.lock = threading.Lock()
 
-    def acquire(self, timeout: float) -> tuple[Any, bool]:
-        """(connection, reused) within ``timeout``; StoreError if none."""
+    def acquire(self, timeout: float, fresh: bool = False) -> tuple[Connection, bool]:
+        """(connection, reused) within ``timeout``; ``fresh``: a new one; StoreError if none."""
         if not self.slots.acquire(timeout=timeout):
             raise StoreError("every database connection of this agent is busy; try again")
-        with self.lock:
-            conn = self.idle.pop() if self.idle else None
-        if conn is not None and not conn.closed:
-            return conn, True
         try:
-            conn = self.db.connect()
+            while not fresh:
+                with self.lock:
+                    conn = self.idle.pop() if self.idle else None
+                if conn is None:
+                    break
+                if alive(conn):
+                    return conn, True
+                conn.close()
+            # Autocommit: a read is one statement, and a section spells out BEGIN ... COMMIT itself,
+            # BEGIN sent together with its first statements (fewer round trips per login).
+            return self.db.connect(autocommit=True), False
         except BaseException:
             self.slots.release()
             raise
-        # Autocommit: a read is one statement, and a section spells out BEGIN ... COMMIT itself,
-        # BEGIN sent together with its first statements (fewer round trips per login).
-        conn.autocommit = True
-        return conn, False
 
-    def release(self, conn: Any, broken: bool = False) -> None:
-        if broken or conn.closed:
+    def release(self, conn: Connection, broken: bool = False) -> None:
+        """Give back ``conn``: kept if it is healthy (an open transaction, after a timeout in a
+        section, rolled back first), else closed; ``broken``: closed, with every idle one."""
+        if not broken and not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             try:
-                conn.close()
-            except psycopg2.Error:
-                pass
+                conn.rollback()
+            except psycopg.Error:
+                broken = True
+        if broken or conn.closed:
+            conn.close()
+            if broken:
+                self.drop_idle()
         else:
             with self.lock:
                 self.idle.append(conn)
         self.slots.release()
+
+    def drop_idle(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
 
 
 @dataclasses.dataclass
 class Section:
     """A client's open section: one transaction on a pooled connection, until ``deadline``."""
 
-    conn: Any
-    cur: Any
+    conn: Connection
+    cur: Cursor
     user: str
     deadline: float  # time.monotonic(): rolled back when the client keeps it longer
     version: int = 0  # the row's (or the highest seen), then the last one this section wrote
@@ -341,16 +385,20 @@ class Client:
             self.agent.report(exc)
             self.end_section(commit=False)
             return "error", str(exc)
-        except psycopg2.Error as exc:
+        except psycopg.Error as exc:
             error = StoreError("database: " + describe(exc))
             self.agent.report(error)
-            self.end_section(commit=False, broken=isinstance(exc, _BROKEN))
+            # A timeout leaves the connection healthy: rolled back, and used again.
+            self.end_section(commit=False, broken=self.section is not None and is_broken(self.section.conn, exc))
             return "error", str(error)
 
     def begin(self, operation: str, user: str) -> tuple[str, str]:
+        """``load``, ``lock`` or ``lockw``. Work that a broken pooled connection failed (a database
+        that went away since, which ``alive`` could not tell) is tried once more on a new connection;
+        any other error (a statement or lock timeout above all) is not: one timeout, not two."""
         agent = self.agent
         for attempt in (1, 2):
-            conn, reused = agent.pool.acquire(agent.op_timeout)
+            conn, reused = agent.pool.acquire(agent.op_timeout, fresh=attempt == 2)
             try:
                 cur = conn.cursor()
                 record: Record | None = None
@@ -369,12 +417,15 @@ class Client:
                         # row); what it writes goes above what this host has seen.
                         section.holds = agent.db.holds_record(row)
                     section.version = max(row.version or 0, agent.versions.known(user))
-            except _BROKEN:
-                # A pooled connection the database dropped (restarted, failed over): once more, anew.
+            except psycopg.Error as exc:
                 self.section = None
-                agent.pool.release(conn, broken=True)
-                if not reused or attempt == 2:
+                broken = is_broken(conn, exc)
+                agent.pool.release(conn, broken=broken)  # not broken: rolled back, kept
+                if not broken or not reused or attempt == 2:
                     raise
+                # A pooled connection the database dropped without a word (its host gone, a failover):
+                # once more, on a new connection (release dropped the idle ones too).
+                say(log.INFO, f"pam-twofa-agent: {RETRIED} ({describe(exc)})")
                 continue
             except BaseException:
                 if self.section is None:
@@ -387,15 +438,24 @@ class Client:
         raise AssertionError("unreachable")
 
     def users(self) -> tuple[str, str]:
-        conn, _reused = self.agent.pool.acquire(self.agent.op_timeout)
-        try:
-            with conn.cursor() as cur:
-                names = self.agent.db.names(cur)
-        except psycopg2.Error:
-            self.agent.pool.release(conn, broken=True)
-            raise
-        self.agent.pool.release(conn)
-        return "ok", "\n".join(names)
+        for attempt in (1, 2):
+            conn, reused = self.agent.pool.acquire(self.agent.op_timeout, fresh=attempt == 2)
+            try:
+                with conn.cursor() as cur:
+                    names = self.agent.db.names(cur)
+            except psycopg.Error as exc:
+                broken = is_broken(conn, exc)
+                self.agent.pool.release(conn, broken=broken)
+                if not broken or not reused or attempt == 2:
+                    raise
+                say(log.INFO, f"pam-twofa-agent: {RETRIED} ({describe(exc)})")
+                continue
+            except BaseException:
+                self.agent.pool.release(conn)
+                raise
+            self.agent.pool.release(conn)
+            return "ok", "\n".join(names)
+        raise AssertionError("unreachable")
 
     def end_section(self, commit: bool, broken: bool = False) -> None:
         if not self.section:
@@ -404,8 +464,8 @@ class Client:
         try:
             if not broken:
                 self.agent.db.end_section(section.cur, commit)
-        except psycopg2.Error:
-            self.agent.pool.release(section.conn, broken=True)
+        except psycopg.Error as exc:
+            self.agent.pool.release(section.conn, broken=is_broken(section.conn, exc))
             if commit:
                 raise
             return

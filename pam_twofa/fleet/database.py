@@ -1,7 +1,7 @@
 """The PostgreSQL backend: records sealed under the fleet key, one row per user (docs/store.md).
 
 Used by ``pam-twofa-agent`` (for the logins) and by the commands (directly);
-never imported on the login path: psycopg2 and cryptography together cost
+never imported on the login path: psycopg and cryptography together cost
 several times a whole login there.
 
 Schema (version ``SCHEMA_VERSION``)::
@@ -24,6 +24,13 @@ A locked section is one transaction: an advisory transaction lock on the
 user's name (so that a user without a row is serialised too), then
 ``SELECT ... FOR UPDATE`` of the row, then the writes, then COMMIT; any
 exception rolls it back. Every statement is a constant with parameters.
+
+The driver is psycopg 3, its cursors binding parameters on the client
+(``psycopg.ClientCursor``: values quoted by libpq's rules), so
+that the statements that open a section travel together in one round trip (the
+server-side binding allows one statement per query), and without prepared
+statements (``prepare_threshold=None``: a pooler in transaction mode in front of
+the database would break them).
 """
 
 from __future__ import annotations
@@ -33,9 +40,8 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import psycopg2
-import psycopg2.errors
-import psycopg2.extensions
+import psycopg
+import psycopg.errors
 
 from pam_twofa.core.record import Record, RecordError, dumps, loads
 from pam_twofa.fleet import key as fleetkey
@@ -47,6 +53,8 @@ CANARY_TEXT = "pam-twofa canary 1"
 TOMBSTONE = "pam-twofa tombstone 1"  # a removed record; record.loads refuses it, so it is never a record
 
 _T = TypeVar("_T")
+Connection = psycopg.Connection[tuple[Any, ...]]
+Cursor = psycopg.Cursor[tuple[Any, ...]]
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS twofa_meta (name text PRIMARY KEY, value text NOT NULL)",
@@ -76,10 +84,26 @@ REVOKE DELETE ON twofa_records FROM {role};
 
 def describe(exc: Exception) -> str:
     """A database error as one line for syslog or a terminal: libpq's text, never the password."""
-    if isinstance(exc, psycopg2.extensions.QueryCanceledError):
+    if isinstance(exc, psycopg.errors.QueryCanceled):
         return "the database did not answer within storage.postgresql.statement_timeout"
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
+
+
+def is_broken(conn: Connection, exc: BaseException) -> bool:
+    """Whether ``exc`` left ``conn`` unusable (the server went away, the socket closed): only such a
+    connection is dropped, and a login's work tried once more on a new one. A statement or lock
+    timeout (QueryCanceled 57014, LockNotAvailable 55P03) leaves a healthy connection: it is rolled
+    back and used again, and the work is not tried twice (twice the timeout would pass the login's
+    deadline)."""
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and conn.closed
+
+
+def _one(cur: Cursor) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    if row is None:
+        raise StoreError("database: a statement that returns one row returned none")
+    return row
 
 
 def lock_key(user: str) -> int:
@@ -153,18 +177,24 @@ class Database:
             policy.pg_statement_timeout,
         )
 
-    def connect(self, check_schema: bool = True) -> Any:
+    def connect(self, check_schema: bool = True, autocommit: bool = False) -> Connection:
         options = (
             f"-c statement_timeout={self.statement_timeout * 1000} "
             f"-c lock_timeout={self.statement_timeout * 1000} "
             f"-c idle_in_transaction_session_timeout={self.idle_timeout * 1000}"
         )
-        kwargs = {"connect_timeout": self.connect_timeout, "options": options, "application_name": "pam-twofa"}
-        if self.password is not None:
-            kwargs["password"] = self.password
         try:
-            conn = psycopg2.connect(self.dsn, **kwargs)
-        except psycopg2.Error as exc:
+            conn = psycopg.connect(
+                self.dsn,
+                autocommit=autocommit,
+                prepare_threshold=None,
+                cursor_factory=psycopg.ClientCursor,
+                connect_timeout=self.connect_timeout,
+                options=options,
+                application_name="pam-twofa",
+                password=self.password,  # None: not passed (libpq's ~/.pgpass, or none)
+            )
+        except psycopg.Error as exc:
             raise StoreError("database: cannot connect: " + describe(exc)) from None
         if check_schema:
             try:
@@ -174,17 +204,18 @@ class Database:
                 raise
         return conn
 
-    def check_schema(self, conn: Any) -> int:
+    def check_schema(self, conn: Connection) -> int:
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT value FROM twofa_meta WHERE name = 'schema_version'")
                 row = cur.fetchone()
             conn.rollback()
-        except psycopg2.errors.UndefinedTable:
+        except psycopg.errors.UndefinedTable:
             conn.rollback()
             raise StoreError("database: the pam-twofa tables are missing: run twofa-admin db init") from None
-        except psycopg2.Error as exc:
-            conn.rollback()
+        except psycopg.Error as exc:
+            if not conn.closed:
+                conn.rollback()
             raise StoreError("database: " + describe(exc)) from None
         if row is None or not row[0].isdigit():
             raise StoreError("database: no schema version recorded: run twofa-admin db init")
@@ -198,7 +229,7 @@ class Database:
 
     # -- statements (cursor of an open transaction) ------------------------------------
 
-    def fetch(self, cur: Any, user: str) -> Row:
+    def fetch(self, cur: Cursor, user: str) -> Row:
         """The user's row as it is now, unopened, without a lock."""
         if not storable_name(user):
             raise StoreError("user name cannot be stored (empty, control characters, or too long)")
@@ -209,11 +240,11 @@ class Database:
     def _row(user: str, found: tuple[str, int | None] | None) -> Row:
         return Row(user, None, 0) if found is None else Row(user, found[0], found[1])
 
-    def read(self, cur: Any, user: str) -> Record | None:
+    def read(self, cur: Cursor, user: str) -> Record | None:
         """The user's record as it is now, without a lock (a ``load``); None for no row or a tombstone."""
         return self.open(self.fetch(cur, user))
 
-    def open_section(self, cur: Any, user: str, begin: bool = False) -> Row:
+    def open_section(self, cur: Cursor, user: str, begin: bool = False) -> Row:
         """Lock the user's section in the transaction of ``cur``: the advisory lock on the name, then
         the row ``FOR UPDATE``, whether or not the record is wanted, so that every section of a user
         (the agent's ``lock`` and ``lockw``, PgStore's) excludes every other by the same two locks.
@@ -221,14 +252,18 @@ class Database:
         ``begin``: open the transaction too, for an autocommit connection (one round trip for all)."""
         if not storable_name(user):
             raise StoreError("user name cannot be stored (empty, control characters, or too long)")
+        # One query of three statements (a ClientCursor: parameters quoted on the client); its
+        # rows are the last statement's.
         cur.execute(
             ("BEGIN; " if begin else "") + "SELECT pg_advisory_xact_lock(%s); "
             "SELECT sealed, version FROM twofa_records WHERE user_name = %s FOR UPDATE",
             (lock_key(user), user),
         )
+        while cur.nextset():
+            pass
         return self._row(user, cur.fetchone())
 
-    def end_section(self, cur: Any, commit: bool) -> None:
+    def end_section(self, cur: Cursor, commit: bool) -> None:
         """COMMIT or ROLLBACK a section opened with ``begin`` (an autocommit connection)."""
         cur.execute("COMMIT" if commit else "ROLLBACK")
 
@@ -269,16 +304,16 @@ class Database:
         except CorruptedRecord:
             return True
 
-    def write(self, cur: Any, record: Record, version: int, keyring: fleetkey.Keyring | None = None) -> None:
+    def write(self, cur: Cursor, record: Record, version: int, keyring: fleetkey.Keyring | None = None) -> None:
         """Write the user's record as the row's ``version`` (one more than the row's, or than the last
         a host saw); a row already at ``version`` or above is a StoreError, nothing written."""
         self.put(cur, record.user, dumps(record), version, keyring)
 
-    def remove(self, cur: Any, user: str, version: int) -> None:
+    def remove(self, cur: Cursor, user: str, version: int) -> None:
         """Write the user's TOMBSTONE as the row's ``version``: the row is never deleted."""
         self.put(cur, user, TOMBSTONE, version, None)
 
-    def put(self, cur: Any, user: str, text: str, version: int, keyring: fleetkey.Keyring | None) -> None:
+    def put(self, cur: Cursor, user: str, text: str, version: int, keyring: fleetkey.Keyring | None) -> None:
         keyring = keyring or self.keyring
         if keyring is None:
             raise StoreError("no fleet key loaded")
@@ -296,25 +331,25 @@ class Database:
         if cur.rowcount != 1:
             raise StoreError(f"database: the row of {user} is already at version {version} or above: nothing written")
 
-    def rows(self, cur: Any) -> list[Row]:
+    def rows(self, cur: Cursor) -> list[Row]:
         cur.execute('SELECT user_name, sealed, version FROM twofa_records ORDER BY user_name COLLATE "C"')
         return [Row(name, sealed, version) for name, sealed, version in cur.fetchall()]
 
-    def names(self, cur: Any) -> list[str]:
+    def names(self, cur: Cursor) -> list[str]:
         """Every user whose row holds a record (a corrupted one too; not a tombstone)."""
         return [row.user for row in self.rows(cur) if self.holds_record(row)]
 
-    def has_delete(self, cur: Any) -> bool:
+    def has_delete(self, cur: Cursor) -> bool:
         """Whether the role connected may DELETE rows (a database from before schema 2 kept the GRANT)."""
         cur.execute("SELECT has_table_privilege(current_user, 'twofa_records', 'DELETE')")
-        return bool(cur.fetchone()[0])
+        return bool(_one(cur)[0])
 
-    def census(self, cur: Any) -> list[tuple[str, int]]:
+    def census(self, cur: Cursor) -> list[tuple[str, int]]:
         """(key ids, number of records sealed under them) for each set of key ids in use."""
         cur.execute("SELECT key_ids, count(*) FROM twofa_records GROUP BY key_ids ORDER BY key_ids")
         return [(row[0], row[1]) for row in cur.fetchall()]
 
-    def canary(self, cur: Any, keyring: fleetkey.Keyring | None = None) -> None:
+    def canary(self, cur: Cursor, keyring: fleetkey.Keyring | None = None) -> None:
         """StoreError unless the canary opens with the key (``db check``, the agent's start)."""
         keyring = keyring or self.keyring
         if keyring is None:
@@ -330,20 +365,20 @@ class Database:
         if not ok:
             raise StoreError("the fleet key does not open the database's canary")
 
-    def write_canary(self, cur: Any, keyring: fleetkey.Keyring) -> None:
+    def write_canary(self, cur: Cursor, keyring: fleetkey.Keyring) -> None:
         cur.execute(
             "INSERT INTO twofa_meta (name, value) VALUES ('canary', %s) "
             "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
             (fleetkey.seal(keyring, CANARY_USER, CANARY_TEXT),),
         )
 
-    def init(self, conn: Any) -> list[str]:
+    def init(self, conn: Connection) -> list[str]:
         """Create or complete the schema, or migrate schema 1 to 2 (idempotent, one transaction);
         what it did, one line each."""
         done = []
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('twofa_meta') IS NOT NULL, to_regclass('twofa_records') IS NOT NULL")
-            existed = cur.fetchone()
+            existed = _one(cur)
             for statement in SCHEMA:
                 cur.execute(statement)
             if not all(existed):
@@ -372,7 +407,7 @@ class Database:
         conn.commit()
         return done
 
-    def migrate_1_to_2(self, cur: Any) -> list[str]:
+    def migrate_1_to_2(self, cur: Cursor) -> list[str]:
         """Schema 1 to 2 in the caller's transaction: every row gets version 1 and is sealed again
         with the (user, key id, version) associated data; a row that does not open with the key is
         kept as it is (it stays unreadable: twofa-admin disable USER)."""
@@ -409,23 +444,23 @@ class _PgSection(Section):
         self.user = user
         self.read = read
         self.record: Record | None = None
-        self.cur: Any = None
+        self.cur: Cursor | None = None
         self.version = 0  # the row's version, then the last one this section wrote
         self.holds = False  # whether the row holds a record, in this section's view
 
     def __enter__(self) -> _PgSection:
         conn = self.store.connection()
         try:
-            self.cur = conn.cursor()
+            self.cur = cur = conn.cursor()
             db = self.store.db
-            row = db.open_section(self.cur, self.user)
+            row = db.open_section(cur, self.user)
             if self.read:
                 self.record = db.open(row)  # checks the seal's version against the column
                 self.holds = self.record is not None
             else:
                 self.holds = db.holds_record(row)
             self.version = row.version or 0
-        except psycopg2.Error as exc:
+        except psycopg.Error as exc:
             self.store.broken()
             raise StoreError("database: " + describe(exc)) from None
         except BaseException:
@@ -433,7 +468,7 @@ class _PgSection(Section):
             raise
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         conn = self.store.conn
         if conn is None:
             return
@@ -442,17 +477,22 @@ class _PgSection(Section):
                 conn.commit()
             else:
                 conn.rollback()
-        except psycopg2.Error as error:
+        except psycopg.Error as error:
             self.store.broken()
             if exc_type is None:
                 raise StoreError("database: the change was not committed: " + describe(error)) from None
+
+    def _cursor(self) -> Cursor:
+        if self.cur is None:
+            raise StoreError("the section is not open")
+        return self.cur
 
     def save(self, record: Record) -> None:
         if record.user != self.user:
             raise StoreError("a record can only be saved in its own user's section")
         try:
-            self.store.db.write(self.cur, record, self.version + 1)
-        except psycopg2.Error as exc:
+            self.store.db.write(self._cursor(), record, self.version + 1)
+        except psycopg.Error as exc:
             raise StoreError("database: " + describe(exc)) from None
         self.version += 1
         self.record = record
@@ -462,8 +502,8 @@ class _PgSection(Section):
         existed = self.holds
         if existed:
             try:
-                self.store.db.remove(self.cur, self.user, self.version + 1)
-            except psycopg2.Error as exc:
+                self.store.db.remove(self._cursor(), self.user, self.version + 1)
+            except psycopg.Error as exc:
                 raise StoreError("database: " + describe(exc)) from None
             self.version += 1
         self.record = None
@@ -477,9 +517,9 @@ class PgStore(Store):
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self.conn: Any = None
+        self.conn: Connection | None = None
 
-    def connection(self) -> Any:
+    def connection(self) -> Connection:
         if self.conn is None or self.conn.closed:
             self.conn = self.db.connect()
         return self.conn
@@ -488,21 +528,21 @@ class PgStore(Store):
         if self.conn is not None:
             try:
                 self.conn.close()
-            except psycopg2.Error:
+            except psycopg.Error:
                 pass
         self.conn = None
 
     def close(self) -> None:
         self.broken()
 
-    def _run(self, work: Callable[[Any], _T]) -> _T:
+    def _run(self, work: Callable[[Cursor], _T]) -> _T:
         conn = self.connection()
         try:
             with conn.cursor() as cur:
                 result = work(cur)
             conn.commit()
             return result
-        except psycopg2.Error as exc:
+        except psycopg.Error as exc:
             self.broken()
             raise StoreError("database: " + describe(exc)) from None
         except BaseException:
@@ -523,7 +563,7 @@ class PgStore(Store):
     def check(self) -> tuple[int, list[tuple[str, int]]]:
         """StoreError unless the fleet key opens the canary; else (rows, [(key ids, rows)])."""
 
-        def work(cur: Any) -> list[tuple[str, int]]:
+        def work(cur: Cursor) -> list[tuple[str, int]]:
             self.db.canary(cur)
             return self.db.census(cur)
 
@@ -536,14 +576,15 @@ class PgStore(Store):
 
     def connected_to(self) -> str:
         """Where the connection goes, for ``db check`` (libpq's view of it: host, port, TLS)."""
-        info = self.connection().info
-        tls = "TLS" if info.ssl_in_use else "no TLS"
+        conn = self.connection()
+        info = conn.info
+        tls = "TLS" if conn.pgconn.ssl_in_use else "no TLS"
         return f"connected to {info.host} port {info.port}, database {info.dbname} as {info.user} ({tls})"
 
     def rewrite_canary(self, reading: fleetkey.Keyring, new: fleetkey.Keyring) -> None:
         """Check the canary with ``reading``'s keys and seal it again under ``new`` (a key rotation)."""
 
-        def work(cur: Any) -> None:
+        def work(cur: Cursor) -> None:
             self.db.canary(cur, reading)
             self.db.write_canary(cur, new)
 
@@ -553,7 +594,7 @@ class PgStore(Store):
         """Write the user's record again, sealed under ``keyring``, in its section (a key rotation): at
         the next version, every sealing of the row bound to it."""
 
-        def work(cur: Any) -> None:
+        def work(cur: Cursor) -> None:
             row = self.db.open_section(cur, user)
             text = self.db.open_text(row)  # a record's or a tombstone's: tombstones must open after the rotation too
             if text is not None:

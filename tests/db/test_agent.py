@@ -227,16 +227,16 @@ def test_a_row_locked_past_statement_timeout_fails_in_bounded_time(fleet):
 
 def _row_is_locked(fleet, user):
     """Whether another transaction holds ``user``'s row (FOR UPDATE NOWAIT from a third connection)."""
-    import psycopg2
-    import psycopg2.errors
+    import psycopg
+    import psycopg.errors
 
-    conn = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
+    conn = psycopg.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT 1 FROM twofa_records WHERE user_name = %s FOR UPDATE NOWAIT", (user,))
             assert cur.fetchone() == (1,)  # the row is there: the answer is about its lock
         return False
-    except psycopg2.errors.LockNotAvailable:
+    except psycopg.errors.LockNotAvailable:
         return True
     finally:
         conn.close()

@@ -1,4 +1,4 @@
-"""The login budget with the database backend: a login through the agent imports neither psycopg2 nor cryptography."""
+"""The login budget with the database backend: a login through the agent imports neither psycopg nor cryptography."""
 
 import subprocess
 
@@ -8,7 +8,7 @@ from pam_twofa.core.record import Record
 
 # What the agent needs and the login path must never load (docs/performance.md).
 FORBIDDEN_WITH_AGENT = FORBIDDEN | {
-    "psycopg2",
+    "psycopg",
     "cryptography",
     "pam_twofa.fleet.database",
     "pam_twofa.fleet.key",

@@ -5,8 +5,8 @@ import os
 import threading
 import time
 
-import psycopg2
-import psycopg2.errors
+import psycopg
+import psycopg.errors
 import pytest
 
 from pam_twofa.core.record import Record
@@ -173,8 +173,8 @@ def test_db_init_is_idempotent_and_prints_the_grants(fleet):
     assert "REVOKE DELETE ON twofa_records FROM twofa;" in out  # schema 2 never deletes a row
     # The hosts' role has exactly that: it cannot change the schema, nor delete a row.
     for statement in ("DROP TABLE twofa_records", "DELETE FROM twofa_records"):
-        conn = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
-        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        conn = psycopg.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.cursor().execute(statement)
         conn.close()
 
@@ -333,13 +333,13 @@ def test_disable_removes_a_record_that_does_not_open(fleet, monkeypatch):
 def test_a_section_holds_the_row_against_any_other_writer(fleet, read):
     store = fleet.store()
     store.update("alice", lambda old: enrolled("alice"))
-    other = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
+    other = psycopg.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
     try:
         with store.locked("alice", read=read) as section:
             assert (section.record is not None) is read
             with other.cursor() as cur:
                 cur.execute("SET lock_timeout = '300ms'")
-                with pytest.raises(psycopg2.errors.LockNotAvailable):
+                with pytest.raises(psycopg.errors.LockNotAvailable):
                     cur.execute("UPDATE twofa_records SET updated_at = now() WHERE user_name = 'alice'")
             other.rollback()
         with other.cursor() as cur:  # and free again once the section ends

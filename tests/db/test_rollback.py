@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-import psycopg2
-import psycopg2.errors
+import psycopg
+import psycopg.errors
 import pytest
 from support.records import stored
 
@@ -49,9 +49,9 @@ def client(fleet, socket=None) -> AgentStore:
 def sql(fleet, statement, params=(), owner=True):
     """One statement as the database's owner (a DBA, a restore) or as the hosts' role (its password)."""
     if owner:
-        conn = psycopg2.connect(fleet.server.admin_dsn(fleet.dbname))
+        conn = psycopg.connect(fleet.server.admin_dsn(fleet.dbname))
     else:
-        conn = psycopg2.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
+        conn = psycopg.connect(fleet.server.hosts_dsn(fleet.dbname), password=fleet.server.password)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
@@ -168,7 +168,7 @@ def test_a_deleted_row_is_refused_not_read_as_not_enrolled(fleet):
     store = client(fleet)
     store.update("alice", lambda old: enrolled("alice"))
     # The hosts' role may not delete rows any more; the owner (a DBA) still can.
-    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
         sql(fleet, "DELETE FROM twofa_records WHERE user_name = 'alice'", owner=False)
     assert sql(fleet, "DELETE FROM twofa_records WHERE user_name = 'alice'") == 1
     refused(fleet, store, "alice", agent, "no row", 1)
@@ -341,7 +341,7 @@ def schema_1_database(fleet, users):
     for statement in SCHEMA_1:
         fleet.server.psql(statement, name)
     keyring = fleetkey.load(str(fleet.key_file))
-    conn = psycopg2.connect(fleet.server.admin_dsn(name))
+    conn = psycopg.connect(fleet.server.admin_dsn(name))
     with conn, conn.cursor() as cur:
         cur.execute(
             "INSERT INTO twofa_meta (name, value) VALUES ('canary', %s)",

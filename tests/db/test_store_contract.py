@@ -16,7 +16,7 @@ import select
 import threading
 import time
 
-import psycopg2
+import psycopg
 import pytest
 from pgfixtures import shared_fleet  # noqa: F401  (fixture)
 
@@ -84,7 +84,7 @@ class DatabaseBackend:
         self.via_agent = via_agent
         self.keyring = fleetkey.load(str(fleet.key_file))
         self.opened: list = []
-        self.conn = psycopg2.connect(fleet.server.admin_dsn(fleet.dbname))
+        self.conn = psycopg.connect(fleet.server.admin_dsn(fleet.dbname))
         self.conn.autocommit = True
         for (user,) in self.sql("SELECT user_name FROM twofa_records"):
             self._put_sealed(user, lambda version, u=user: fleetkey.seal(self.keyring, u, TOMBSTONE, version))

@@ -333,6 +333,28 @@ MUTANTS = {
         ],
         ["tests/db/test_rollback.py"],
     ),
+    "agent-retries-a-timeout": (
+        "fleet",
+        [  # a statement or lock timeout taken for a broken connection: dropped, and the work done twice
+            (
+                "pam_twofa/fleet/agent.py",
+                "                broken = is_broken(conn, exc)\n                agent.pool.release(conn, broken=broken)",
+                "                broken = True\n                agent.pool.release(conn, broken=broken)",
+            ),
+        ],
+        ["tests/db/test_agent_pool.py"],
+    ),
+    "agent-hands-out-dead-connections": (
+        "fleet",
+        [  # no check of an idle connection before a login uses it
+            (
+                "pam_twofa/fleet/agent.py",
+                "                if alive(conn):\n",
+                "                if not conn.closed:\n",
+            ),
+        ],
+        ["tests/db/test_agent_pool.py"],
+    ),
 }
 
 IGNORE = shutil.ignore_patterns(".git", ".hypothesis", "__pycache__", ".pytest_cache", "build", "*.egg-info")

@@ -253,7 +253,7 @@ def test_the_emailed_code_quota_is_fleet_wide(hosts, tmp_path):
 def test_a_rolled_back_row_refuses_the_login_even_with_on_error_allow(hosts):
     """A used code written back (schema 2's versions, docs/store.md): on_error: allow lets a user in
     without a code when the store fails, never when it shows an older state than the host has seen."""
-    import psycopg2
+    import psycopg
 
     a, _b = hosts
     a.write_policy(max_failures=3, exempt_users=["carol"], on_error="allow")
@@ -261,7 +261,7 @@ def test_a_rolled_back_row_refuses_the_login_even_with_on_error_allow(hosts):
     dsn = a.fleet.server.admin_dsn(a.fleet.dbname)
 
     def owner(statement, params=()):
-        conn = psycopg2.connect(dsn)
+        conn = psycopg.connect(dsn)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
