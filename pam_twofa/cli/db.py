@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict as parse_dsn
 from pam_twofa import policy
 from pam_twofa.cli import UsageError
 from pam_twofa.fleet import key as fleetkey
-from pam_twofa.fleet.database import GRANTS, SCHEMA_VERSION, Database, PgStore, describe
+from pam_twofa.fleet.database import GRANTS, SCHEMA_VERSION, Database, PgStore, Replication, describe
 from pam_twofa.store import CorruptedRecord, StoreError
 from pam_twofa.store.files import FileStore
 
@@ -99,6 +99,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     count, by_key = store.check()  # connects, checks the schema version, opens the canary
     print(f"database: {store.connected_to()}")
     may_delete = store.may_delete()
+    replication = store.replication()
     role = store.connection().info.user
     store.close()
     print(f"schema: version {SCHEMA_VERSION}")
@@ -112,7 +113,37 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"WARNING: the role {role} may DELETE rows of twofa_records, which pam-twofa never needs since schema 2;"
             f" run as the database owner: REVOKE DELETE ON twofa_records FROM {_ident(role)};"
         )
+    for line in _replication(replication):
+        print(line)
     return 0
+
+
+def _replication(state: Replication) -> list[str]:
+    """``db check``'s lines on replication: a failover without a synchronous standby loses commits."""
+    sync = " (their states need pg_read_all_stats)" if state.synchronous is None else f", {state.synchronous} sync"
+    lines = [
+        f"replication: {state.standbys} standby(s) streaming{sync}; synchronous_standby_names = "
+        f"'{state.standby_names}', synchronous_commit = {state.commit}"
+    ]
+    if state.in_recovery:
+        lines.append(
+            "WARNING: this server is a standby (read-only): logins cannot be recorded; list every server in the dsn"
+            ' with target_session_attrs=read-write (docs/many-hosts.md, "Failover")'
+        )
+    elif not state.waits_for_a_standby:
+        why = "no standby streams from this server" if not state.standbys else "its standbys are asynchronous"
+        lines.append(
+            f"WARNING: no synchronous standby ({why}): a failover (or a restore) can forget the last commits, that"
+            " is the codes just used, failures, lockouts and disables; the agents that saw them then refuse those"
+            " users' rows as rollbacks (their logins fail) until an admin intervenes. Set synchronous_standby_names"
+            ' and synchronous_commit = on (or remote_apply) on the primary (docs/many-hosts.md, "Failover")'
+        )
+    elif state.synchronous == 0:
+        lines.append(
+            f"WARNING: synchronous_standby_names is '{state.standby_names}' but no synchronous standby is connected:"
+            ' every commit, so every login, waits until one is (docs/many-hosts.md, "Failover")'
+        )
+    return lines
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -138,6 +138,24 @@ class Row:
         return self.sealed is not None
 
 
+@dataclasses.dataclass
+class Replication:
+    """What the server connected to says of its standbys (``db check``). ``synchronous`` is how many
+    of them are in ``sync`` or ``quorum`` state, None when the role may not see their states (they
+    need pg_read_all_stats)."""
+
+    standby_names: str  # synchronous_standby_names
+    commit: str  # synchronous_commit
+    standbys: int  # standbys streaming from it now (WAL senders)
+    synchronous: int | None
+    in_recovery: bool  # it is a standby itself
+
+    @property
+    def waits_for_a_standby(self) -> bool:
+        """Whether a commit returns only once a standby has it (a failover then loses no commit)."""
+        return bool(self.standby_names.strip()) and self.commit not in ("off", "local")
+
+
 class Database:
     """How to reach the database, and the key; statements run on connections it makes."""
 
@@ -343,6 +361,17 @@ class Database:
         """Whether the role connected may DELETE rows (a database from before schema 2 kept the GRANT)."""
         cur.execute("SELECT has_table_privilege(current_user, 'twofa_records', 'DELETE')")
         return bool(_one(cur)[0])
+
+    def replication(self, cur: Cursor) -> Replication:
+        """The server's synchronous replication settings and its standbys now (pg_stat_replication)."""
+        cur.execute(
+            "SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit'), "
+            "pg_is_in_recovery(), count(r.pid), count(r.pid) FILTER (WHERE r.sync_state IN ('sync', 'quorum')), "
+            "count(r.pid) FILTER (WHERE r.sync_state IS NULL) FROM (SELECT 1) AS one "
+            "LEFT JOIN pg_stat_replication AS r ON true"
+        )
+        names, commit, in_recovery, standbys, synchronous, hidden = _one(cur)
+        return Replication(names, commit, standbys, None if hidden else synchronous, in_recovery)
 
     def census(self, cur: Cursor) -> list[tuple[str, int]]:
         """(key ids, number of records sealed under them) for each set of key ids in use."""
@@ -573,6 +602,10 @@ class PgStore(Store):
     def may_delete(self) -> bool:
         """Whether this connection's role still has DELETE on the rows (``db check`` warns)."""
         return self._run(self.db.has_delete)
+
+    def replication(self) -> Replication:
+        """The replication of the server connected to (``db check`` warns without a synchronous standby)."""
+        return self._run(self.db.replication)
 
     def connected_to(self) -> str:
         """Where the connection goes, for ``db check`` (libpq's view of it: host, port, TLS)."""
