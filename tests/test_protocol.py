@@ -175,8 +175,7 @@ def test_the_login_side_turns_every_bad_answer_into_a_store_error(agent_answerin
 
 
 def test_the_agent_side_reads_split_requests_and_stops_at_its_deadline():
-    pytest.importorskip("psycopg")
-    from pam_twofa.fleet.agent import Client
+    from pam_twofa.fleet.agent import Client  # the agent side: the database backend's driver is installed
 
     ours, theirs = socket.socketpair()
     with ours, theirs:

@@ -57,6 +57,21 @@ def say(priority: int, message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def private_folder(folder: str, what: str, not_a_folder: str) -> None:
+    """Make ``folder`` root-only (0700) if it is missing; StoreError if it is not a folder (``not_a_folder``
+    says what to do) or others may enter it. lstat: a link in its place is not a folder."""
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreError(f"{folder}: {what} is not a folder: {not_a_folder}")
+    problem = owner_mode_problem(st, folder, what, fix=f"chown root:root {folder}; chmod 700 {folder}")
+    if problem:
+        raise StoreError(problem)
+
+
 class Versions:
     """The highest version of each user's row this host has seen: the rollback check.
 
@@ -89,17 +104,7 @@ class Versions:
         problem = owner_mode_problem(st, parent, "the state folder (storage.state_dir)", forbidden=0o022)
         if problem:
             raise StoreError(problem)
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
-        st = os.lstat(folder)
-        if not stat.S_ISDIR(st.st_mode):
-            raise StoreError(f"{folder}: the agent's state folder is not a folder: remove it")
-        fix = f"chown root:root {folder}; chmod 700 {folder}"
-        problem = owner_mode_problem(st, folder, "the agent's state folder", fix=fix)
-        if problem:
-            raise StoreError(problem)
+        private_folder(folder, "the agent's state folder", "remove it")
         for name in (self.path, self.path + "-wal", self.path + "-shm"):
             try:
                 st = os.lstat(name)
@@ -524,21 +529,7 @@ class Agent:
 
     def bind(self) -> socket.socket:
         path = self.policy.agent_socket
-        folder = os.path.dirname(path)
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            pass
-        st = os.lstat(folder)
-        if not stat.S_ISDIR(st.st_mode):
-            raise StoreError(
-                f"{folder}: the agent's socket folder is not a folder: remove it, or set storage.agent_socket"
-            )
-        problem = owner_mode_problem(
-            st, folder, "the agent's socket folder", fix=f"chown root:root {folder}; chmod 700 {folder}"
-        )
-        if problem:
-            raise StoreError(problem)
+        private_folder(os.path.dirname(path), "the agent's socket folder", "remove it, or set storage.agent_socket")
         try:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)  # left by an agent that stopped
