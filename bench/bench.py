@@ -1,11 +1,13 @@
 """pam-twofa benchmarks (docs/performance.md): ratios measured in one run, never absolute budgets.
 
 Usage (as root, after scripts/install.sh, from the checkout; scripts/bench.sh runs it so):
-    PYTHONPATH=$PWD:$PWD/tests /usr/bin/python3 bench/bench.py [--runs N]
+    PYTHONPATH=$PWD:$PWD/tests /usr/bin/python3 bench/bench.py [--runs N] [--db] [--ssh] [--capacity]
 
 Every figure is whole ``pamtester`` processes under pam_wrapper + nss_wrapper
 (fake users, nothing written to the host's /etc), A and B alternated run by
-run so that machine noise hits both sides alike.
+run so that machine noise hits both sides alike. (11), the capacity of one
+PostgreSQL in logins per second (bench/capacity.py), is a rate instead: simulated
+hosts speaking the agent protocol, against ``pgbench -N`` on the same server.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import time
 
-# floor, db_bench and ssh_bench: from this folder (the script's); pam_twofa and the tests'
+# floor, db_bench, ssh_bench and capacity: from this folder (the script's); pam_twofa and the tests'
 # pgserver: from PYTHONPATH (scripts/bench.sh).
 from floor import BARE_MODULE
 
@@ -255,10 +257,20 @@ def main() -> int:
         help="rounds of (5), each one login per stack (default 100: a whole SSH login varies more than one pamtester run)",
     )
     parser.add_argument("--db", action="store_true", help="also (6)-(8): the database backend (needs postgresql-15)")
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="also (11): logins/s one PostgreSQL sustains through agents, against pgbench -N (needs postgresql-15)",
+    )
+    parser.add_argument(
+        "--capacity-only", action="store_true", help="only (11) (no file-store figures; ignores --db and --ssh)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench.py: run as root (the store must be root-owned)", file=sys.stderr)
         return 1
+    if args.capacity_only:
+        return capacity_only()
     rows = login_vs_bare(args.runs) + scale(args.runs)
     db_lines, db_ok = [], True
     if args.db:
@@ -289,7 +301,27 @@ def main() -> int:
     lines, concurrent_ok = concurrency(args.rounds)
     for line in lines + db_lines:
         print(line)
-    return 0 if ok and concurrent_ok and db_ok else 1
+    capacity_ok = True
+    if args.capacity:
+        from capacity import capacity_figures
+
+        capacity_lines, capacity_ok = capacity_figures()
+        for line in capacity_lines:
+            print(line, flush=True)
+    return 0 if ok and concurrent_ok and db_ok and capacity_ok else 1
+
+
+def capacity_only() -> int:
+    from capacity import capacity_figures
+
+    print(
+        f"pam-twofa bench: {platform.node()} {platform.machine()} {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, (11) only"
+    )
+    lines, ok = capacity_figures()
+    for line in lines:
+        print(line)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -199,14 +199,26 @@ class Fleet:
             if statement and not statement.startswith("--"):
                 server.psql(statement, self.dbname)
 
-    def policy_text(self, dsn=None, tls=False, extra="", key_file=None, statement_timeout=3, socket=None) -> str:
+    def policy_text(
+        self,
+        dsn=None,
+        tls=False,
+        extra="",
+        key_file=None,
+        statement_timeout=3,
+        socket=None,
+        state_dir=None,
+        offline=None,
+    ) -> str:
+        """``offline``: (max_age, refresh) of storage.offline; None: the defaults."""
         dsn = dsn or self.server.hosts_dsn(self.dbname, tls=tls)
+        offline_text = f"  offline:\n    max_age: {offline[0]}\n    refresh: {offline[1]}\n" if offline else ""
         return f"""version: 1
 {extra}storage:
-  state_dir: {self.state_dir}
+  state_dir: {state_dir or self.state_dir}
   backend: postgresql
   agent_socket: {socket or self.socket}
-  postgresql:
+{offline_text}  postgresql:
     dsn: "{dsn}"
     password_file: {self.password_file}
     key_file: {key_file or self.key_file}

@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _db_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     """``command(name, help)`` makes a subparser of twofa-admin; db has its own subcommands."""
-    db = command("db", "the database backend: keygen, init, migrate, check, rotate-key")
+    db = command("db", "the database backend: keygen, init, migrate, check, status, rotate-key")
     sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
 
     def leaf(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -112,6 +112,7 @@ def _db_parsers(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
     migrate = leaf("migrate", "copy this host's file store into the database (safe to re-run)")
     migrate.add_argument("--state-dir", metavar="DIR", help="the file store to read (default: storage.state_dir)")
     leaf("check", "connect, check the schema version and that the fleet key opens the canary")
+    leaf("status", "this host's agent: online or offline since when, its offline copy and journal")
     rotate = leaf("rotate-key", "re-seal every row under the keys of PATH, while logins go on")
     rotate.add_argument("path")
     rotate.add_argument("--dsn", help="connect as the database owner (the hosts' role cannot rewrite the canary)")

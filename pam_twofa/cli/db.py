@@ -34,6 +34,7 @@ def _commands() -> dict[str, Callable[[argparse.Namespace], int]]:
         "init": cmd_init,
         "migrate": cmd_migrate,
         "check": cmd_check,
+        "status": cmd_status,
         "rotate-key": cmd_rotate,
     }
 
@@ -100,6 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"database: {store.connected_to()}")
     may_delete = store.may_delete()
     replication = store.replication()
+    offline_tables = store.has_offline_tables()
     role = store.connection().info.user
     store.close()
     print(f"schema: version {SCHEMA_VERSION}")
@@ -113,9 +115,53 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"WARNING: the role {role} may DELETE rows of twofa_records, which pam-twofa never needs since schema 2;"
             f" run as the database owner: REVOKE DELETE ON twofa_records FROM {_ident(role)};"
         )
+    if not offline_tables:
+        print(
+            "WARNING: the table twofa_offline_steps or the trigger twofa_records_notify is missing (a database made"
+            " by an older pam-twofa): the agents' offline copies follow changes only at each sync, and a code used"
+            " on two hosts while cut off goes unnoticed; run twofa-admin db init as the database owner, and the"
+            " GRANT lines it prints"
+        )
     for line in _replication(replication):
         print(line)
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask this host's agent (its socket: root only) how it stands; 0 online, 1 offline."""
+    import time
+
+    from pam_twofa.store.agent import AgentStore
+
+    loaded = _policy(args)
+    if loaded.backend != "postgresql":
+        raise UsageError(f"{loaded.path}: storage.backend is {loaded.backend}: there is no agent to ask")
+    fields = dict(line.partition(" ")[::2] for line in AgentStore(loaded.agent_socket, 5).status().splitlines())
+    now = float(fields["now"])
+
+    def ago(when: str) -> str:
+        seconds = max(0, int(now - float(when)))
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(when)))
+        return f"{stamp} ({seconds} s ago)"
+
+    offline = fields["state"] == "offline"
+    max_age = int(fields["max_age"])
+    print(f"agent: {loaded.agent_socket} on {fields['host']}")
+    print(f"database: {'OFFLINE' if offline else 'connected'} since {ago(fields['since'])}")
+    if max_age:
+        print(f"offline logins: on (storage.offline.max_age {max_age} s, refresh {fields['refresh']} s)")
+    else:
+        print("offline logins: off (storage.offline.max_age: 0)")
+    confirmed = fields["confirmed"]
+    print(f"cached records: {fields['cached']}")
+    if confirmed == "never":
+        print("confirmed by the database: never (the copy cannot serve logins yet)")
+    else:
+        expired = max_age and now - float(confirmed) > max_age
+        print(f"confirmed by the database: {ago(confirmed)}" + (", older than max_age: NOT USED" if expired else ""))
+    print(f"journal: {fields['journal']} pending entr{'y' if fields['journal'] == '1' else 'ies'} "
+          f"of {fields['journal_users']} user(s)")  # fmt: skip
+    return 1 if offline else 0
 
 
 def _replication(state: Replication) -> list[str]:

@@ -15,10 +15,18 @@ and ``lockw`` open a section alike, through ``Database.open_section``); a record
 the client sends is parsed and written again from the parsed fields.
 
 The agent remembers the highest version of each user's row it has seen
-(``Versions``: in memory, and in ``STATE_DIR/agent/versions.sqlite``) and
+(``fleet.cache``: in memory, and in ``STATE_DIR/agent/cache.sqlite``) and
 answers ``rollback`` when the database shows it an older one, or no row for
 a user it has seen: a row written back from a backup, a failover that lost
 writes, or SQL by hand (docs/store.md, "Versions").
+
+When a login finds the database unreachable (``Unreachable``: no connection
+within the timeouts; not a statement or lock timeout), the agent goes offline
+(``storage.offline.max_age`` > 0): that login and the next ones are served from
+its copy of the sealed rows, their changes journaled, until ``fleet.link``
+reconnects, merges the journals and syncs the copy (docs/many-hosts.md, "When
+the database is down"). Every section of a user on this host, online or
+offline, holds the user's lock on this host (``Cache.user_lock``).
 """
 
 from __future__ import annotations
@@ -29,7 +37,6 @@ import os
 import select
 import signal
 import socket
-import sqlite3
 import stat
 import struct
 import sys
@@ -41,170 +48,16 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from pam_twofa.core.record import Record, RecordError, dumps, loads
-from pam_twofa.fleet.database import Connection, Cursor, Database, Row, describe, is_broken
+from pam_twofa.fleet import key as fleetkey
+from pam_twofa.fleet.cache import FILE, Cache, private_folder, say
+from pam_twofa.fleet.database import Connection, Cursor, Database, Row, Unreachable, describe, is_broken
 from pam_twofa.policy import DEFAULT_PATH, PolicyError
 from pam_twofa.store import CorruptedRecord, RolledBack, StoreError, storable_name
 from pam_twofa.store import protocol as agentproto
 from pam_twofa.system import log
-from pam_twofa.system.fileio import owner_mode_problem
 
 MAX_CLIENTS = 512
 RETRIED = "a pooled database connection was broken: tried once more on a new one"
-
-
-def say(priority: int, message: str) -> None:
-    log.emit(priority, message)
-    print(message, file=sys.stderr, flush=True)
-
-
-def private_folder(folder: str, what: str, not_a_folder: str) -> None:
-    """Make ``folder`` root-only (0700) if it is missing; StoreError if it is not a folder (``not_a_folder``
-    says what to do) or others may enter it. lstat: a link in its place is not a folder."""
-    try:
-        os.mkdir(folder, 0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(folder)
-    if not stat.S_ISDIR(st.st_mode):
-        raise StoreError(f"{folder}: {what} is not a folder: {not_a_folder}")
-    problem = owner_mode_problem(st, folder, what, fix=f"chown root:root {folder}; chmod 700 {folder}")
-    if problem:
-        raise StoreError(problem)
-
-
-class Versions:
-    """The highest version of each user's row this host has seen: the rollback check.
-
-    The check reads a map in memory, under a lock; what is new in it is written to a
-    root-only SQLite file (WAL, one transaction per batch) by a writer thread,
-    woken after each change, so that a login's answer never waits for a disk sync. The
-    price: an agent that crashes (or a host that loses power) within milliseconds of a
-    write may forget that last batch, and then accepts the row at the version it
-    remembers instead (one write older). On start the map is loaded from the file.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.seen: dict[str, int] = {}
-        self.pending: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
-        self.stopping = False
-        self.db = self._open()
-        self.seen = dict(self.db.execute("SELECT user_name, version FROM versions").fetchall())
-        self.writer: threading.Thread | None = None
-
-    def _open(self) -> sqlite3.Connection:
-        folder = os.path.dirname(self.path)
-        parent = os.path.dirname(folder)
-        try:
-            st = os.lstat(parent)
-        except FileNotFoundError:
-            raise StoreError(f"{parent}: missing (storage.state_dir): mkdir -m 700 {parent}") from None
-        problem = owner_mode_problem(st, parent, "the state folder (storage.state_dir)", forbidden=0o022)
-        if problem:
-            raise StoreError(problem)
-        private_folder(folder, "the agent's state folder", "remove it")
-        for name in (self.path, self.path + "-wal", self.path + "-shm"):
-            try:
-                st = os.lstat(name)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                raise StoreError(f"{name}: the agent's versions file is not a regular file: remove it")
-            problem = owner_mode_problem(
-                st, name, "the agent's versions file", fix=f"chown root:root {name}; chmod 600 {name}"
-            )
-            if problem:
-                raise StoreError(problem)
-        old = os.umask(0o077)
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a commit is in the file when it returns (an agent killed loses
-            # nothing), the disk sync waits for the checkpoint: no fsync per login beside PostgreSQL's.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS versions (user_name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: the agent's versions file cannot be used ({exc})") from None
-        finally:
-            os.umask(old)
-        return db
-
-    def start(self) -> None:
-        self.writer = threading.Thread(target=self._write_loop, name="versions", daemon=True)
-        self.writer.start()
-
-    def check(self, row: Row) -> None:
-        """RolledBack if ``row`` is older than the user's row this host has seen (or missing, or
-        without a version, after it was seen)."""
-        with self.lock:
-            known = self.seen.get(row.user)
-        if known is None:
-            return
-        if not row.exists or row.version is None or row.version < known:
-            shown = "no row" if not row.exists else "a row without version" if row.version is None else (
-                f"version {row.version}")  # fmt: skip
-            message = (
-                f"rollback: user={log.clean(row.user)} shown {shown}, this host has seen version {known}: the "
-                "database was written back (a restore, a failover that lost writes, or by hand); refused"
-            )
-            say(log.ERR, f"pam-twofa-agent: {message}")
-            raise RolledBack(message)
-
-    def saw(self, user: str, version: int) -> None:
-        """Remember ``version`` of the user's row if it is higher than what this host has seen."""
-        with self.lock:
-            if version > self.seen.get(user, 0):
-                self.seen[user] = version
-                self.pending[user] = version
-                self.wake.notify()
-
-    def known(self, user: str) -> int:
-        with self.lock:
-            return self.seen.get(user, 0)
-
-    def _write_loop(self) -> None:
-        while True:
-            with self.lock:
-                while not self.pending and not self.stopping:
-                    self.wake.wait()
-                if not self.pending and self.stopping:
-                    return
-            self.flush()
-
-    def flush(self) -> None:
-        """Write what is new to the file, in one transaction."""
-        with self.lock:
-            batch, self.pending = self.pending, {}
-        if not batch:
-            return
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany(
-                "INSERT INTO versions (user_name, version) VALUES (?, ?) ON CONFLICT (user_name) "
-                "DO UPDATE SET version = max(version, excluded.version)",
-                sorted(batch.items()),
-            )
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            try:
-                self.db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            with self.lock:  # kept in memory, and tried again with the next batch
-                for user, version in batch.items():
-                    self.pending[user] = max(version, self.pending.get(user, 0))
-            say(log.ERR, f"pam-twofa-agent: {self.path}: cannot record the versions seen ({exc})")
-            time.sleep(1)
-
-    def stop(self) -> None:
-        with self.lock:
-            self.stopping = True
-            self.wake.notify()
-        if self.writer is not None:
-            self.writer.join(timeout=5)
-        self.flush()
 
 
 def alive(conn: Connection) -> bool:
@@ -286,17 +139,36 @@ class Pool:
             conn.close()
 
 
+# The fields a login never changes: an offline section that changes one (an enrollment, new
+# recovery codes, a new address) is refused: such a change needs the database.
+IDENTITY = ("key", "digits", "period", "algorithm", "enrolled_at", "recovery_salt", "email")
+OFFLINE_CHANGE = "needs the database (an enrollment or a change of the second factor is never made offline)"
+
+
 @dataclasses.dataclass
 class Section:
-    """A client's open section: one transaction on a pooled connection, until ``deadline``."""
+    """A client's open section: one transaction on a pooled connection, until ``deadline``; or,
+    offline (``conn`` None), the user's record in this host's copy, changes journaled at ``end``.
+    Either way it holds the user's section lock on this host (``Cache.user_lock``)."""
 
-    conn: Connection
-    cur: Cursor
+    conn: Connection | None
+    cur: Cursor | None
     user: str
     deadline: float  # time.monotonic(): rolled back when the client keeps it longer
+    lock: threading.Lock
     version: int = 0  # the row's (or the highest seen), then the last one this section wrote
     holds: bool = False  # whether the row holds a record, in this section's view
     wrote: bool = False
+    sealed: str | None = None  # online: the row as this section last wrote it
+    # Offline: the row the copy holds (sealed, None for no row) at ``version``, the record it started
+    # from (the journal's newest, else the row's), and what the client saved.
+    base_sealed: str | None = None
+    current: Record | None = None
+    staged: Record | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.conn is None
 
 
 class Client:
@@ -360,6 +232,8 @@ class Client:
                 return self.begin(operation, body)
             if operation == "users":
                 return self.users()
+            if operation == "status":
+                return "ok", self.agent.status()
             if not self.section:
                 return "error", f"{operation} outside a section"
             section = self.section
@@ -368,18 +242,22 @@ class Client:
                     record = loads(body, section.user)  # validates every field; the row is written from these
                 except RecordError as exc:
                     return "error", f"malformed record for {section.user}: {exc}"
-                self.agent.db.write(section.cur, record, section.version + 1)
+                if section.offline:
+                    return self.save_offline(section, record)
+                assert section.cur is not None
+                section.sealed = self.agent.db.write(section.cur, record, section.version + 1)
                 section.version, section.holds, section.wrote = section.version + 1, True, True
                 return "ok", ""
             if operation == "delete":
                 if not section.holds:
                     return "ok", "0"
-                self.agent.db.remove(section.cur, section.user, section.version + 1)  # a tombstone
+                if section.offline:
+                    return "error", f"offline: removing the record of {section.user} needs the database; try again"
+                assert section.cur is not None
+                section.sealed = self.agent.db.remove(section.cur, section.user, section.version + 1)  # a tombstone
                 section.version, section.holds, section.wrote = section.version + 1, False, True
                 return "ok", "1"
             self.end_section(commit=True)  # "end"
-            if section.wrote:  # committed: the row is now at this version
-                self.agent.versions.saw(section.user, section.version)
             return "ok", ""
         except RolledBack as exc:
             self.end_section(commit=False)
@@ -396,13 +274,40 @@ class Client:
             error = StoreError("database: " + describe(exc))
             self.agent.report(error)
             # A timeout leaves the connection healthy: rolled back, and used again.
-            self.end_section(commit=False, broken=self.section is not None and is_broken(self.section.conn, exc))
+            conn = self.section.conn if self.section else None
+            self.end_section(commit=False, broken=conn is not None and is_broken(conn, exc))
             return "error", str(error)
 
     def begin(self, operation: str, user: str) -> tuple[str, str]:
-        """``load``, ``lock`` or ``lockw``. Work that a broken pooled connection failed (a database
-        that went away since, which ``alive`` could not tell) is tried once more on a new connection;
-        any other error (a statement or lock timeout above all) is not: one timeout, not two."""
+        """``load``, ``lock`` or ``lockw``: from the database, or from this host's copy when the
+        database cannot be reached (``Agent.offline``). A section first takes the user's section
+        lock on this host, then, online, merges what the user's journal still holds."""
+        agent = self.agent
+        lock = None
+        if operation != "load":
+            lock = agent.cache.user_lock(user)
+            if not lock.acquire(timeout=agent.op_timeout):
+                raise StoreError(f"another login of {user} on this host holds its section; try again")
+        try:
+            if not agent.offline():
+                try:
+                    if lock is not None and agent.cache.has_journal(user):
+                        agent.link.reconcile(user, locked=True)  # an offline change must never be read past
+                    return self.begin_online(operation, user, lock)
+                except Unreachable as exc:
+                    if not agent.go_offline(str(exc)):
+                        raise
+            return self.begin_offline(operation, user, lock)
+        except BaseException:
+            if lock is not None and self.section is None:
+                lock.release()
+            raise
+
+    def begin_online(self, operation: str, user: str, lock: threading.Lock | None) -> tuple[str, str]:
+        """Work that a broken pooled connection failed (a database that went away since, which
+        ``alive`` could not tell) is tried once more on a new connection; any other error (a
+        statement or lock timeout above all) is not: one timeout, not two. A new connection that
+        fails too: ``Unreachable``."""
         agent = self.agent
         for attempt in (1, 2):
             conn, reused = agent.pool.acquire(agent.op_timeout, fresh=attempt == 2)
@@ -412,8 +317,9 @@ class Client:
                 if operation == "load":
                     row = agent.db.fetch(cur, user)
                 else:
+                    assert lock is not None
                     # lock and lockw take the same locks; lockw only leaves the record unread.
-                    section = Section(conn, cur, user, time.monotonic() + agent.section_timeout)
+                    section = Section(conn, cur, user, time.monotonic() + agent.section_timeout, lock)
                     self.section = section
                     row = agent.db.open_section(cur, user, begin=True)
                     if operation == "lock":
@@ -423,13 +329,15 @@ class Client:
                         # Unread, so unchecked (discard: the way out of a corrupted or rolled-back
                         # row); what it writes goes above what this host has seen.
                         section.holds = agent.db.holds_record(row)
-                    section.version = max(row.version or 0, agent.versions.known(user))
+                    section.version = max(row.version or 0, agent.cache.known(user))
             except psycopg.Error as exc:
                 self.section = None
                 broken = is_broken(conn, exc)
                 agent.pool.release(conn, broken=broken)  # not broken: rolled back, kept
-                if not broken or not reused or attempt == 2:
+                if not broken:
                     raise
+                if not reused or attempt == 2:
+                    raise Unreachable("database: " + describe(exc)) from None
                 # A pooled connection the database dropped without a word (its host gone, a failover):
                 # once more, on a new connection (release dropped the idle ones too).
                 say(log.INFO, f"pam-twofa-agent: {RETRIED} ({describe(exc)})")
@@ -444,7 +352,29 @@ class Client:
             return ("none", "") if record is None else ("record", dumps(record))
         raise AssertionError("unreachable")
 
+    def begin_offline(self, operation: str, user: str, lock: threading.Lock | None) -> tuple[str, str]:
+        agent = self.agent
+        agent.check_fresh()
+        record, base_sealed, version = agent.local_record(user)
+        if lock is not None:
+            section = Section(None, None, user, time.monotonic() + agent.section_timeout, lock)
+            section.version, section.base_sealed, section.current = version, base_sealed, record
+            section.holds = record is not None
+            self.section = section
+            if operation == "lockw":
+                return "none", ""
+        return ("none", "") if record is None else ("record", dumps(record))
+
+    def save_offline(self, section: Section, record: Record) -> tuple[str, str]:
+        before = section.current or Record(section.user)
+        if any(getattr(record, name) != getattr(before, name) for name in IDENTITY):
+            return "error", f"offline: this change of {section.user} {OFFLINE_CHANGE}; try again"
+        section.staged, section.holds = record, True
+        return "ok", ""
+
     def users(self) -> tuple[str, str]:
+        if self.agent.offline():
+            raise StoreError("offline: the list of enrolled users needs the database")
         for attempt in (1, 2):
             conn, reused = self.agent.pool.acquire(self.agent.op_timeout, fresh=attempt == 2)
             try:
@@ -469,18 +399,30 @@ class Client:
             return
         section, self.section = self.section, None
         try:
-            if not broken:
-                self.agent.db.end_section(section.cur, commit)
-        except psycopg.Error as exc:
-            self.agent.pool.release(section.conn, broken=is_broken(section.conn, exc))
-            if commit:
-                raise
-            return
-        self.agent.pool.release(section.conn, broken=broken)
+            if section.offline:
+                if commit and section.staged is not None:
+                    self.agent.journal(section)
+                return
+            assert section.conn is not None and section.cur is not None
+            try:
+                if not broken:
+                    self.agent.db.end_section(section.cur, commit)
+            except psycopg.Error as exc:
+                self.agent.pool.release(section.conn, broken=is_broken(section.conn, exc))
+                if commit:
+                    raise
+                return
+            self.agent.pool.release(section.conn, broken=broken)
+            if commit and section.wrote and section.sealed is not None:
+                self.agent.cache.saw(section.user, section.version, section.sealed)  # committed at it
+        finally:
+            section.lock.release()
 
 
 class Agent:
-    def __init__(self, policy: Any, pool_size: int, section_timeout: float) -> None:
+    def __init__(self, policy: Any, pool_size: int, section_timeout: float, name: str | None = None) -> None:
+        from pam_twofa.fleet.link import Link
+
         self.policy = policy
         self.section_timeout = section_timeout
         self.db = Database.from_policy(policy)
@@ -492,16 +434,125 @@ class Agent:
         self.clients = threading.BoundedSemaphore(MAX_CLIENTS)
         self.listener: socket.socket | None = None
         self.last_report = ("", 0.0)
-        self.versions = Versions(os.path.join(policy.state_dir, "agent", "versions.sqlite"))
+        self.host = name or socket.gethostname()  # this host in the fleet's log lines
+        self.cache = Cache(os.path.join(policy.state_dir, "agent", FILE), keep_rows=policy.offline_max_age > 0)
+        self.state = threading.Lock()
+        self.offline_since: float | None = None  # time.time() when the database was found unreachable
+        self.online_since = time.time()
+        self.link = Link(self)
+
+    def now(self) -> float:
+        """The wall clock of the offline copy's age (confirmations outlive a restart)."""
+        return time.time()
+
+    # -- online and offline ----------------------------------------------------------------
+
+    def offline(self) -> bool:
+        return self.offline_since is not None
+
+    def go_offline(self, reason: str) -> bool:
+        """Serve logins from the copy from now on (True), unless offline logins are off (False)."""
+        if self.policy.offline_max_age <= 0:
+            return False
+        with self.state:
+            if self.offline_since is not None:
+                return True
+            self.offline_since = self.now()
+        confirmed = self.cache.confirmed_at
+        age = "never confirmed" if confirmed is None else f"confirmed {self.now() - confirmed:.0f} s ago"
+        say(log.WARNING, f"pam-twofa-agent: offline: {reason}; logins are served from this host's copy "
+            f"({age}, storage.offline.max_age {self.policy.offline_max_age} s) until the database is back")  # fmt: skip
+        self.link.wake()
+        return True
+
+    def go_online(self) -> None:
+        with self.state:
+            since, self.offline_since = self.offline_since, None
+            self.online_since = self.now()
+        if since is not None:
+            say(log.INFO, f"pam-twofa-agent: online: the database is back after {self.now() - since:.0f} s offline")
+
+    def check_fresh(self) -> None:
+        """StoreError unless the copy may serve logins: confirmed by the database within max_age."""
+        max_age = self.policy.offline_max_age
+        confirmed = self.cache.confirmed_at
+        if confirmed is None:
+            raise StoreError(
+                "offline: the database cannot be reached and this host's copy was never confirmed by it "
+                "(the agent syncs it once connected): refused"
+            )
+        age = self.now() - confirmed
+        if age > max_age:
+            raise StoreError(
+                f"offline: the database cannot be reached and this host's copy was last confirmed {age:.0f} s "
+                f"ago, more than storage.offline.max_age ({max_age} s): refused"
+            )
+
+    def local_record(self, user: str) -> tuple[Record | None, str | None, int]:
+        """(the user's record offline, the copy's row it started from, that row's version): the
+        journal's newest entry if there is one, else the copy's row; StoreError if the copy does not
+        hold the newest row this host has seen (never an older state: a replay)."""
+        entries = self.cache.journal(user)
+        if entries:
+            last = entries[-1]
+            try:
+                text = fleetkey.open_sealed(self.keyring(), user, last.sealed, last.base_version, fleetkey.JOURNAL)
+                return loads(text, user), last.base_sealed, last.base_version
+            except (fleetkey.SealError, RecordError) as exc:
+                raise CorruptedRecord(f"offline journal of {user}: {exc}; refused") from None
+        row = self.cache.row(user)
+        known = self.cache.known(user)
+        if row is None or row[1] < known:
+            if known == 0:
+                return None, None, 0  # no row in a confirmed copy: the database had none
+            raise StoreError(
+                f"offline: this host's copy does not hold the row of {user} at version {known}, the newest it "
+                "has seen: refused"
+            )
+        sealed, version = row
+        return self.db.open(Row(user, sealed, version)), sealed, version
+
+    def keyring(self) -> fleetkey.Keyring:
+        if self.db.keyring is None:
+            raise StoreError("no fleet key loaded")
+        return self.db.keyring
+
+    def journal(self, section: Section) -> None:
+        """Journal what an offline section saved (before its ``end`` is answered)."""
+        record = section.staged
+        assert record is not None
+        before = section.current.last_step if section.current is not None else -1
+        sealed = fleetkey.seal(self.keyring(), section.user, dumps(record), section.version, fleetkey.JOURNAL)
+        step = record.last_step if record.last_step > before else None
+        self.cache.append(section.user, section.version, section.base_sealed, sealed, step)
 
     def opened(self, row: Row) -> Record | None:
         """The row's record (None: no row, a tombstone) if it is not older than what this host has
-        seen (RolledBack) and opens at its version (CorruptedRecord); its version is then remembered."""
-        self.versions.check(row)
+        seen (RolledBack) and opens at its version (CorruptedRecord); its version is then remembered,
+        and the row kept in the copy."""
+        self.cache.check(row.user, row.exists, row.version)
         record = self.db.open(row)
         if row.exists and row.version is not None:
-            self.versions.saw(row.user, row.version)  # only once it opened: a forged column is not believed
+            self.cache.saw(row.user, row.version, row.sealed)  # only once it opened: a forged row is not believed
         return record
+
+    def status(self) -> str:
+        """``twofa-admin db status``: ``key value`` lines."""
+        rows, entries, users = self.cache.counts()
+        confirmed = self.cache.confirmed_at
+        lines = [
+            f"host {self.host}",
+            f"state {'offline' if self.offline() else 'online'}",
+            f"since {self.offline_since if self.offline_since is not None else self.online_since:.0f}",
+            f"now {self.now():.0f}",
+            f"max_age {self.policy.offline_max_age}",
+            f"refresh {self.policy.offline_refresh}",
+            f"cached {rows}",
+            f"confirmed {'never' if confirmed is None else f'{confirmed:.0f}'}",
+            f"journal {entries}",
+            f"journal_users {users}",
+        ]
+        return "\n".join(lines)
 
     def report(self, error: Exception) -> None:
         """One syslog line per distinct problem and second (an outage must not flood the log)."""
@@ -514,6 +565,12 @@ class Agent:
     def check_database(self) -> None:
         try:
             conn = self.db.connect()
+        except Unreachable as exc:
+            if not self.go_offline(str(exc)):
+                say(
+                    log.ERR, f"pam-twofa-agent: {exc}; logins fail closed until it is reachable (retried on each login)"
+                )
+            return
         except StoreError as exc:
             say(log.ERR, f"pam-twofa-agent: {exc}; logins fail closed until it is reachable (retried on each login)")
             return
@@ -579,6 +636,10 @@ def parser() -> argparse.ArgumentParser:
         "--section-timeout", type=float, default=10.0, metavar="S",
         help="roll back a login's locked section held longer than this (default 10 s)",
     )  # fmt: skip
+    p.add_argument(
+        "--name", metavar="NAME",
+        help="this host's name in the fleet's log lines, e.g. a step accepted on two hosts offline (default: its hostname)",
+    )  # fmt: skip
     return p
 
 
@@ -594,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = policy_module.load(args.policy)
         if loaded.backend != "postgresql":
             raise StoreError(f"{args.policy}: storage.backend is {loaded.backend}: the agent serves postgresql only")
-        agent = Agent(loaded, max(1, args.pool), args.section_timeout)
+        agent = Agent(loaded, max(1, args.pool), args.section_timeout, args.name)
         agent.bind()
     except PolicyError as exc:
         for line in exc.errors:
@@ -604,15 +665,17 @@ def main(argv: list[str] | None = None) -> int:
         say(log.ERR, f"pam-twofa-agent: {exc}")
         return 3
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    agent.versions.start()
+    agent.cache.start()
     agent.check_database()
+    agent.link.start()
     say(log.INFO, f"pam-twofa-agent: serving on {loaded.agent_socket}")
     try:
         agent.serve_forever()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        agent.versions.stop()  # what it saw last, written before it goes
+        agent.link.stop()
+        agent.cache.stop()  # what it saw last, written before it goes
         try:
             os.unlink(loaded.agent_socket)
         except OSError:

@@ -56,6 +56,8 @@ _T = TypeVar("_T")
 Connection = psycopg.Connection[tuple[Any, ...]]
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 
+CHANNEL = "pam_twofa_records"  # NOTIFY'd with the user's name by every write of a row (a trigger)
+
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS twofa_meta (name text PRIMARY KEY, value text NOT NULL)",
     "CREATE TABLE IF NOT EXISTS twofa_records ("
@@ -64,6 +66,20 @@ SCHEMA = (
     " key_ids text NOT NULL,"
     " version bigint NOT NULL,"
     " updated_at timestamptz NOT NULL DEFAULT now())",
+    # Which host accepted which step of a user while cut off from the database, written when its
+    # journal merges: a step found there for two hosts is a code used twice (a WARNING naming both).
+    "CREATE TABLE IF NOT EXISTS twofa_offline_steps ("
+    " user_name text NOT NULL,"
+    " step bigint NOT NULL,"
+    " host text NOT NULL,"
+    " merged_at timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (user_name, step, host))",
+    # Every write of a row, by an agent, a command or SQL by hand, tells the listening agents at its
+    # commit, so that their offline copies follow within a second (docs/many-hosts.md).
+    "CREATE OR REPLACE FUNCTION twofa_records_notify() RETURNS trigger LANGUAGE plpgsql AS "
+    f"$$BEGIN PERFORM pg_notify('{CHANNEL}', NEW.user_name); RETURN NULL; END$$",
+    "CREATE OR REPLACE TRIGGER twofa_records_notify AFTER INSERT OR UPDATE ON twofa_records "
+    "FOR EACH ROW EXECUTE FUNCTION twofa_records_notify()",
 )
 
 # Schema 1 to 2 (db init): in the transaction of the migration, after a lock on the whole table.
@@ -79,7 +95,13 @@ GRANT USAGE ON SCHEMA public TO {role};
 GRANT SELECT ON twofa_meta TO {role};
 GRANT SELECT, INSERT, UPDATE ON twofa_records TO {role};
 REVOKE DELETE ON twofa_records FROM {role};
+GRANT SELECT, INSERT ON twofa_offline_steps TO {role};
 """
+
+
+class Unreachable(StoreError):
+    """The database cannot be reached (no connection within the timeouts, or it went away): the one
+    failure the agent answers from its offline copy (a timeout or a schema problem is not one)."""
 
 
 def describe(exc: Exception) -> str:
@@ -195,7 +217,9 @@ class Database:
             policy.pg_statement_timeout,
         )
 
-    def connect(self, check_schema: bool = True, autocommit: bool = False) -> Connection:
+    def connect(self, check_schema: bool = True, autocommit: bool = False, name: str = "pam-twofa") -> Connection:
+        """A new connection (``name``: its application_name, seen in pg_stat_activity); Unreachable
+        if there is none within the timeouts."""
         options = (
             f"-c statement_timeout={self.statement_timeout * 1000} "
             f"-c lock_timeout={self.statement_timeout * 1000} "
@@ -209,11 +233,18 @@ class Database:
                 cursor_factory=psycopg.ClientCursor,
                 connect_timeout=self.connect_timeout,
                 options=options,
-                application_name="pam-twofa",
+                application_name=name,
                 password=self.password,  # None: not passed (libpq's ~/.pgpass, or none)
+                # A server that vanishes without a word (a cut network) must not hang a login until
+                # the kernel gives up: unacknowledged data fails after the statement timeout.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=3,
+                keepalives_count=3,
+                tcp_user_timeout=self.statement_timeout * 1000,
             )
         except psycopg.Error as exc:
-            raise StoreError("database: cannot connect: " + describe(exc)) from None
+            raise Unreachable("database: cannot connect: " + describe(exc)) from None
         if check_schema:
             try:
                 self.check_schema(conn)
@@ -322,16 +353,17 @@ class Database:
         except CorruptedRecord:
             return True
 
-    def write(self, cur: Cursor, record: Record, version: int, keyring: fleetkey.Keyring | None = None) -> None:
+    def write(self, cur: Cursor, record: Record, version: int, keyring: fleetkey.Keyring | None = None) -> str:
         """Write the user's record as the row's ``version`` (one more than the row's, or than the last
-        a host saw); a row already at ``version`` or above is a StoreError, nothing written."""
-        self.put(cur, record.user, dumps(record), version, keyring)
+        a host saw); a row already at ``version`` or above is a StoreError, nothing written. The row's
+        sealed text (for the agent's offline copy)."""
+        return self.put(cur, record.user, dumps(record), version, keyring)
 
-    def remove(self, cur: Cursor, user: str, version: int) -> None:
+    def remove(self, cur: Cursor, user: str, version: int) -> str:
         """Write the user's TOMBSTONE as the row's ``version``: the row is never deleted."""
-        self.put(cur, user, TOMBSTONE, version, None)
+        return self.put(cur, user, TOMBSTONE, version, None)
 
-    def put(self, cur: Cursor, user: str, text: str, version: int, keyring: fleetkey.Keyring | None) -> None:
+    def put(self, cur: Cursor, user: str, text: str, version: int, keyring: fleetkey.Keyring | None) -> str:
         keyring = keyring or self.keyring
         if keyring is None:
             raise StoreError("no fleet key loaded")
@@ -348,10 +380,50 @@ class Database:
         )
         if cur.rowcount != 1:
             raise StoreError(f"database: the row of {user} is already at version {version} or above: nothing written")
+        return sealed
 
     def rows(self, cur: Cursor) -> list[Row]:
         cur.execute('SELECT user_name, sealed, version FROM twofa_records ORDER BY user_name COLLATE "C"')
         return [Row(name, sealed, version) for name, sealed, version in cur.fetchall()]
+
+    def versions(self, cur: Cursor) -> dict[str, int | None]:
+        """Every row's version, by user (the agent's sync: it fetches the rows that moved)."""
+        cur.execute("SELECT user_name, version FROM twofa_records")
+        return dict(cur.fetchall())
+
+    def fetch_many(self, cur: Cursor, users: list[str]) -> list[Row]:
+        """The rows of ``users`` that exist, unopened."""
+        cur.execute("SELECT user_name, sealed, version FROM twofa_records WHERE user_name = ANY(%s)", (users,))
+        return [Row(name, sealed, version) for name, sealed, version in cur.fetchall()]
+
+    def ping(self, cur: Cursor) -> None:
+        cur.execute("SELECT 1")
+
+    def listen(self, cur: Cursor) -> None:
+        cur.execute(f"LISTEN {CHANNEL}")
+
+    def offline_steps(self, cur: Cursor, user: str, steps: list[int], host: str) -> list[tuple[int, str]]:
+        """Record that ``host`` accepted ``steps`` of ``user`` while cut off; the (step, other host)
+        pairs another host recorded for the same steps: codes accepted twice."""
+        for step in steps:
+            cur.execute(
+                "INSERT INTO twofa_offline_steps (user_name, step, host) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (user, step, host),
+            )
+        cur.execute(
+            "SELECT step, host FROM twofa_offline_steps WHERE user_name = %s AND step = ANY(%s) AND host <> %s "
+            'ORDER BY step, host COLLATE "C"',
+            (user, steps, host),
+        )
+        return [(step, other) for step, other in cur.fetchall()]
+
+    def has_offline_tables(self, cur: Cursor) -> bool:
+        """Whether ``db init`` made the offline steps table and the NOTIFY trigger (``db check``)."""
+        cur.execute(
+            "SELECT to_regclass('twofa_offline_steps') IS NOT NULL AND EXISTS "
+            "(SELECT 1 FROM pg_trigger WHERE tgname = 'twofa_records_notify')"
+        )
+        return bool(_one(cur)[0])
 
     def names(self, cur: Cursor) -> list[str]:
         """Every user whose row holds a record (a corrupted one too; not a tombstone)."""
@@ -408,10 +480,15 @@ class Database:
         with conn.cursor() as cur:
             cur.execute("SELECT to_regclass('twofa_meta') IS NOT NULL, to_regclass('twofa_records') IS NOT NULL")
             existed = _one(cur)
+            offline = all(existed) and self.has_offline_tables(cur)
             for statement in SCHEMA:
                 cur.execute(statement)
             if not all(existed):
                 done.append("created the tables twofa_meta and twofa_records")
+            if not offline:
+                done.append(
+                    "created the table twofa_offline_steps and the trigger that tells the agents of changed rows"
+                )
             cur.execute("SELECT value FROM twofa_meta WHERE name = 'schema_version' FOR UPDATE")
             row = cur.fetchone()
             if row is None:
@@ -602,6 +679,10 @@ class PgStore(Store):
     def may_delete(self) -> bool:
         """Whether this connection's role still has DELETE on the rows (``db check`` warns)."""
         return self._run(self.db.has_delete)
+
+    def has_offline_tables(self) -> bool:
+        """Whether ``db init`` made the offline steps table and the NOTIFY trigger (``db check`` warns)."""
+        return self._run(self.db.has_offline_tables)
 
     def replication(self) -> Replication:
         """The replication of the server connected to (``db check`` warns without a synchronous standby)."""

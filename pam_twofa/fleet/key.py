@@ -129,23 +129,29 @@ def replace(path: str, keyring: Keyring) -> None:
     write_atomic(path, keyring.dumps().encode("ascii"), mode=0o600, locked=False)
 
 
-def _aad(user: str, kid: str, version: int | None) -> bytes:
+# What a sealing is bound to besides the user, the key id and the version: a database row, or an
+# entry of an agent's offline journal (which must never pass for a row, nor a row for an entry).
+ROW = b"pam-twofa-record 2"
+JOURNAL = b"pam-twofa-journal 1"
+
+
+def _aad(user: str, kid: str, version: int | None, kind: bytes = ROW) -> bytes:
     name = user.encode("utf-8", "surrogatepass")
     if version is None:
         return b"pam-twofa-record 1\0" + name + b"\0" + kid.encode("ascii")
-    return b"pam-twofa-record 2\0" + name + b"\0" + kid.encode("ascii") + b"\0" + str(version).encode("ascii")
+    return kind + b"\0" + name + b"\0" + kid.encode("ascii") + b"\0" + str(version).encode("ascii")
 
 
-def seal(keyring: Keyring, user: str, text: str, version: int | None = None) -> str:
+def seal(keyring: Keyring, user: str, text: str, version: int | None = None, kind: bytes = ROW) -> str:
     """``text`` sealed under every key of the keyring: one ``ID NONCE CIPHERTEXT`` line per key,
-    every one bound to the same ``version``."""
+    every one bound to the same ``version`` (and ``kind``: ``ROW`` or ``JOURNAL``)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     plain = text.encode("utf-8")
     lines = []
     for kid, key in keyring.keys:
         nonce = os.urandom(NONCE_BYTES)
-        lines.append(f"{kid} {nonce.hex()} {AESGCM(key).encrypt(nonce, plain, _aad(user, kid, version)).hex()}")
+        lines.append(f"{kid} {nonce.hex()} {AESGCM(key).encrypt(nonce, plain, _aad(user, kid, version, kind)).hex()}")
     return "\n".join(lines)
 
 
@@ -153,7 +159,7 @@ def sealed_ids(sealed: str) -> list[str]:
     return [line.split(" ", 1)[0] for line in sealed.split("\n") if line]
 
 
-def open_sealed(keyring: Keyring, user: str, sealed: str, version: int | None = None) -> str:
+def open_sealed(keyring: Keyring, user: str, sealed: str, version: int | None = None, kind: bytes = ROW) -> str:
     """The text, opened with the first key of the keyring the row was sealed under, for ``user`` at
     ``version``; SealError otherwise."""
     from cryptography.exceptions import InvalidTag
@@ -178,7 +184,7 @@ def open_sealed(keyring: Keyring, user: str, sealed: str, version: int | None = 
         if len(nonce) != NONCE_BYTES:
             raise SealError("malformed sealed record")
         try:
-            plain = AESGCM(key).decrypt(nonce, data, _aad(user, kid, version))
+            plain = AESGCM(key).decrypt(nonce, data, _aad(user, kid, version, kind))
         except InvalidTag:
             raise SealError(
                 f"does not open with key {kid} (tampered, its version edited, or copied from another user's row)"

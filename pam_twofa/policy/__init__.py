@@ -76,6 +76,10 @@ SCHEMA: "tuple[tuple[str, str, str, Any, tuple[Any, ...]], ...]" = (
     ("pg_key_file", "storage.postgresql.key_file", "str", "/etc/pam-twofa/fleet.key", ("path",)),
     ("pg_connect_timeout", "storage.postgresql.connect_timeout", "int", 3, ("range", 1, 60)),
     ("pg_statement_timeout", "storage.postgresql.statement_timeout", "int", 3, ("range", 1, 60)),
+    # The agent's offline copy (docs/many-hosts.md, "When the database is down"): seconds it may
+    # serve logins after the database last confirmed it (0: never), and between its syncs.
+    ("offline_max_age", "storage.offline.max_age", "int", 86400, ("range", 0, 30 * 86400)),
+    ("offline_refresh", "storage.offline.refresh", "int", 60, ("range", 1, 86400)),
     ("on_error", "on_error", "str", "deny", ("enum", "deny", "allow")),
 )
 # The same rows without the check: (attribute, key path, kind, default).
@@ -153,6 +157,8 @@ class Policy:
     pg_key_file: str
     pg_connect_timeout: int
     pg_statement_timeout: int
+    offline_max_age: int
+    offline_refresh: int
     on_error: str
 
     def __init__(self, path: str = DEFAULT_PATH, **values: object) -> None:

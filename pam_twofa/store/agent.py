@@ -182,3 +182,7 @@ class AgentStore(Store):
     def users(self) -> list[str]:
         _status, text = self._one("users")
         return text.split("\n") if text else []
+
+    def status(self) -> str:
+        """The agent's ``key value`` lines (``twofa-admin db status``)."""
+        return self._one("status")[1]

@@ -14,6 +14,7 @@ save        record text        in the section: ``ok``
 delete      (empty)            in the section: ``ok`` with ``1`` or ``0``
 end         (empty)            commits the section: ``ok``
 users       (empty)            ``ok`` with one name a line
+status      (empty)            ``ok`` with ``key value`` lines (``twofa-admin db status``)
 ==========  =================  ===========================================
 
 Any operation may get ``error``, ``corrupt`` or ``rollback`` (the database shows an older
@@ -25,7 +26,7 @@ no json. This module is imported on the login path: ``str`` methods only.
 TAG = "pta1"
 MAX_BODY = 128 * 1024
 MAX_HEADER = 64
-OPERATIONS = ("load", "lock", "lockw", "save", "delete", "end", "users")
+OPERATIONS = ("load", "lock", "lockw", "save", "delete", "end", "users", "status")
 STATUSES = ("record", "none", "ok", "error", "corrupt", "rollback")
 
 TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path

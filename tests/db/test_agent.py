@@ -157,6 +157,7 @@ def test_agent_down_killed_and_restarted(fleet):
 
 
 def test_database_down_then_back_without_restarting_the_agent(fleet):
+    fleet.write_policy(offline=(0, 60))  # without the offline copy (tests/db/test_offline.py has it)
     fleet.start_agent()
     store = client(fleet, timeout=6)
     fleet.store().update("alice", lambda old: Record("alice", last_step=1))

@@ -237,7 +237,7 @@ def test_the_memory_survives_a_restart_of_the_agent(fleet, how):
     else:
         time.sleep(0.5)  # the writer thread syncs right after the answer, not before it
         agent.kill()
-    versions = fleet.state_dir / "agent" / "versions.sqlite"
+    versions = fleet.state_dir / "agent" / "cache.sqlite"
     assert os.stat(versions.parent).st_mode & 0o777 == 0o700
     assert os.stat(versions).st_mode & 0o777 == 0o600
     write_back(fleet, "alice", before)
@@ -267,15 +267,15 @@ def test_a_fresh_agent_with_no_memory_accepts_what_it_is_shown(fleet, tmp_path):
     assert stored(store, "alice").last_step == 3
 
 
-def test_the_agent_refuses_a_versions_file_others_may_read(fleet):
+def test_the_agent_refuses_a_state_file_others_may_read(fleet):
     folder = fleet.state_dir / "agent"
     folder.mkdir(mode=0o700)
-    (folder / "versions.sqlite").write_bytes(b"")
-    os.chmod(folder / "versions.sqlite", 0o644)
+    (folder / "cache.sqlite").write_bytes(b"")
+    os.chmod(folder / "cache.sqlite", 0o644)
     agent = fleet.start_agent(wait=False)
     assert agent.proc.wait(20) == 3
-    assert "versions.sqlite: the agent's versions file is mode 0644, readable by others" in agent.output()
-    os.chmod(folder / "versions.sqlite", 0o600)
+    assert "cache.sqlite: the agent's state file is mode 0644, readable by others" in agent.output()
+    os.chmod(folder / "cache.sqlite", 0o600)
     os.chmod(folder, 0o755)
     agent = fleet.start_agent(wait=False)
     assert agent.proc.wait(20) == 3

@@ -326,8 +326,8 @@ MUTANTS = {
         "fleet",
         [  # the agent still remembers versions, but takes an older row (or none) as it comes
             (
-                "pam_twofa/fleet/agent.py",
-                "        if not row.exists or row.version is None or row.version < known:\n",
+                "pam_twofa/fleet/cache.py",
+                "        if not exists or version is None or version < known:\n",
                 "        if False:\n",
             ),
         ],
