@@ -256,7 +256,7 @@ def main() -> int:
         default=100,
         help="rounds of (5), each one login per stack (default 100: a whole SSH login varies more than one pamtester run)",
     )
-    parser.add_argument("--db", action="store_true", help="also (6)-(8): the database backend (needs postgresql-15)")
+    parser.add_argument("--db", action="store_true", help="also (6)-(9): the database backend (needs postgresql-15)")
     parser.add_argument(
         "--capacity",
         action="store_true",

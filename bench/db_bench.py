@@ -1,10 +1,12 @@
-"""(6)-(8) The database backend (README "Many hosts"): three hosts = three policies and three
+"""(6)-(9) The database backend (README "Many hosts"): three hosts = three policies and three
 ``pam-twofa-agent`` processes on one real PostgreSQL 15 (tests/pgserver.py), same machine.
 
 (6) one authentication through the agent against the same through the file store, whole
     ``pamtester`` processes, alternated run by run (budget <= 1.15x);
 (7) 20 parallel attempts with one valid code spread over the 3 hosts: exactly 1 succeeds, every round;
-(8) 50 parallel logins of distinct users spread over the 3 hosts: all succeed, p95 <= 3x p50.
+(8) 50 parallel logins of distinct users spread over the 3 hosts: all succeed, p95 <= 3x p50;
+(9) one authentication served from an agent's offline copy, the database stopped, against the file
+    store, alternated as in (6) (budget <= 1.15x).
 
 The module and agents are those of ``PAM_TWOFA_BENCH_PACKAGE`` (a checkout's ``pam_twofa`` folder)
 or, by default, the installed package.
@@ -116,9 +118,30 @@ def _parallel(bench, jobs) -> list:
     return results
 
 
+def offline_figure(bench, db: DbBench, runs: int, base: int):
+    """(9): the database stopped, each agent serves logins from its offline copy (storage.offline,
+    on by default; the users were enrolled after the agents' first sync, so their rows reached the
+    copies by NOTIFY). A first login per host finds the database unreachable and takes its agent
+    offline; then fresh users alternate between the file store and the hosts, as in (6)."""
+    db.server.stop()
+    for host in range(HOSTS):
+        bench.run(f"host{host}", "nobody-here", "000000")
+    a, b, failures = [], [], 0
+    for i in range(runs):
+        user = bench.names[base + i]
+        t, rc = bench.run("twofa", user, bench.code(user))
+        a.append(t)
+        failures += rc != 0
+        user = bench.names[base + runs + i]
+        t, rc = bench.run(f"host{i % HOSTS}", user, bench.code(user))
+        b.append(t)
+        failures += rc != 0
+    return ("(9) TOTP from the agent's offline copy (database down) vs the file store", a, b, failures, 1.15)
+
+
 def db_figures(bench_class, runs: int, rounds: int):
     """(rows for the A/B table, lines, ok) of figures (6)-(8)."""
-    users = 2 * runs + 150 + rounds
+    users = 4 * runs + 150 + rounds
     bench = bench_class(users=users)
     db = None
     try:
@@ -163,6 +186,7 @@ def db_figures(bench_class, runs: int, rounds: int):
             f"succeeded, p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, p95/p50 {p95 / p50:.2f} "
             "(budget <=3, all succeed) " + ("ok" if spread else "OVER")
         )
+        rows.append(offline_figure(bench, db, runs, base=2 * runs + 150 + rounds))
         return rows, lines, exact and spread
     finally:
         if db is not None:

@@ -94,6 +94,9 @@ class Pool:
         self.slots = threading.BoundedSemaphore(size)
         self.idle: list[Connection] = []
         self.lock = threading.Lock()
+        # The server's process of each connection (by id of the connection): the rows this agent
+        # wrote come back as NOTIFYs from these, and are not news to it.
+        self.pids: dict[int, int] = {}
 
     def acquire(self, timeout: float, fresh: bool = False) -> tuple[Connection, bool]:
         """(connection, reused) within ``timeout``; ``fresh``: a new one; StoreError if none."""
@@ -107,10 +110,12 @@ class Pool:
                     break
                 if alive(conn):
                     return conn, True
-                conn.close()
+                self.close(conn)
             # Autocommit: a read is one statement, and a section spells out BEGIN ... COMMIT itself,
             # BEGIN sent together with its first statements (fewer round trips per login).
-            return self.db.connect(autocommit=True), False
+            conn = self.db.connect(autocommit=True)
+            self.pids[id(conn)] = conn.info.backend_pid
+            return conn, False
         except BaseException:
             self.slots.release()
             raise
@@ -124,7 +129,7 @@ class Pool:
             except psycopg.Error:
                 broken = True
         if broken or conn.closed:
-            conn.close()
+            self.close(conn)
             if broken:
                 self.drop_idle()
         else:
@@ -136,7 +141,11 @@ class Pool:
         with self.lock:
             idle, self.idle = self.idle, []
         for conn in idle:
-            conn.close()
+            self.close(conn)
+
+    def close(self, conn: Connection) -> None:
+        self.pids.pop(id(conn), None)
+        conn.close()
 
 
 # The fields a login never changes: an offline section that changes one (an enrollment, new

@@ -56,7 +56,7 @@ _T = TypeVar("_T")
 Connection = psycopg.Connection[tuple[Any, ...]]
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 
-CHANNEL = "pam_twofa_records"  # NOTIFY'd with the user's name by every write of a row (a trigger)
+CHANNEL = "pam_twofa_records"  # NOTIFY'd with "USER<TAB>VERSION" by every write of a row (a trigger)
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS twofa_meta (name text PRIMARY KEY, value text NOT NULL)",
@@ -77,7 +77,7 @@ SCHEMA = (
     # Every write of a row, by an agent, a command or SQL by hand, tells the listening agents at its
     # commit, so that their offline copies follow within a second (docs/many-hosts.md).
     "CREATE OR REPLACE FUNCTION twofa_records_notify() RETURNS trigger LANGUAGE plpgsql AS "
-    f"$$BEGIN PERFORM pg_notify('{CHANNEL}', NEW.user_name); RETURN NULL; END$$",
+    f"$$BEGIN PERFORM pg_notify('{CHANNEL}', NEW.user_name || E'\\t' || NEW.version); RETURN NULL; END$$",
     "CREATE OR REPLACE TRIGGER twofa_records_notify AFTER INSERT OR UPDATE ON twofa_records "
     "FOR EACH ROW EXECUTE FUNCTION twofa_records_notify()",
 )

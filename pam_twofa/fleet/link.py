@@ -29,7 +29,7 @@ import psycopg
 from pam_twofa.core.reconcile import merge
 from pam_twofa.core.record import RecordError, loads
 from pam_twofa.fleet import key as fleetkey
-from pam_twofa.fleet.cache import say
+from pam_twofa.fleet.cache import background, say
 from pam_twofa.fleet.database import Connection, Row, Unreachable, describe, is_broken
 from pam_twofa.store import CorruptedRecord, RolledBack, StoreError
 from pam_twofa.system import log
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from pam_twofa.fleet.agent import Agent
 
 RETRY = 1.0  # seconds between connection attempts while the database cannot be reached
+# Seconds the rows named by NOTIFYs wait to be read, so that a busy fleet's writes are read in a
+# batch (one statement) rather than each alone, well within the second a change may take.
+BATCH = 0.25
 CHUNK = 500  # rows read per statement by a sync
 
 
@@ -46,6 +49,7 @@ class Link:
         self.agent = agent
         self.conn: Connection | None = None
         self.changed: set[str] = set()
+        self.changed_at = 0.0  # time.monotonic() of the oldest NOTIFY not read yet
         self.next_sync = 0.0
         self.stopping = threading.Event()
         self.woken = threading.Event()
@@ -77,6 +81,7 @@ class Link:
     # -- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
+        background()
         agent = self.agent
         while not self.stopping.is_set():
             try:
@@ -112,6 +117,10 @@ class Link:
                 agent.report(exc)
                 self.close()
                 self.pause(RETRY)
+            except Exception as exc:  # a bug must not end the thread that brings the agent back online
+                say(log.ERR, f"pam-twofa-agent: link: unexpected {type(exc).__name__}: {log.clean_text(str(exc))}")
+                self.close()
+                self.pause(RETRY)
 
     def pause(self, seconds: float) -> None:
         self.woken.wait(seconds)
@@ -137,28 +146,47 @@ class Link:
 
     def connect(self) -> None:
         conn = self.agent.db.connect(autocommit=True, name="pam-twofa-link")
-        conn.add_notify_handler(lambda notify: self.changed.add(notify.payload))
+        conn.add_notify_handler(lambda notify: self.notified(notify.payload, notify.pid))
         with conn.cursor() as cur:
             self.agent.db.listen(cur)
         self.conn = conn
+
+    def notified(self, payload: str, pid: int) -> None:
+        """A row was written (``USER<TAB>VERSION``): read it unless this agent wrote it (its own
+        connections' backends) or already holds that version."""
+        if pid in self.agent.pool.pids.copy().values():
+            return
+        user, _tab, version = payload.rpartition("\t")
+        if not user:
+            user, version = payload, ""
+        held = self.agent.cache.rows().get(user, 0) if self.agent.cache.keep_rows else self.agent.cache.known(user)
+        if version.isdigit() and int(version) <= held:
+            return
+        if not self.changed:
+            self.changed_at = time.monotonic()
+        self.changed.add(user)
 
     def listen_until(self, until: float) -> None:
         """Wait for notifications until ``until`` (time.monotonic), reading the rows they name."""
         conn = self.conn
         assert conn is not None
         while not self.stopping.is_set():
+            wait = RETRY
             if self.changed:
-                users, self.changed = sorted(self.changed), set()
-                self.read(users)
+                wait = self.changed_at + BATCH - time.monotonic()
+                if wait <= 0:
+                    users, self.changed = sorted(self.changed), set()
+                    self.read(users)
+                    wait = RETRY
             left = until - time.monotonic()
             if left <= 0 or self.woken.is_set():
                 self.woken.clear()
                 return
-            ready, _, _ = select.select([conn.fileno()], [], [], min(left, RETRY))
+            ready, _, _ = select.select([conn.fileno()], [], [], max(0.0, min(left, wait)))
             if ready:
                 conn.pgconn.consume_input()  # OperationalError once the server closed the connection
                 while (notify := conn.pgconn.notifies()) is not None:
-                    self.changed.add(notify.extra.decode("utf-8", "surrogateescape"))
+                    self.notified(notify.extra.decode("utf-8", "surrogateescape"), notify.be_pid)
                 if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
                     raise Unreachable("database: the connection closed")
             elif any(user not in self.stuck for user in self.agent.cache.journal_users()):
@@ -193,7 +221,8 @@ class Link:
         began = agent.now()
         with conn.cursor() as cur:
             versions = agent.db.versions(cur)
-        held = agent.cache.rows() if agent.cache.keep_rows else {}
+        # Without a copy, the versions seen stand for it: a row read once is not read at every sync.
+        held = agent.cache.rows() if agent.cache.keep_rows else dict(agent.cache.seen_items())
         moved = []
         for user, version in versions.items():
             if version is None or version < agent.cache.known(user):

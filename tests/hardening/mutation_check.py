@@ -333,6 +333,28 @@ MUTANTS = {
         ],
         ["tests/db/test_rollback.py"],
     ),
+    "agent-forgets-the-journal-merge": (
+        "fleet",
+        [  # on reconnect the journal is dropped without its changes written to the database
+            (
+                "pam_twofa/fleet/link.py",
+                "            if merged.record is not None and merged.record != current:\n",
+                "            if False:\n",
+            ),
+        ],
+        ["tests/db/test_offline.py::test_the_journal_merges_on_reconnect"],
+    ),
+    "agent-forgets-the-offline-replay": (
+        "fleet",
+        [  # offline, a login reads the copy's row, never what this host's offline logins journaled
+            (
+                "pam_twofa/fleet/agent.py",
+                "        entries = self.cache.journal(user)\n        if entries:\n",
+                "        entries = self.cache.journal(user)\n        if False:\n",
+            ),
+        ],
+        ["tests/db/test_offline.py::test_a_cut_off_host_logs_in_from_its_copy_and_refuses_a_replay"],
+    ),
     "agent-retries-a-timeout": (
         "fleet",
         [  # a statement or lock timeout taken for a broken connection: dropped, and the work done twice
