@@ -507,6 +507,14 @@ def test_ssl_and_starttls_together():
     assert error(flow) == "P:3: email.smtp: ssl and starttls exclude each other; choose one"
 
 
+def test_offline_refresh_must_be_below_max_age():
+    text = "version: 1\nstorage:\n  offline:\n    max_age: 60\n    refresh: 60\n"
+    assert error(text).startswith("P:5: storage.offline.refresh: 60 s is not below max_age (60 s)")
+    assert error("version: 1\nstorage:\n  offline:\n    max_age: 30\n").startswith("P:4: storage.offline.refresh")
+    assert ok("storage:\n  offline:\n    max_age: 0\n    refresh: 60\n").offline_max_age == 0  # no copy
+    assert ok("storage:\n  offline:\n    max_age: 61\n").offline_refresh == 60
+
+
 def test_password_file_without_username():
     text = "email:\n  smtp:\n    host: mail\n    password_file: /etc/pam-twofa/smtp.pw\n"
     assert error(text) == "P:4: email.smtp.password_file: needs email.smtp.username"

@@ -294,6 +294,13 @@ def parse(text: str, path: str) -> Policy:
         validator.errors.append(
             f"{path}:{validator.lines['backend']}: storage.postgresql.dsn: required with storage.backend: postgresql"
         )
+    max_age, refresh = values.get("offline_max_age", 86400), values.get("offline_refresh", 60)
+    if isinstance(max_age, int) and isinstance(refresh, int) and 0 < max_age <= refresh:
+        line = validator.lines.get("offline_refresh") or validator.lines.get("offline_max_age")
+        validator.errors.append(
+            f"{path}:{line}: storage.offline.refresh: {refresh} s is not below max_age ({max_age} s): each sync "
+            "confirms the copy, so it would expire before the next; lower refresh (or set max_age: 0 for no copy)"
+        )
     if validator.errors:
         raise PolicyError(validator.errors)
     return Policy(path, **values)

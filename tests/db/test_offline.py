@@ -63,7 +63,7 @@ class Host:
         self.wait(lambda: self.status()["state"] == "online" and self.status()["journal"] == "0", "back online, merged")
 
 
-def host(fleet, name: str, max_age: int = 3600, refresh: int = 3600) -> Host:
+def host(fleet, name: str, max_age: int = 3600, refresh: int = 600) -> Host:
     proxy = Proxy(fleet.server.port)
     dsn = fleet.server.hosts_dsn(fleet.dbname).replace(f"port={fleet.server.port}", f"port={proxy.port}")
     state = fleet.root / f"state-{name}"
@@ -170,11 +170,24 @@ def test_a_user_who_never_logged_in_on_a_host_logs_in_there_offline(fleet, hosts
     assert login(a.store, "bob", code_at(now), now) == auth.SUCCESS
 
 
-def test_failures_on_two_cut_off_hosts_add_up_to_a_lockout(fleet, hosts):
+def two_cut_off(fleet, hosts) -> tuple[Host, Host]:
+    """alice enrolled, and two hosts that saw her row, both cut off from the database."""
     enroll(fleet, "alice")
     a, b = hosts("a"), hosts("b")
     a.cut()
     b.cut()
+    return a, b
+
+
+def back(*each: Host) -> None:
+    """The hosts reach the database again, one after the other, each merging its journal."""
+    for one in each:
+        one.restore()
+        one.online()
+
+
+def test_failures_on_two_cut_off_hosts_add_up_to_a_lockout(fleet, hosts):
+    a, b = two_cut_off(fleet, hosts)
     now = time.time()
     wrong = "000000" if code_at(now) != "000000" else "111111"
     assert login(a.store, "alice", wrong, now) == auth.BAD_CODE
@@ -182,27 +195,18 @@ def test_failures_on_two_cut_off_hosts_add_up_to_a_lockout(fleet, hosts):
     assert login(b.store, "alice", wrong, now) == auth.BAD_CODE
     # Each host counted its own (2 and 1 of 3): no lockout yet, on either.
     assert stored(a.store, "alice").locked_until == 0
-    a.restore()
-    a.online()
-    b.restore()
-    b.online()
+    back(a, b)
     merged = stored(fleet.store(), "alice")
     assert len(merged.failures) == 3 and merged.locked_until > now
     assert login(a.store, "alice", code_at(now), now) == auth.LOCKED
 
 
 def test_a_step_accepted_on_two_cut_off_hosts_is_a_warning_naming_both(fleet, hosts):
-    enroll(fleet, "alice")
-    a, b = hosts("a"), hosts("b")
-    a.cut()
-    b.cut()
+    a, b = two_cut_off(fleet, hosts)
     now = time.time()
     assert login(a.store, "alice", code_at(now), now) == auth.SUCCESS
     assert login(b.store, "alice", code_at(now), now) == auth.SUCCESS  # each host knows only its own
-    a.restore()
-    a.online()
-    b.restore()
-    b.online()
+    back(a, b)
     step = totp.time_step(now)
     assert f"user=alice: TOTP step {step} was accepted on b and on a while both were cut off" in b.agent.output()
     assert stored(fleet.store(), "alice").last_step == step
@@ -226,7 +230,7 @@ def test_a_tombstone_written_meanwhile_wins_over_the_journal(fleet, hosts):
 
 def test_a_copy_older_than_max_age_is_not_used(fleet, hosts):
     enroll(fleet, "alice")
-    a = hosts("a", max_age=2, refresh=3600)
+    a = hosts("a", max_age=2, refresh=1)
     a.cut()
     time.sleep(2.5)
     now = time.time()
@@ -286,3 +290,25 @@ def test_status_command_shows_the_state(fleet, hosts):
     rc, out = fleet.admin(["db", "status"], policy=policy)
     assert rc == 1, out
     assert "database: OFFLINE since" in out and "journal: 1 pending entry of 1 user(s)" in out
+
+
+def test_the_emailed_code_path_works_offline_counted_locally(fleet, hosts):
+    """carol is not enrolled (no row): a login mails her a code (the quota counted in her record), a
+    second login types it; both offline, then the journal makes her row in the database."""
+    a = hosts("a")
+    a.cut()
+    now = time.time()
+    with a.store.locked("carol") as section:
+        assert section.record is None
+        mailed = auth.issue_email_code(Record("carol"), "12345678", b"salt" * 4, now, ttl=600, per_seconds=3600)
+        section.save(mailed)
+    with a.store.locked("carol") as section:
+        outcome = auth.attempt_email(section.record, "12345678", now + 5, LIMITS)
+        section.save(outcome.record)
+    assert outcome.result == auth.SUCCESS
+    with a.store.locked("carol") as section:  # the code is used: not twice
+        assert auth.attempt_email(section.record, "12345678", now + 6, LIMITS).result == auth.BAD_CODE
+    assert fleet.store().load("carol") is None
+    back(a)
+    row = stored(fleet.store(), "carol")
+    assert row.email_sends == [int(now)] and row.email_code_hash == b"" and not row.enrolled
