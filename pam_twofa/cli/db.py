@@ -128,7 +128,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Ask this host's agent (its socket: root only) how it stands; 0 online, 1 offline."""
+    """Ask this host's agent (its socket: root only) how it stands; 0 online, 1 offline or its link down."""
     import time
 
     from pam_twofa.store.agent import AgentStore
@@ -145,9 +145,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         return f"{stamp} ({seconds} s ago)"
 
     offline = fields["state"] == "offline"
+    down = fields.get("link") == "down"
     max_age = int(fields["max_age"])
     print(f"agent: {loaded.agent_socket} on {fields['host']}")
     print(f"database: {'OFFLINE' if offline else 'connected'} since {ago(fields['since'])}")
+    if down:
+        print(
+            "link: DOWN: the agent's own connection (changes pushed by the other hosts, syncs) cannot reach the "
+            "database; " + ("it tries every second" if offline else "logins try it themselves")
+        )
     if max_age:
         print(f"offline logins: on (storage.offline.max_age {max_age} s, refresh {fields['refresh']} s)")
     else:
@@ -161,7 +167,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"confirmed by the database: {ago(confirmed)}" + (", older than max_age: NOT USED" if expired else ""))
     print(f"journal: {fields['journal']} pending entr{'y' if fields['journal'] == '1' else 'ies'} "
           f"of {fields['journal_users']} user(s)")  # fmt: skip
-    return 1 if offline else 0
+    return 1 if offline or down else 0
 
 
 def _replication(state: Replication) -> list[str]:

@@ -552,6 +552,7 @@ class Agent:
         lines = [
             f"host {self.host}",
             f"state {'offline' if self.offline() else 'online'}",
+            f"link {'up' if self.link.conn is not None else 'down'}",  # its own connection: LISTEN, sync
             f"since {self.offline_since if self.offline_since is not None else self.online_since:.0f}",
             f"now {self.now():.0f}",
             f"max_age {self.policy.offline_max_age}",

@@ -312,3 +312,12 @@ def test_the_emailed_code_path_works_offline_counted_locally(fleet, hosts):
     back(a)
     row = stored(fleet.store(), "carol")
     assert row.email_sends == [int(now)] and row.email_code_hash == b"" and not row.enrolled
+
+
+def test_status_says_when_the_link_is_down_with_offline_logins_off(fleet, hosts):
+    a = hosts("a", max_age=0)
+    a.cut()
+    a.wait(lambda: a.status()["link"] == "down", "the link found down")
+    rc, out = fleet.admin(["db", "status"], policy=fleet.root / "etc" / "a.yaml")
+    assert rc == 1, out
+    assert "database: connected since" in out and "link: DOWN" in out and "offline logins: off" in out
