@@ -3,12 +3,15 @@
 
 The images are built from this checkout (docker/Dockerfile, as the other end to end tests do); the
 PostgreSQL container is the same image with Debian's postgresql-15 added. Ports: sshd 2231-2233,
-PostgreSQL 55439; containers are named pam-twofa-fleet-*.
+PostgreSQL 55439; containers are named pam-twofa-fleet-*. Each agent runs with ``--name`` A, B or C
+(the containers share the machine's hostname), with offline logins on (``storage.offline``, refresh 2 s).
 """
 
 from __future__ import annotations
 
+import calendar
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -37,6 +40,7 @@ PG_CONTAINER = "pam-twofa-fleet-pg"
 ROLE_PASSWORD = "role-" + uuid.uuid4().hex
 SUPER_PASSWORD = "super-" + uuid.uuid4().hex
 AGENT_PID = "/run/pam-twofa-agent.pid"
+CONFIRMED = re.compile(r"confirmed by the database: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
 
 POLICY = """\
 # written by tests/e2e_fleet for the fleet scenario
@@ -56,6 +60,9 @@ email:
   max_sends: 2
 storage:
   backend: postgresql
+  offline:
+    max_age: 86400
+    refresh: 2
   postgresql:
     dsn: "{dsn}"
     password_file: /etc/pam-twofa/db.pw
@@ -64,6 +71,11 @@ storage:
     statement_timeout: 2
 on_error: deny
 """
+# storage.offline: the default max_age (a day: offline logins on), a short refresh so that a copy is
+# confirmed by a sync within seconds of a change; OFFLINE_OFF in its place turns offline logins off.
+OFFLINE_ON = "  offline:\n    max_age: 86400\n    refresh: 2\n"
+OFFLINE_OFF = "  offline:\n    max_age: 0\n    refresh: 2\n"
+assert OFFLINE_ON in POLICY
 DSN = f"host=127.0.0.1 port={PG_PORT} dbname=twofa user=twofa sslmode=disable target_session_attrs=read-write"
 
 PG_START = f"""
@@ -125,10 +137,13 @@ class Database:
 
 
 class FleetHost(Host):
+    """A host of the fleet; ``service`` is its name (A, B, C), which its agent gives as ``--name`` (the
+    containers share the machine's hostname: host networking)."""
+
     def start_agent(self) -> None:
         subprocess.run(["docker", "exec", "-d", self.container, "sh", "-c",
                         f"echo $$ > {AGENT_PID}; exec pam-twofa-agent --policy /etc/pam-twofa/policy.yaml "
-                        ">>/var/log/agent.log 2>&1"], check=True)  # fmt: skip
+                        f"--name {self.service} >>/var/log/agent.log 2>&1"], check=True)  # fmt: skip
         deadline = time.monotonic() + 20
         while self.run(["test", "-S", "/run/pam-twofa/agent.sock"], check=False).returncode != 0:
             assert time.monotonic() < deadline, self.run("cat /var/log/agent.log", check=False).stdout
@@ -138,6 +153,38 @@ class FleetHost(Host):
     def kill_agent(self) -> None:
         self.run(f"kill -9 $(cat {AGENT_PID}) && rm -f {AGENT_PID}")
         time.sleep(0.3)
+
+    def agent_log(self, tail: int = 40) -> str:
+        return self.run(f"tail -n {tail} /var/log/agent.log", check=False).stdout
+
+    def db_status(self) -> subprocess.CompletedProcess:
+        """``twofa-admin db status``: the agent's state (exit 0 online, 1 offline)."""
+        return self.run(["twofa-admin", "db", "status"], check=False)
+
+    def wait_status(self, what: str, condition, timeout: float = 60) -> subprocess.CompletedProcess:
+        """``db status`` asked until ``condition(done)`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.db_status()
+            if condition(done):
+                return done
+            assert time.monotonic() < deadline, (
+                f"host {self.service}: {what} within {timeout} s:\n{done.stdout}{done.stderr}\n"
+                f"--- agent ---\n{self.agent_log()}"
+            )
+            time.sleep(0.3)
+
+    def wait_confirmed_after(self, moment: float, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Wait until a whole sync that began after ``moment`` (time.time()) confirmed the agent's copy:
+        it then holds every row written before ``moment``."""
+
+        def fresh(done) -> bool:
+            found = CONFIRMED.search(done.stdout)
+            if found is None:  # never confirmed yet
+                return False
+            return calendar.timegm(time.strptime(found.group(1), "%Y-%m-%d %H:%M:%S")) >= moment
+
+        return self.wait_status("a copy confirmed by a sync after the last change", fresh, timeout)
 
 
 def _remove_containers() -> None:

@@ -4,6 +4,8 @@ on a terminal for self-service enrollment), see fleet_harness.py."""
 from __future__ import annotations
 
 import json
+import re
+import time
 
 from e2e_harness import (
     MAILED_CODE,
@@ -19,7 +21,7 @@ from e2e_harness import (
 from e2e_harness import ssh_login as _ssh_login
 from e2e_terminal import CODE_PROMPT as ENROLL_CODE_PROMPT
 from e2e_terminal import PASSWORD_PROMPT, SHELL_PROMPT, parse_screen, ssh_terminal, wait_no_enroll_process
-from fleet_harness import DEAD_PORT, DSN, PG_PORT, POLICY, enroll_user
+from fleet_harness import DEAD_PORT, DSN, OFFLINE_OFF, OFFLINE_ON, PG_PORT, POLICY, enroll_user, syslog_since
 
 ALICE = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 ERROR = "not working on this host"
@@ -64,21 +66,78 @@ def test_disable_on_c_takes_effect_on_a_at_once(fleet_hosts):
     assert not refused.ok and "has none set up" in refused.text, refused
 
 
-def test_database_stopped_fails_closed_exempt_user_gets_in_and_back_without_restarts(fleet_hosts):
+def test_database_stopped_logins_go_on_with_codes_on_two_hosts_and_the_journals_merge(fleet_hosts):
+    """Issue 23 over SSH: the PostgreSQL container stopped, alice logs in with codes on A and on B from
+    their agents' copies (the same code on both: each host knows only its own replays), a replay on A
+    is refused; C keeps no copy (``storage.offline.max_age: 0``): alice is refused there, the exempt bob
+    gets in. The database back, the journals merge, the code used twice is a WARNING naming A and B,
+    and a code used offline on B is refused on A and on C, where the failures of both add up; nothing
+    restarted."""
     hosts, db = fleet_hosts
-    a, b = hosts["A"], hosts["B"]
-    enroll_user(a, "alice", ALICE)
-    mark = len(a.syslog())
-    db.stop()
+    a, b, c = hosts["A"], hosts["B"], hosts["C"]
+    c.kill_agent()
+    c.write_policy(POLICY.format(dsn=DSN).replace(OFFLINE_ON, OFFLINE_OFF))
+    c.start_agent()
     try:
-        down = login(a, "alice", current_code(ALICE))
-        assert not down.ok and ERROR in down.text, down
-        assert "cannot connect" in a.syslog()[mark:]
-        assert login(a, "bob").ok  # exempt: in during the outage
+        enroll_user(a, "alice", ALICE)
+        enrolled = time.time()
+        for host in (a, b):  # alice's row as enrolled is in the copy, which may serve logins
+            ready = host.wait_confirmed_after(enrolled)
+            assert ready.returncode == 0 and "offline logins: on" in ready.stdout, ready
+        marks = {host.service: host.syslog_mark() for host in (a, b, c)}  # (a Host is not hashable)
+        wait_for_fresh_step(15)  # this step's code and the next one's stay in the window while the test runs
+        now = time.time()
+        step = int(now // 30)
+        code, following = totp_at(ALICE, 0, now), totp_at(ALICE, 1, now)
+        db.stop()
+        try:
+            assert login(a, "alice", code).ok
+            replay = login(a, "alice", code)
+            assert not replay.ok and "already used" in replay.text, replay
+            assert login(b, "alice", code).ok  # B cannot know: one code used twice, told after the merge
+            assert login(b, "alice", following).ok
+            down = login(c, "alice", following)
+            assert not down.ok and ERROR in down.text, down
+            assert login(c, "bob").ok  # exempt: in during the outage
+            assert login(a, "bob").ok
+            for host in (a, b):
+                log = syslog_since(host, marks[host.service])
+                assert "pam-twofa-agent: offline: database: cannot connect" in log, log
+                assert "logins are served from this host's copy" in log, log
+                assert host.db_status().returncode == 1  # offline
+            a_log = syslog_since(a, marks[a.service])
+            assert "user=alice" in a_log and "replayed code" in a_log, a_log
+            c_log = syslog_since(c, marks[c.service])
+            assert "cannot connect" in c_log and "logins are served" not in c_log, c_log
+            assert "user=bob" in c_log and "the store is failing" in c_log, c_log
+        finally:
+            db.start()
+        for host in (a, b):
+            back = host.wait_status("back online with the journal merged", lambda done: done.returncode == 0)
+            assert "journal: 0 pending" in back.stdout, back
+        logs = {host.service: syslog_since(host, marks[host.service]) for host in (a, b)}
+        for name, log in logs.items():
+            assert "reconciled user=alice: 2 offline change(s) merged into version" in log, (name, log)
+        twice = re.findall(
+            rf"user=alice: TOTP step {step} was accepted on ([ABC]) and on ([ABC]) while both were cut off"
+            " from the database: one code used twice",
+            logs["A"] + logs["B"],
+        )
+        # Told by the host that merged second, or by both if each recorded its steps before the other looked.
+        assert twice and all(sorted(pair) == ["A", "B"] for pair in twice), logs
+        # The step used offline on B (and only there) is used everywhere now: refused on A (failure 2 of 3,
+        # the replay refused offline on A being the first), then on C, where that replay is the third
+        # failure: alice is locked, so C (nothing restarted) reads the merged record from the database.
+        on_a = login(a, "alice", following)
+        assert not on_a.ok and "already used" in on_a.text, on_a
+        mark = c.syslog_mark()
+        on_c = login(c, "alice", following)
+        assert not on_c.ok and "Too many wrong codes" in on_c.text, on_c
+        assert "replayed code, now locked" in syslog_since(c, mark), syslog_since(c, mark)
     finally:
-        db.start()
-    wait_for_fresh_step(6)
-    assert login(b, "alice", current_code(ALICE)).ok  # nothing restarted
+        c.kill_agent()
+        c.write_policy(POLICY.format(dsn=DSN))
+        c.start_agent()
 
 
 def test_agent_killed_fails_closed_then_restarted_works(fleet_hosts):

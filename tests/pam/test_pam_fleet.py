@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from pam_harness import KEY, MSG_ERROR, MSG_LOCKED, MSG_REPLAYED, PW, Scratch, current_step, oath, settle
+from pam_harness import KEY, MSG_BAD, MSG_ERROR, MSG_LOCKED, MSG_REPLAYED, PW, Scratch, current_step, oath, settle
 from pgserver import Agent, Fleet
 
 
@@ -26,6 +26,7 @@ class Host:
         self.settings: dict = {}
         self.key_file = None
         self.dsn = None
+        self.offline = None  # storage.offline (max_age, refresh); None: the defaults (offline logins on)
 
     def write_policy(self, **settings) -> None:
         self.settings = settings or self.settings
@@ -33,7 +34,7 @@ class Host:
         text = self.scratch.policy_path.read_text()
         head = text.split("storage:\n", 1)[0]
         tail = text.split("on_error:", 1)[1]
-        storage = self.fleet.policy_text(socket=self.socket, key_file=self.key_file, dsn=self.dsn)
+        storage = self.fleet.policy_text(socket=self.socket, key_file=self.key_file, dsn=self.dsn, offline=self.offline)
         storage = "storage:\n" + storage.split("storage:\n", 1)[1]
         storage = storage.replace(str(self.fleet.state_dir), str(self.scratch.state_dir))  # this host's own
         self.scratch.write_policy_text(head + storage + "on_error:" + tail)
@@ -44,6 +45,27 @@ class Host:
 
     def login(self, user, code=None, stack=KEY, rhost=None):
         return self.scratch.login(stack, user, code, rhost=rhost)
+
+    def db_status(self, what: str, condition, timeout: float = 30):
+        """``twofa-admin db status`` on this host, asked until ``condition(result)`` holds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.scratch.cli("db", "status")
+            if condition(done):
+                return done
+            if time.monotonic() > deadline:
+                pytest.fail(f"host {self.name}: {what} within {timeout} s:\n{done}\n--- agent ---\n{self.agent_log()}")
+            time.sleep(0.2)
+
+    def agent_log(self) -> str:
+        return self.agent.output()[-4000:] if self.agent else ""
+
+
+def stored_step(host: Host, user: str) -> int:
+    """The last used step of ``user``'s record as the database holds it (read directly, not by an agent)."""
+    from support.records import stored
+
+    return stored(host.fleet.store(), user).last_step
 
 
 @pytest.fixture
@@ -107,9 +129,18 @@ def test_unlock_and_disable_on_b_take_effect_on_a_at_once(hosts):
     assert status.rc == 0 and "alice" in status.output and " no " in status.output, status
 
 
-def test_database_down_fails_closed_exempt_user_gets_in_and_back_without_restarts(hosts, pg_server):  # noqa: F811
+def test_database_down_with_offline_logins_off_fails_closed_exempt_user_gets_in_and_back_without_restarts(
+    hosts,
+    pg_server,  # noqa: F811
+):
     a, b = hosts
+    a.agent.stop()
+    a.offline = (0, 60)  # storage.offline.max_age: 0: no copy, the database or nothing
+    a.write_policy()
+    a.start_agent()
     alice = a.scratch.enroll("alice")
+    off = a.db_status("the agent's state", lambda done: done.rc == 0)
+    assert "offline logins: off (storage.offline.max_age: 0)" in off.output and "cached records: 0" in off.output, off
     pg_server.stop()
     try:
         down = a.login("alice", alice.code())
@@ -118,11 +149,63 @@ def test_database_down_fails_closed_exempt_user_gets_in_and_back_without_restart
         exempt = a.login("carol", stack=PW)
         assert exempt.ok and not exempt.prompted, exempt
         assert exempt.log_with("user=carol", "exempt", "the store is failing"), exempt
+        assert "pam-twofa-agent: offline:" not in a.agent.output(), a.agent_log()  # it never went offline
     finally:
         pg_server.start()
     settle(4)
     back = b.login("alice", alice.code())
     assert back.ok, back
+
+
+def test_database_down_logins_go_on_from_the_copy_a_replay_is_refused_and_the_journal_merges(
+    hosts,
+    pg_server,  # noqa: F811
+):
+    """Issue 23: the agent's offline copy (storage.offline, on by default) serves whole PAM logins while
+    the database is down; the replay memory is this host's journal, merged into the database on return."""
+    a, b = hosts
+    for host in hosts:  # the replay and the wrong code count as failures: no lockout in this test
+        host.write_policy(max_failures=10, exempt_users=["carol"])
+    alice = a.scratch.enroll("alice")
+    # alice's row reached A's copy (the NOTIFY of her enrollment), and a whole sync confirmed the copy.
+    ready = a.db_status(
+        "a confirmed copy holding alice's row",
+        lambda done: "cached records: 1" in done.output and "confirmed by the database: never" not in done.output,
+    )
+    assert ready.rc == 0 and "offline logins: on" in ready.output, ready
+    settle(10)
+    step = current_step()
+    code = oath(alice.secret, step)
+    assert stored_step(a, "alice") < step
+    pg_server.stop()
+    try:
+        first = a.login("alice", code)
+        assert first.ok, first
+        assert first.log_with("user=alice", "success"), first
+        output = a.agent.output()
+        assert "pam-twofa-agent: offline: database: cannot connect" in output, a.agent_log()
+        assert "logins are served from this host's copy" in output, a.agent_log()
+        again = a.login("alice", code)
+        assert again.denied and MSG_REPLAYED in again.output, again
+        assert again.log_with("user=alice", "replayed code"), again
+        wrong = a.login("alice", alice.wrong_code())
+        assert wrong.denied and MSG_BAD in wrong.output, wrong
+        assert wrong.log_with("user=alice", "bad code", "failure 2 of 10"), wrong
+        offline = a.scratch.cli("db", "status")
+        assert offline.rc == 1 and "database: OFFLINE since" in offline.output, offline
+        assert "journal: 3 pending entries of 1 user(s)" in offline.output, offline
+    finally:
+        pg_server.start()
+    online = a.db_status("back online with the journal merged", lambda done: done.rc == 0)
+    assert "database: connected since" in online.output and "journal: 0 pending" in online.output, online
+    assert "reconciled user=alice: 3 offline change(s) merged into version" in a.agent.output(), a.agent_log()
+    assert stored_step(a, "alice") == step, a.agent_log()  # the step used offline is in the database's record
+    # The code stays used: on B, which never saw it (it reads the database), and on A, online now.
+    on_b = b.login("alice", code)
+    assert on_b.denied and MSG_REPLAYED in on_b.output, on_b
+    assert on_b.log_with("user=alice", "replayed code"), on_b
+    on_a = a.login("alice", code)
+    assert on_a.denied and MSG_REPLAYED in on_a.output, on_a
 
 
 def test_agent_killed_fails_closed_then_restarted_works(hosts):
