@@ -256,7 +256,7 @@ def main() -> int:
         default=100,
         help="rounds of (5), each one login per stack (default 100: a whole SSH login varies more than one pamtester run)",
     )
-    parser.add_argument("--db", action="store_true", help="also (6)-(9): the database backend (needs postgresql-15)")
+    parser.add_argument("--db", action="store_true", help="also (6)-(10): the database backend (needs postgresql-15)")
     parser.add_argument(
         "--capacity",
         action="store_true",
@@ -278,6 +278,11 @@ def main() -> int:
 
         db_rows, db_lines, db_ok = db_figures(Bench, args.runs, args.rounds)
         rows += db_rows
+        from failover_bench import failover_figure
+
+        failover_line, failover_ok = failover_figure()
+        db_lines.append(failover_line)
+        db_ok &= failover_ok
     if args.ssh:
         from ssh_bench import ssh_rows
 
