@@ -47,6 +47,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from pam_twofa.core.reconcile import IDENTITY
 from pam_twofa.core.record import Record, RecordError, dumps, loads
 from pam_twofa.fleet import key as fleetkey
 from pam_twofa.fleet.cache import FILE, Cache, private_folder, say
@@ -148,9 +149,8 @@ class Pool:
         conn.close()
 
 
-# The fields a login never changes: an offline section that changes one (an enrollment, new
-# recovery codes, a new address) is refused: such a change needs the database.
-IDENTITY = ("key", "digits", "period", "algorithm", "enrolled_at", "recovery_salt", "email")
+# An offline section that changes a field of reconcile.IDENTITY, which a login never changes (an
+# enrollment, new recovery codes, a new address), is refused: such a change needs the database.
 OFFLINE_CHANGE = "needs the database (an enrollment or a change of the second factor is never made offline)"
 
 
