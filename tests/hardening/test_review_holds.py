@@ -88,7 +88,7 @@ def test_120000_names_get_distinct_file_names_read_back_as_themselves():
     while len(names) < 120_000:
         names.add("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12))))
     names = {n for n in names if storable_name(n)}
-    stems = {}
+    stems: dict[str, str] = {}
     for name in names:
         stem = encode_name(name)
         assert stems.setdefault(stem, name) == name, f"{name!r} and {stems[stem]!r} share {stem!r}"
