@@ -32,8 +32,9 @@ B = "198.51.100.4"
         ("::FFFF:cb00:7109", "203.0.113.9"),
         ("2001:DB8:0:0::1", "2001:db8::1"),
         ("2001:0db8::0001", "2001:db8::1"),
-        ("fe80::1%eth0", "fe80::1"),  # no zone
         ("::1", "::1"),
+        ("fe00::1", "fe00::1"),  # just below fe80::/10
+        ("fec0::1", "fec0::1"),  # just above it
     ],
 )
 def test_client_key_is_the_canonical_address(rhost, key):
@@ -48,9 +49,31 @@ def test_no_client_key_without_an_ip_address(rhost):
     assert trust.client_key(rhost) is None
 
 
+@pytest.mark.parametrize(
+    "rhost",
+    [
+        "fe80::1%eth0",  # as sshd reports a link-local client
+        "fe80::1%25",
+        "FE80::1%eth0",
+        "fe80::1",  # link-local without its zone: which link is unknown
+        "febf:ffff::1",  # the last of fe80::/10
+        "fe80::1%eth0.1",
+        "2001:db8::1%eth0",  # a zone on a global address: not a plain address either
+        "::ffff:203.0.113.9%eth0",
+    ],
+)
+def test_link_local_and_zoned_addresses_are_never_trusted(rhost):
+    # fe80::1%eth0 used to be stored as fe80::1: trusted on every link of every host of the fleet
+    assert trust.client_key(rhost) is None
+    record = Record("alice", trusted={"fe80::1": int(NOW) + 600, "2001:db8::1": int(NOW) + 600})
+    assert trust.until(record, rhost) == 0  # not even an entry stored by an older version matches
+    trust.renew(record, rhost, NOW, HOUR)
+    assert record.trusted == {"fe80::1": int(NOW) + 600, "2001:db8::1": int(NOW) + 600}  # nothing granted
+
+
 def test_every_client_key_is_storable_in_a_record():
     record = Record("alice")
-    for rhost in ("203.0.113.9", "2001:db8::1", "fe80::1%eth0", "::ffff:10.0.0.1", "::", "::1.2.3.4"):
+    for rhost in ("203.0.113.9", "2001:db8::1", "fec0::1", "::ffff:10.0.0.1", "::", "::1.2.3.4"):
         key = trust.client_key(rhost)
         assert key is not None, rhost
         record.trusted[key] = int(NOW)
@@ -254,6 +277,17 @@ def test_trust_renews_only_on_a_login_that_was_asked(policy_path, store):
     later = NOW + HOUR + 45
     assert login(policy_path, now=later, answers=[totp.totp(KEY, later)])[0] == PASS
     assert store.load("alice").trusted == {A: int(later) + HOUR}
+
+
+def test_code_from_a_zoned_link_local_address_grants_nothing_and_is_asked_again(policy_path, store, logs):
+    enroll(store)
+    zoned = "fe80::1%eth0"
+    assert login(policy_path, rhost=zoned, answers=[totp.totp(KEY, NOW)])[0] == PASS
+    assert store.load("alice").trusted == {}
+    for rhost in (zoned, "fe80::1%eth1", "fe80::1"):  # the same link, another link, no link
+        result, conv = login(policy_path, rhost=rhost, now=NOW + 60, answers=[None])
+        assert result == FAIL and conv.prompts, rhost
+    assert not any("trusted client" in line for line in logs)
 
 
 def test_other_address_no_address_and_hostname_are_asked(policy_path, store):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 
 from pam_twofa.store import Store
 from pam_twofa.store.files import FileStore
+from pam_twofa.system.fileio import owner_mode_problem
 
 TYPE_CHECKING = False  # True for mypy only (the annotations are strings: ``annotations`` above)
 if TYPE_CHECKING:
@@ -82,6 +85,69 @@ def dsn_problems(dsn: str) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
+def _folders(path: str) -> list[str]:
+    """The folders above ``path``, from ``/`` down to its own folder."""
+    parts = [p for p in path.split("/")[:-1] if p]
+    return ["/"] + ["/" + "/".join(parts[: n + 1]) for n in range(len(parts))]
+
+
+def agent_socket_problems(path: str) -> list[str]:
+    """Why someone other than root could serve ``storage.agent_socket`` (the login believes the
+    agent's ``none``: whoever serves the socket can turn the second factor off); [] if nothing.
+
+    Every folder above it, the path as written and as it resolves, must be root's and closed to
+    writes by group and others, except with the sticky bit (``/tmp``: root's entries in it stay
+    root's); its own folder, if it exists, as the agent wants it (root 0700, not a link), and
+    the socket, if it exists, a socket of root's. A missing folder is made by the agent, root 0700.
+    """
+    problems: list[str] = []
+    own = os.path.dirname(path)
+    real_own = os.path.realpath(own)
+    checked: set[str] = set()
+    for folder in [*_folders(path), *_folders(os.path.join(real_own, "x"))]:
+        if folder in checked:
+            continue
+        checked.add(folder)
+        try:
+            st = os.lstat(folder)
+        except FileNotFoundError:
+            continue  # made by the agent (only the last ones can be missing: the others exist)
+        except OSError as exc:
+            problems.append(f"{folder}: cannot be read ({exc.strerror or exc}): fix it or choose another path")
+            continue
+        if stat.S_ISLNK(st.st_mode) and folder != own:
+            # a link root owns cannot be changed (only replaced, which its own folder rules out);
+            # where it leads is walked as the resolved path
+            problem = owner_mode_problem(st, folder, "a link above the agent's socket", forbidden=0)
+        elif not stat.S_ISDIR(st.st_mode):
+            problem = f"{folder}: not a folder (the agent socket's folder must be one, not a link): choose another path"
+        elif folder == own:
+            # as the agent's own check (fleet.cache.private_folder): it would not start
+            fix = (
+                f"chown root:root {folder}; chmod 700 {folder} if nothing else uses it, or give the socket a folder"
+                " of its own (the default /run/pam-twofa/agent.sock: the agent makes the folder)"
+            )
+            problem = owner_mode_problem(st, folder, "the agent's socket folder", fix=fix)
+        elif st.st_mode & stat.S_ISVTX:
+            problem = owner_mode_problem(st, folder, "a folder above the agent's socket", forbidden=0)
+        else:
+            problem = owner_mode_problem(st, folder, "a folder above the agent's socket", forbidden=0o022)
+        if problem:
+            problems.append(problem)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return problems  # not there yet: the agent makes it
+    if not stat.S_ISSOCK(st.st_mode):
+        problems.append(f"{path}: not a socket: remove it, or choose another path")
+    elif st.st_uid != 0:
+        problems.append(
+            f"{path}: the socket is owned by uid {st.st_uid}, not root: pam-twofa-agent did not make it, and logins"
+            " refuse it; stop whatever serves it and remove it"
+        )
+    return problems
+
+
 def storage_problems(policy: Policy, text: str) -> tuple[list[str], list[str]]:
     """(errors, warnings) as ``FILE:LINE: key: message`` for the database settings of a valid policy."""
     from pam_twofa.fleet import key as fleetkey
@@ -93,6 +159,11 @@ def storage_problems(policy: Policy, text: str) -> tuple[list[str], list[str]]:
 
     def at(key: str, message: str) -> str:
         return f"{policy.path}:{_line_of(text, key)}: {key}: {message}"
+
+    errors += [
+        at("storage.agent_socket", f"{m} (whoever can serve the agent's socket decides who is asked for a code)")
+        for m in agent_socket_problems(policy.agent_socket)
+    ]
 
     # Read them as the agent will (the same reader, owner, mode, size and format rules),
     # so that check refuses exactly what the agent would; nothing read is shown.

@@ -9,9 +9,20 @@ database gives ``on_error``'s result in bounded time; any failure is a
 
 One connection per operation or section: nothing is held open while the user
 types, and the agent rolls a section back if this side goes away.
+
+An answer is believed only from root: before the first request the socket
+must be a root-owned socket in a root-owned folder that others cannot write
+to, and the process serving it must be uid 0 (SO_PEERCRED). Otherwise anyone
+who can serve ``storage.agent_socket`` (a path in a folder a user can create)
+could answer ``none`` and turn the second factor off. Writes use
+MSG_NOSIGNAL: an agent that closes first must not kill the PAM application
+with SIGPIPE (sshd ignores it, other callers may not).
 """
 
 import _socket
+import os
+import stat  # loaded with os at startup: no cost
+import sys
 import time
 
 from pam_twofa.core.record import Record, RecordError, dumps, loads
@@ -35,10 +46,12 @@ class _Channel:
         self.frames = agentproto.FrameReader()
 
     def open(self) -> None:
+        _check_socket_path(self.path)
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect(self.path)
+            uid = _peer_uid(sock)
         except TimeoutError:
             sock.close()
             raise StoreError(f"agent {self.path}: no answer within {self.timeout:g} s") from None
@@ -47,6 +60,14 @@ class _Channel:
             raise StoreError(
                 f"agent {self.path}: cannot connect ({exc.strerror or exc}): is pam-twofa-agent running?"
             ) from None
+        if uid != 0:
+            # The path checks passed, so the socket was swapped since, or a root service bound it and
+            # dropped its privileges before listening: either way not pam-twofa-agent, which runs as root.
+            sock.close()
+            raise StoreError(
+                f"agent {self.path}: served by a process of uid {uid}, not root: its answers are not believed; "
+                "stop that process and start pam-twofa-agent (as root)"
+            )
         self.sock = sock
 
     def close(self) -> None:
@@ -63,7 +84,7 @@ class _Channel:
         deadline = time.monotonic() + self.timeout
         try:
             sock.settimeout(self.timeout)
-            sock.sendall(agentproto.frame(operation, body))
+            sock.sendall(agentproto.frame(operation, body), _socket.MSG_NOSIGNAL)
             answer = self.frames.read(lambda: self._recv(deadline), _REPLIES)
         except TimeoutError:
             self.close()
@@ -96,6 +117,48 @@ class _Channel:
             raise TimeoutError
         sock.settimeout(left)
         return sock.recv(65536)
+
+
+def _check_socket_path(path: str) -> None:
+    """StoreError unless ``path`` is a socket owned by root in a root-owned folder others cannot change.
+
+    A missing socket is left to ``connect``, whose message says the agent is not running. A
+    folder that others may write to passes only with the sticky bit (``/tmp``): then nobody but
+    root can remove or rename root's socket in it. These checks name what to fix; the peer's
+    credentials, checked after connecting, are what closes the race with a swapped socket.
+    """
+    folder = path.rpartition("/")[0] or "/"
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"agent {path}: cannot read it ({exc.strerror or exc})") from None
+    if not stat.S_ISSOCK(st.st_mode):  # lstat: a link is not a socket either
+        raise StoreError(f"agent {path}: not a socket: remove it, or set storage.agent_socket")
+    if st.st_uid != 0:
+        raise StoreError(
+            f"agent {path}: the socket is owned by uid {st.st_uid}, not root, so pam-twofa-agent did not create"
+            " it: its answers are not believed; stop whatever serves it, remove it, and keep storage.agent_socket"
+            " in a folder only root can change (the default /run/pam-twofa)"
+        )
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        raise StoreError(f"agent {path}: cannot read its folder {folder} ({exc.strerror or exc})") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != 0 or (mode & 0o022 and not mode & stat.S_ISVTX):
+        raise StoreError(
+            f"agent {path}: its folder {folder} is owned by uid {st.st_uid}, mode {mode:04o}: others can"
+            " replace the socket; set storage.agent_socket in a folder only root can change (the default"
+            f" /run/pam-twofa), or chown root:root {folder}; chmod 700 {folder} if it is the agent's alone"
+        )
+
+
+def _peer_uid(sock: "_socket.socket") -> int:
+    """The uid of the process serving the connected ``sock`` (SO_PEERCRED: struct ucred, pid uid gid)."""
+    creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[4:8], sys.byteorder)
 
 
 def _record(status: str, text: str, user: str) -> Record | None:

@@ -377,6 +377,54 @@ MUTANTS = {
         ],
         ["tests/db/test_agent_pool.py"],
     ),
+    # --- agent-socket: whom the login believes, and no SIGPIPE (issue 24) -----------------
+    "agent-socket-peer-not-checked": (
+        "agent-socket",
+        [  # a root-owned socket in a root-only folder, but the process listening on it is not root
+            ("pam_twofa/store/agent.py", "        if uid != 0:\n", "        if False:\n"),
+        ],
+        ["tests/pam/test_pam_agent_socket.py::test_a_root_socket_served_by_a_process_of_another_user_is_refused"],
+    ),
+    "agent-socket-folder-not-checked": (
+        "agent-socket",
+        [
+            (
+                "pam_twofa/store/agent.py",
+                "    if st.st_uid != 0 or (mode & 0o022 and not mode & stat.S_ISVTX):\n",
+                "    if False:\n",
+            ),
+        ],
+        ["tests/pam/test_pam_agent_socket.py::test_a_fake_agent_of_root_in_a_folder_a_user_owns_is_refused"],
+    ),
+    "agent-socket-sigpipe": (
+        "agent-socket",
+        [  # a write to an agent that stopped reading raises SIGPIPE in the PAM application
+            (
+                "pam_twofa/store/agent.py",
+                "sock.sendall(agentproto.frame(operation, body), _socket.MSG_NOSIGNAL)",
+                "sock.sendall(agentproto.frame(operation, body))",
+            ),
+        ],
+        ["tests/pam/test_pam_agent_socket.py::test_an_agent_that_stops_reading_does_not_kill_the_pam_application"],
+    ),
+    # --- trust-zone: a link-local client is never trusted (issue 24) --------------------------
+    "trust-drops-the-zone": (
+        "trust-zone",
+        [  # as before the fix: fe80::1%eth0 trusted as fe80::1, on every link of every host
+            (
+                "pam_twofa/core/trust.py",
+                '    if address is None or rhost is None or "%" in rhost:\n',
+                "    if address is None:\n",
+            ),
+            ("pam_twofa/core/trust.py", "    if bits == 128 and value >> 118 == _LINK_LOCAL:\n", "    if False:\n"),
+        ],
+        ["tests/test_trust.py"],
+    ),
+    "trust-link-local-without-zone": (
+        "trust-zone",
+        [("pam_twofa/core/trust.py", "    if bits == 128 and value >> 118 == _LINK_LOCAL:\n", "    if False:\n")],
+        ["tests/test_trust.py"],
+    ),
 }
 
 IGNORE = shutil.ignore_patterns(".git", ".hypothesis", "__pycache__", ".pytest_cache", "build", "*.egg-info")
