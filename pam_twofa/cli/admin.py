@@ -125,12 +125,12 @@ HOLE = "pam_python.so is loaded outside sshd — a local root hole (see docs/thr
 
 
 def pam_problems(pam_dir: str | None, policy_path: str) -> tuple[list[str], list[str]]:
-    """(errors, notes) about /etc/pam.d: bad pam_twofa arguments in sshd, pam_python.so anywhere else."""
+    """(errors, notes) about /etc/pam.d and /usr/lib/pam.d: bad pam_twofa arguments in sshd, pam_python.so elsewhere."""
 
     folder = pam_dir or pamd.PAM_DIR
     errors: list[str] = []
     notes: list[str] = []
-    sshd = os.path.join(folder, "sshd")
+    sshd = pamd.service_path("sshd", folder)  # /etc/pam.d/sshd, else libpam's /usr/lib/pam.d/sshd
     try:
         lines = pamd.twofa_entries("sshd", folder)
     except pamd.PamdError as exc:

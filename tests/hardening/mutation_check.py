@@ -425,6 +425,25 @@ MUTANTS = {
         [("pam_twofa/core/trust.py", "    if bits == 128 and value >> 118 == _LINK_LOCAL:\n", "    if False:\n")],
         ["tests/test_trust.py"],
     ),
+    # --- pamd: twofa-admin check reads what libpam reads -------------------------------------
+    "pamd-vendor-dir-not-read": (
+        "pamd",
+        [  # /usr/lib/pam.d forgotten: polkit-1 there loads pam_python unseen
+            ("pam_twofa/system/pamd.py", "vendor_dir = VENDOR_DIR", "vendor_dir = None"),
+        ],
+        ["tests/pam/test_pamd_libpam.py", "tests/test_pamd.py::test_the_vendor_folder_goes_with_the_real_pam_d_only"],
+    ),
+    "pamd-splits-on-any-whitespace": (
+        "pamd",
+        [  # Python's idea of whitespace, not libpam's " \t\n": \x1f, CR... split fields and end continuations
+            (
+                "pam_twofa/system/pamd.py",
+                '_DELIMITERS = b" \\n\\t"',
+                '_DELIMITERS = b" \\n\\t\\r\\x0b\\x0c\\x1c\\x1d\\x1e\\x1f"',
+            ),
+        ],
+        ["tests/pam/test_pamd_libpam.py", "tests/test_pamd.py::test_which_lines_load_a_module"],
+    ),
 }
 
 IGNORE = shutil.ignore_patterns(".git", ".hypothesis", "__pycache__", ".pytest_cache", "build", "*.egg-info")
