@@ -5,7 +5,8 @@ is an object with ``prompt(text) -> str | None``, ``info(text)`` and
 ``error(text)``, so the flow can be driven by pam_python or by a unit test.
 
 The user's lock is held only while checking and writing the code, never
-while waiting for the user to type, so nobody can hold an account's lock.
+while waiting for the user to type or for the mail server, so nobody can
+hold an account's lock (or the agent's database connections).
 """
 
 import time
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from pam_twofa.core.decision import Decision
     from pam_twofa.core.record import Record
     from pam_twofa.store import Store
+    from pam_twofa.system.mail import MailError
 
     class Conversation(Protocol):
         """What the flow needs of the PAM conversation (login.adapter wraps pam_python's)."""
@@ -296,6 +298,12 @@ class Login:
 
         ``user`` is the account's name as NSS spells it (not as typed: with a
         case-insensitive NSS, every spelling must share one record and lockout).
+
+        No section is open while SMTP talks (docs/login.md, "Emailed codes"): the
+        pending code and the send are recorded first, in one section; the mail goes
+        out with no lock and no database connection held; a failure is recorded
+        in a second section. A section that outlived the agent's section timeout
+        would lose the count and hand the login to ``on_error``.
         """
         import socket
 
@@ -305,6 +313,7 @@ class Login:
 
         hostname = socket.gethostname()
         now = self.now()
+        code = _numeric_code(policy.code_digits)
         with store.locked(user) as section:
             record = section.record or Record(user)
             address = record.email or policy.email_address.format(user=user, hostname=hostname)
@@ -321,16 +330,15 @@ class Login:
                 self.log(log.WARNING, "mail limit reached", f"{policy.max_sends} per {policy.send_window} s")
                 self.conv.error(MSG_MAIL_LIMIT.format(until=_utc(retry)))
                 return FAIL
-            code = _numeric_code(policy.code_digits)
-            message = mail.build_message(policy, user, address, code, self.rhost, now, hostname)
-            try:
-                mail.send(policy, message)
-            except mail.MailError as exc:
-                self.log(log.ERR, "mail failed", str(exc))
-                self.conv.error(MSG_MAIL_FAILED)
-                return FAIL
-            salt = _random_bytes(16)
-            section.save(auth.issue_email_code(record, code, salt, now, policy.code_ttl, policy.send_window))
+            # Counted before the mail leaves: a login killed during the send, or a send that fails
+            # after the server may have taken the message, must not give more than max_sends mails.
+            issued = auth.issue_email_code(record, code, _random_bytes(16), now, policy.code_ttl, policy.send_window)
+            section.save(issued)
+        # Outside the section: building the message may ask DNS (make_msgid), sending talks SMTP.
+        try:
+            mail.send(policy, mail.build_message(policy, user, address, code, self.rhost, now, hostname))
+        except mail.MailError as exc:
+            return self.mail_failed(store, user, exc, issued.email_code_hash, int(now))
         self.log(log.INFO, "code mailed", f"to {mail.mask(address)}; {decision.rule}")
         typed = self.conv.prompt(f"Code sent to {mail.mask(address)}: ", MSG_ENROLL_HINT)
         if typed is None:
@@ -346,6 +354,44 @@ class Login:
             if outcome.record != record:
                 section.save(outcome.record)
         return self.finish(outcome, policy, user, "emailed ")
+
+    def mail_failed(self, store: "Store", user: str, error: "MailError", pending: bytes, sent_at: int) -> str:
+        """The code could not be mailed: refused whatever ``on_error`` says (there is no code to check).
+
+        Its pending code is withdrawn; its send stays counted only if the server may have
+        taken the message (``error.maybe_sent``): a server that was down or refused gives
+        nobody a mail, and must not use up the user's ``email.max_sends``.
+        """
+        from pam_twofa.store import StoreError
+
+        counted = "; counted toward email.max_sends: the server may have taken the mail" if error.maybe_sent else ""
+        self.log(log.ERR, "mail failed", f"{error}{counted}")
+        try:
+            with store.locked(user) as section:
+                if section.record is not None:
+                    new = withdraw_email_code(section.record, pending, None if error.maybe_sent else sent_at)
+                    if new != section.record:
+                        section.save(new)
+        except (StoreError, OSError) as exc:
+            # The login is refused all the same; what stays recorded is one more send, never one less.
+            for message in str(exc).splitlines() or [type(exc).__name__]:
+                self.log(log.ERR, "error: store", f"{message}; the failed send stays counted")
+        self.conv.error(MSG_MAIL_FAILED)
+        return FAIL
+
+
+def withdraw_email_code(record: "Record", pending: bytes, uncount: int | None) -> "Record":
+    """``record`` after a failed mail: the pending code ``pending`` (its hash) cleared if it is still
+    the one pending (a later login's code stays), and the send made at ``uncount`` removed (None: the
+    send stays counted). Pure: a copy is returned."""
+    from pam_twofa.core.primitives import compare_digest
+
+    new = record.copy()
+    if new.email_code_hash and compare_digest(new.email_code_hash, pending):
+        new.email_code_salt, new.email_code_hash, new.email_code_expires = b"", b"", 0
+    if uncount is not None and uncount in new.email_sends:
+        new.email_sends.remove(uncount)
+    return new
 
 
 def _numeric_code(digits: int) -> str:

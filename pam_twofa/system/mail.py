@@ -37,7 +37,18 @@ if TYPE_CHECKING:
 
 
 class MailError(Exception):
-    """The code could not be sent; the message is for the admin's log (no code in it)."""
+    """The code could not be sent; the message is for the admin's log (no code in it).
+
+    ``maybe_sent``: the failure came after the message was handed to the server (from the
+    DATA command on) without the server refusing it, a timeout or a dropped connection
+    waiting for its verdict: the mail may have been delivered, so the send counts toward
+    ``email.max_sends`` (docs/login.md, "Emailed codes"). False when the server surely
+    has no message: it could not be reached, or it refused (a 4xx/5xx answer).
+    """
+
+    def __init__(self, message: str, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 def mask(address: str) -> str:
@@ -149,7 +160,12 @@ class _Bounded(smtplib.SMTP):
     def __init__(self, *args: Any, deadline: float, **kwargs: Any) -> None:
         # ``args`` and ``kwargs`` go unchanged to smtplib.SMTP or smtplib.SMTP_SSL (the MRO decides)
         self.deadline = deadline
+        self.handed_over = False  # whether DATA was sent: from then on the server may have the mail
         super().__init__(*args, **kwargs)
+
+    def data(self, msg: Any) -> tuple[int, bytes]:
+        self.handed_over = True
+        return super().data(msg)
 
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -189,11 +205,10 @@ def send(policy: Policy, message: EmailMessage) -> None:
     """Deliver ``message``; MailError (never a code in it) on any failure or timeout."""
     host, port, timeout = policy.smtp_host, policy.smtp_port, policy.smtp_timeout
     deadline = time.monotonic() + timeout
+    client: _Bounded | None = None
     try:
         if policy.smtp_ssl:
-            client: smtplib.SMTP = _SMTP_SSL(
-                host, port, timeout=timeout, context=_tls_context(policy), deadline=deadline
-            )
+            client = _SMTP_SSL(host, port, timeout=timeout, context=_tls_context(policy), deadline=deadline)
         else:
             client = _SMTP(host, port, timeout=timeout, deadline=deadline)
         try:
@@ -215,11 +230,16 @@ def send(policy: Policy, message: EmailMessage) -> None:
     except smtplib.SMTPRecipientsRefused:
         raise MailError(f"SMTP {host}:{port} refused the recipient") from None
     except smtplib.SMTPResponseException as exc:
+        # an answer, even to the message itself: the server took no responsibility for it
         raise MailError(f"SMTP {host}:{port} answered {exc.smtp_code}") from None
     except TimeoutError:
-        raise MailError(f"SMTP {host}:{port} did not answer within {timeout} s") from None
+        maybe = client is not None and client.handed_over
+        raise MailError(f"SMTP {host}:{port} did not answer within {timeout} s", maybe) from None
     except ssl.SSLError as exc:
-        raise MailError(f"SMTP {host}:{port}: TLS failed ({exc.reason or exc.__class__.__name__})") from None
+        maybe = client is not None and client.handed_over
+        reason = exc.reason or exc.__class__.__name__
+        raise MailError(f"SMTP {host}:{port}: TLS failed ({reason})", maybe) from None
     except (smtplib.SMTPException, OSError) as exc:
+        maybe = client is not None and client.handed_over
         reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-        raise MailError(f"SMTP {host}:{port}: {reason}") from None
+        raise MailError(f"SMTP {host}:{port}: {reason}", maybe) from None

@@ -281,8 +281,8 @@ MUTANTS = {
         [  # a secret no per-call check knows yet: only the audit sees it
             (
                 "pam_twofa/login/flow.py",
-                "            code = _numeric_code(policy.code_digits)\n",
-                "            code = _numeric_code(policy.code_digits)\n            self.log(log.INFO, 'mailing', 'code ' + code)\n",
+                "        code = _numeric_code(policy.code_digits)\n",
+                "        code = _numeric_code(policy.code_digits)\n        self.log(log.INFO, 'mailing', 'code ' + code)\n",
             ),
         ],
         [H + "test_syslog_leaks.py::test_no_secret_code_or_password_in_any_line"],
@@ -443,6 +443,49 @@ MUTANTS = {
             ),
         ],
         ["tests/pam/test_pamd_libpam.py", "tests/test_pamd.py::test_which_lines_load_a_module"],
+    ),
+    # --- mail -------------------------------------------------------------------------------
+    "mail-sent-inside-the-section": (
+        "mail",
+        [  # the SMTP conversation back inside the section that records the send (issue 24, finding 2)
+            (
+                "pam_twofa/login/flow.py",
+                "            section.save(issued)\n"
+                "        # Outside the section: building the message may ask DNS (make_msgid), sending talks SMTP.\n"
+                "        try:\n"
+                "            mail.send(policy, mail.build_message(policy, user, address, code, self.rhost, now, hostname))\n"
+                "        except mail.MailError as exc:\n"
+                "            return self.mail_failed(store, user, exc, issued.email_code_hash, int(now))\n",
+                "            try:\n"
+                "                mail.send(policy, mail.build_message(policy, user, address, code, self.rhost, now, hostname))\n"
+                "            except mail.MailError as exc:\n"
+                "                failure: mail.MailError | None = exc\n"
+                "            else:\n"
+                "                failure = None\n"
+                "            section.save(issued)\n"
+                "        if failure is not None:\n"
+                "            return self.mail_failed(store, user, failure, issued.email_code_hash, int(now))\n",
+            ),
+        ],
+        [
+            "tests/pam/test_pam_email.py::"
+            "test_no_lock_is_held_while_smtp_waits_and_a_failed_mail_refuses_with_on_error_allow",
+            "tests/pam/test_pam_fleet.py::"
+            "test_an_smtp_server_slower_than_the_section_timeout_counts_every_send_and_never_lets_in",
+            "tests/pam/test_pam_fleet.py::"
+            "test_a_totp_login_goes_through_while_20_email_logins_wait_on_a_blackholed_smtp_server",
+        ],
+    ),
+    "mail-failure-never-counted": (
+        "mail",
+        [  # every failed send withdrawn, also one the server may have delivered: failing mail buys mails
+            (
+                "pam_twofa/login/flow.py",
+                "None if error.maybe_sent else sent_at)",
+                "sent_at)",
+            ),
+        ],
+        ["tests/pam/test_pam_email.py::test_a_mail_the_server_may_have_taken_counts_and_the_quota_holds"],
     ),
 }
 

@@ -56,11 +56,13 @@ def free_port() -> int:
 
 
 class Handler:
-    """aiosmtpd handler: collects messages; can refuse MAIL or RCPT with 554."""
+    """aiosmtpd handler: collects messages; can refuse MAIL or RCPT with 554, and can take ``delay``
+    seconds to accept a message it already holds (a slow server: the mail arrives, its 250 comes late)."""
 
-    def __init__(self, box: Mailbox, refuse: str = "") -> None:
+    def __init__(self, box: Mailbox, refuse: str = "", delay: float = 0.0) -> None:
         self.box = box
         self.refuse = refuse
+        self.delay = delay
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.refuse == "MAIL":
@@ -82,6 +84,10 @@ class Handler:
         message.tls = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
         message.authenticated = bool(session.authenticated)
         self.box.add(message)
+        if self.delay:
+            import asyncio
+
+            await asyncio.sleep(self.delay)  # other connections are served meanwhile
         return "250 Message accepted for delivery"
 
 
@@ -113,11 +119,14 @@ def smtp(smtp_server):
 
 class RawServer:
     """A TCP listener that misbehaves: ``greet`` is sent on connect (or nothing), then it
-    either answers nothing (holds the connection open) or speaks SMTP, every answer ``drip`` s late."""
+    either answers nothing (holds the connection open) or speaks SMTP, every answer ``drip`` s late;
+    with ``stall_after_data`` it takes a whole message (``messages`` counts them) and never answers it."""
 
-    def __init__(self, greet: bytes = b"", drip: float | None = None) -> None:
+    def __init__(self, greet: bytes = b"", drip: float | None = None, stall_after_data: bool = False) -> None:
         self.greet = greet
         self.drip = drip
+        self.stall_after_data = stall_after_data
+        self.messages = 0
         self.sock = socket.socket()
         self.sock.bind((LOOPBACK, 0))
         self.sock.listen(8)
@@ -165,6 +174,10 @@ class RawServer:
                     if in_data:
                         if line != b".":
                             continue
+                        if self.stall_after_data:
+                            self.messages += 1
+                            self.stopping.wait()  # the whole message is here; its verdict never comes
+                            return
                         in_data, reply = False, b"250 accepted\r\n"
                     else:
                         verb = line[:4].upper()
@@ -281,6 +294,7 @@ def email_policy(
     max_sends=10,
     send_window=3600,
     smtp=None,
+    on_error="deny",
 ):
     """A policy with an ``email`` section for this test's state folder and SMTP server."""
     settings = {"host": LOOPBACK, "port": port, "timeout": SMTP_TIMEOUT, **(smtp or {})}
@@ -306,7 +320,7 @@ email:
   per_seconds: {send_window}
 storage:
   state_dir: {scratch.state_dir}
-on_error: deny
+on_error: {on_error}
 """
     scratch.write_policy_text(text)
     check = scratch.cli("check")
@@ -400,6 +414,12 @@ def record_field(scratch, user: str, name: str) -> str:
         if line.startswith(name + " "):
             return line[len(name) + 1 :]
     raise AssertionError(f"{name} not in the record of {user}")
+
+
+def sends(scratch, user: str) -> list[str]:
+    """The sends counted in ``user``'s record file (``email_sends``); none without a record."""
+    text = record_field(scratch, user, "email_sends") if scratch.record_path(user).exists() else ""
+    return text.split(",") if text else []
 
 
 @pytest.fixture(autouse=True)
@@ -768,7 +788,7 @@ def test_a_password_file_others_can_read_is_refused(scratch, smtp_server, tls_fi
     assert MSG_SENT not in result.output, str(result)
     assert result.log_with("user=trent", "result=mail failed (", str(password_file), "0600"), str(result)
     assert box.messages == [] and box.auth_attempts == []
-    assert not scratch.record_path("trent").exists()
+    assert sends(scratch, "trent") == [], "a send that surely failed was counted"  # no mail, no send
     # control: the same file made root-only works
     os.chmod(password_file, 0o600)
     attempt = mail_login(scratch, box, "trent")
@@ -837,6 +857,8 @@ FAILURES = {
 def test_smtp_failure_fails_the_login_in_time_and_changes_nothing(
     scratch, smtp, smtp_server, raw_servers, tls_files, how
 ):
+    """Each of these servers surely has no message (never reached DATA, or refused): refused even
+    with ``on_error: allow``, and the send recorded before the SMTP conversation is withdrawn."""
     good_port, good_box = smtp
     refusing_box = None
     tls = {}
@@ -855,7 +877,7 @@ def test_smtp_failure_fails_the_login_in_time_and_changes_nothing(
     else:  # implicit TLS: the connection is accepted, the handshake never answered
         port = raw_servers().port
         tls = dict(ssl=True, ca_file=str(tls_files["cert"]))
-    email_policy(scratch, port, mode="all", max_sends=1, smtp=tls)
+    email_policy(scratch, port, mode="all", max_sends=1, smtp=tls, on_error="allow")
     assert scratch.cli("email", "bob", "bob@mail.example.org").rc == 0
     bob_before = record_text(scratch, "bob")
     assert bob_before is not None
@@ -870,9 +892,13 @@ def test_smtp_failure_fails_the_login_in_time_and_changes_nothing(
         assert MSG_SENT not in result.output and not result.prompted, str(result)
         failed = result.log_with(f"user={user}", f"rhost={CLIENT}", "result=mail failed (", f":{port}", FAILURES[how])
         assert failed, str(result)
+        assert not result.log_with("counted toward"), str(result)
+        assert not result.log_with("allowed without a code"), str(result)
         assert all(syslog_facility(line) == LOG_AUTHPRIV for line in failed)
     assert record_text(scratch, "bob") == bob_before, "a failed send changed the record"
-    assert not scratch.record_path("alice").exists(), "a failed send created a record"
+    if scratch.record_path("alice").exists():  # she had none: the one that held her pending code and send
+        assert record_field(scratch, "alice", "email_sends") == "", "a send that surely failed was counted"
+        assert record_field(scratch, "alice", "email_code_hash") == "", "the code of a failed send is pending"
     if refusing_box is not None:
         assert refusing_box.messages == []
 
@@ -882,6 +908,75 @@ def test_smtp_failure_fails_the_login_in_time_and_changes_nothing(
         attempt = mail_login(scratch, good_box, user)
         assert_mailed(attempt, address)
         assert attempt.result.ok, str(attempt)
+
+
+def test_no_lock_is_held_while_smtp_waits_and_a_failed_mail_refuses_with_on_error_allow(scratch, raw_servers):
+    """Issue 24, finding 2, on the files backend: the pending code and the send are recorded in one
+    section, the SMTP conversation runs with no lock held (an admin's change of the same user does not
+    wait for it), and a mail that did not go out refuses the login although ``on_error`` is ``allow``."""
+    timeout = 8  # email.smtp.timeout: the login waits this long on a server that never answers
+    server = raw_servers()  # accepts the connection, never says a word
+    email_policy(scratch, server.port, mode="all", max_sends=1, smtp=dict(timeout=timeout), on_error="allow")
+    assert scratch.cli("email", "bob", "bob@mail.example.org").rc == 0
+    outcome: dict[str, Any] = {}
+
+    def login() -> None:
+        started = time.monotonic()
+        outcome["result"] = scratch.login(KEY, "bob", rhost=CLIENT)
+        outcome["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=login, name="login-bob")
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while server.accepted < 1 and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.accepted == 1, f"the login never reached the SMTP server: {outcome}"
+        started = time.monotonic()
+        changed = scratch.cli("email", "bob", "bob@home.example.net")  # takes bob's lock
+        took = time.monotonic() - started
+        assert changed.rc == 0, str(changed)
+        assert took < timeout / 2, f"twofa-admin waited {took:.1f} s for bob's lock: a section is open across SMTP"
+        assert thread.is_alive(), "the login no longer waits on SMTP: the test proves nothing"
+        # recorded before the mail went: the pending code and the send (with the admin's change on top)
+        assert record_field(scratch, "bob", "email_code_hash"), "no pending code while its mail is on the way"
+        assert len(sends(scratch, "bob")) == 1, "the send is not counted while its mail is on the way"
+    finally:
+        thread.join(timeout=timeout + 30)
+    result = outcome["result"]
+    assert result.denied, str(result)
+    assert outcome["elapsed"] < timeout + MARGIN, f"took {outcome['elapsed']:.1f} s\n{result}"
+    assert MSG_MAIL_FAILED in result.output and not result.prompted, str(result)
+    assert result.log_with("user=bob", "result=mail failed (", f"did not answer within {timeout} s"), str(result)
+    assert not result.log_with("allowed without a code"), str(result)
+    # the server never had the message: the send is withdrawn, the code too; the admin's change stays
+    assert sends(scratch, "bob") == [], "a send that surely failed was counted"
+    assert record_field(scratch, "bob", "email_code_hash") == ""
+    assert record_field(scratch, "bob", "email") == "bob@home.example.net"
+
+
+def test_a_mail_the_server_may_have_taken_counts_and_the_quota_holds(scratch, raw_servers):
+    """A server that takes the whole message and never gives its verdict may deliver it: the login is
+    refused (``on_error: allow`` or not), the send stays counted, so failing mail buys no extra mails."""
+    server = raw_servers(greet=b"220 test ESMTP\r\n", drip=0, stall_after_data=True)
+    email_policy(scratch, server.port, mode="all", max_sends=1, on_error="allow")
+    first = scratch.login(KEY, "bob", rhost=CLIENT)
+    assert first.denied and MSG_MAIL_FAILED in first.output, str(first)
+    assert MSG_SENT not in first.output and not first.prompted, str(first)
+    assert not first.log_with("allowed without a code"), str(first)
+    assert server.messages == 1, "the server never got the message: the test proves nothing"
+    assert len(sends(scratch, "bob")) == 1, "a mail the server may deliver was not counted"
+    counted = first.log_with(
+        "user=bob", "result=mail failed (", f"did not answer within {SMTP_TIMEOUT} s", "counted toward email.max_sends"
+    )
+    assert counted, str(first)
+    assert record_field(scratch, "bob", "email_code_hash") == "", "the code of a failed mail is still pending"
+
+    second = scratch.login(KEY, "bob", rhost=CLIENT)
+    assert second.denied and MSG_MAIL_LIMIT in second.output, str(second)
+    assert server.accepted == 1, "a second mail went out over email.max_sends: 1"
+    assert second.log_with("user=bob", "result=mail limit reached"), str(second)
+    assert not second.log_with("allowed without a code"), str(second)
 
 
 def test_no_valid_address_fails_the_login(scratch, smtp):

@@ -371,3 +371,106 @@ def test_a_rolled_back_row_refuses_the_login_even_with_on_error_allow(hosts):
     assert gone.denied and MSG_ERROR in gone.output, gone
     assert gone.log_with("user=alice", "rollback", "shown no row"), gone
     assert a.login("carol", stack=PW).ok  # exempt users never depend on the store
+
+
+# --- issue 24, finding 2: no section is open while SMTP talks ------------------------------------
+
+EMAIL_USERS = ("bob", "carol", "dave", "erin", "frank", "oscar", "peggy", "trent", "victor", "bgadmin")
+
+
+def write_email_policy(host: Host, port: int, on_error: str, **settings) -> None:
+    """test_pam_email's email policy for ``port``, on this host's database storage."""
+    from test_pam_email import email_policy
+
+    text = email_policy(host.scratch, port, **settings)
+    storage = host.fleet.policy_text(socket=host.socket).split("storage:\n", 1)[1]
+    host.scratch.write_policy_text(text.split("storage:\n", 1)[0] + "storage:\n" + storage + f"on_error: {on_error}\n")
+
+
+def test_an_smtp_server_slower_than_the_section_timeout_counts_every_send_and_never_lets_in(hosts):
+    """The agent rolls back a section held longer than ``--section-timeout``. With the mail sent inside
+    the section, a server slower than that lost the count (more mails than max_sends) and turned the
+    login into a store error (``on_error: allow``: in without a code). The send is recorded first."""
+    from aiosmtpd.controller import Controller
+    from support.records import stored
+    from test_pam_email import MSG_MAIL_LIMIT, Handler, Mailbox, free_port, mail_login
+
+    a, _b = hosts
+    a.agent.stop()
+    box, port = Mailbox(), free_port()
+    controller = Controller(Handler(box, delay=4), hostname="127.0.0.1", port=port)  # 250 after 4 s
+    controller.start()
+    try:
+        write_email_policy(a, port, "allow", max_sends=2, smtp=dict(timeout=10))
+        a.agent = a.fleet.start_agent(a.scratch.policy_path, "--section-timeout", "2")
+        for count in (1, 2):
+            started = time.monotonic()
+            tried = mail_login(a.scratch, box, "bob", answer=lambda code: None)  # the mail comes; no code typed
+            assert time.monotonic() - started > 4, f"the server's 4 s did not happen\n{tried}"
+            assert tried.message is not None and len(tried.mails) == 1, tried
+            assert tried.result.denied, tried
+            assert not tried.result.log_with("allowed without a code"), tried.result
+            assert tried.result.log_with("user=bob", "result=code mailed"), tried.result
+            assert tried.result.log_with("user=bob", "result=no answer"), tried.result
+            assert len(stored(a.fleet.store(), "bob").email_sends) == count, "a mail that went out was not counted"
+        over = a.login("bob")
+        assert over.denied and MSG_MAIL_LIMIT in over.output, over
+        assert not over.log_with("allowed without a code"), over
+        assert len(box.to("bob@example.com")) == 2, "more mails than email.max_sends: 2"
+        # control: the code of a slow mail logs in
+        alice = mail_login(a.scratch, box, "alice")
+        assert alice.result.ok and alice.result.log_with("user=alice", "result=emailed success"), alice
+        assert "held longer than" not in a.agent.output(), a.agent_log()
+    finally:
+        controller.stop()
+
+
+def test_a_totp_login_goes_through_while_20_email_logins_wait_on_a_blackholed_smtp_server(hosts):
+    """During an SMTP outage, email-path logins held the agent's database connections (``--pool``, 8)
+    for as long as SMTP waited, and every other guarded login on the host failed. No more."""
+    from support.records import stored
+    from test_pam_email import CLIENT, MSG_MAIL_FAILED, RawServer
+
+    a, _b = hosts
+    server = RawServer()  # accepts every connection, never says a word
+    smtp_timeout = 20
+    threads: list[threading.Thread] = []
+    try:
+        alice = a.scratch.enroll("alice")  # first: its notice mail must not wait on this server
+        write_email_policy(a, server.port, "deny", smtp=dict(timeout=smtp_timeout))
+        users = EMAIL_USERS * 2
+        results: dict = {}
+
+        def attempt(index: int, user: str) -> None:
+            results[index] = a.login(user, rhost=CLIENT)
+
+        threads += [threading.Thread(target=attempt, args=(i, user)) for i, user in enumerate(users)]
+        for thread in threads:
+            thread.start()
+        # Until all 20 wait on SMTP, or the number waiting stays put for 1.5 s (the pool's 8, unfixed).
+        seen, since = -1, time.monotonic()
+        while server.accepted < len(users) and time.monotonic() - since < 1.5:
+            if server.accepted != seen:
+                seen, since = server.accepted, time.monotonic()
+            time.sleep(0.05)
+        waiting = server.accepted
+        assert waiting >= 8, f"only {waiting} email logins reached the SMTP server"
+        assert not results, "an email login ended before the SMTP timeout: the test proves nothing"
+        started = time.monotonic()
+        totp = a.login("alice", alice.code(), rhost=CLIENT)
+        took = time.monotonic() - started
+        assert totp.ok and totp.log_with("user=alice", "result=success"), totp
+        assert took < 4, f"the TOTP login took {took:.1f} s while {waiting} email logins waited on SMTP"
+        assert not results, "the email logins no longer wait on SMTP: the test proves nothing"
+    finally:
+        for thread in threads:
+            thread.join(timeout=smtp_timeout + 60)
+        server.close()
+    assert server.accepted == len(users), f"{server.accepted} of {len(users)} email logins reached SMTP"
+    assert len(results) == len(users)
+    for result in results.values():  # (parallel runs cannot be told apart in syslog; their output can)
+        assert result.denied and MSG_MAIL_FAILED in result.output and not result.prompted, result
+    assert not [line for line in a.scratch.lines if "allowed without a code" in line]
+    for user in EMAIL_USERS:  # the server never had a message: no send counted, no code pending
+        record = stored(a.fleet.store(), user)
+        assert record.email_sends == [] and record.email_code_hash == b"", user
