@@ -108,3 +108,48 @@ def test_an_smtp_password_file_of_several_lines_gives_its_first_line(tmp_path):
     from pam_twofa.system.mail import read_password
 
     assert read_password(str(_private(tmp_path / "smtp.pw", b"relay-pw\r\nnote: rotated in May\n"))) == "relay-pw"
+
+
+SIGPIPE_CHILD = r"""
+import signal, socket, sys, threading
+from email.message import EmailMessage
+sys.path.insert(0, sys.argv[1])
+from pam_twofa.policy import Policy
+from pam_twofa.system.mail import MailError, send
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # as in a PAM application (Python's own start ignores it)
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(1)
+
+def serve():
+    conn, _ = server.accept()
+    reader = conn.makefile("rb")
+    conn.sendall(b"220 hi\r\n")
+    for line in reader:
+        if line.upper().startswith(b"DATA"):
+            conn.sendall(b"354 go\r\n")
+            conn.close()  # gone while the message is being written
+            return
+        conn.sendall(b"250 ok\r\n")
+
+threading.Thread(target=serve, daemon=True).start()
+message = EmailMessage()
+message["From"], message["To"], message["Subject"] = "a@example.org", "b@example.org", "x"
+message.set_content("x" * 5_000_000)
+try:
+    send(Policy(smtp_host="127.0.0.1", smtp_port=server.getsockname()[1], smtp_timeout=10), message)
+except MailError as exc:
+    print("MailError", exc.maybe_sent)
+"""
+
+
+def test_a_server_gone_while_the_message_is_written_is_an_error_never_a_sigpipe(tmp_path):
+    """Without the guard, the 5 MB write into a closed connection kills the process (rc -13)."""
+    import subprocess
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(["/usr/bin/python3", "-c", SIGPIPE_CHILD, repo], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.startswith("MailError True"), done.stdout

@@ -324,6 +324,8 @@ def _trust_note(loaded: Policy, record: Record | None, rhost: str | None, decisi
         return None
     key = trust.client_key(rhost)
     if key is None:
+        if rhost and parse_address(rhost) is not None:
+            return "trust: a link-local or zoned address is never trusted (another host on another link may have it)"
         what = "no client address" if not rhost else "the client is not an IP address"
         return f"trust: {what}: never trusted (trust.seconds needs an IP address)"
     until = trust.until(record, rhost)

@@ -202,7 +202,23 @@ class _SMTP_SSL(_Bounded, smtplib.SMTP_SSL):
 
 
 def send(policy: Policy, message: EmailMessage) -> None:
-    """Deliver ``message``; MailError (never a code in it) on any failure or timeout."""
+    """Deliver ``message``; MailError (never a code in it) on any failure or timeout. SIGPIPE is
+    blocked meanwhile (and one raised consumed): a server that closes while the message is being
+    written must be an error here, never a signal that kills the process PAM runs in (smtplib and
+    OpenSSL write without MSG_NOSIGNAL)."""
+    import signal
+
+    pending = signal.SIGPIPE in signal.sigpending()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+    try:
+        _send(policy, message)
+    finally:
+        if not pending and signal.SIGPIPE in signal.sigpending():
+            signal.sigtimedwait({signal.SIGPIPE}, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _send(policy: Policy, message: EmailMessage) -> None:
     host, port, timeout = policy.smtp_host, policy.smtp_port, policy.smtp_timeout
     deadline = time.monotonic() + timeout
     client: _Bounded | None = None

@@ -265,6 +265,7 @@ def test_status_and_explain_show_the_trust_of_real_logins(scratch, policy):
     for rhost, note in (
         ("203.0.113.77", "trust: 203.0.113.77 is not trusted"),
         ("client.example.com", "the client is not an IP address: never trusted"),
+        ("fe80::1%eth0", "trust: a link-local or zoned address is never trusted"),
         (None, "no client address: never trusted"),
     ):
         said = scratch.cli("explain", "alice", *(["--rhost", rhost] if rhost else []))
