@@ -306,3 +306,224 @@ def test_origin_names_the_invoking_uid(monkeypatch):
     monkeypatch.setenv("SSH_CONNECTION", "203.0.113.9 50000 10.0.0.1 22")
     where = cli.origin()
     assert "run by root (uid 0)" in where and "ssh client 203.0.113.9 port 50000" in where
+
+
+# -- a session parked at a prompt cannot act on a state it never saw (issue 24) ----------
+
+
+NEW_SECRET = "KRUGKIDROVUWG2ZAMJZG653OEBTG66BA"  # someone else's enrollment, made while the session waits
+NEW_KEY = base64.b32decode(NEW_SECRET)
+
+
+def meanwhile(env, change, then=new_secret_code):
+    """An answer that first changes the store (someone else, while this session waits at the prompt)."""
+
+    def answer(transcript: str) -> str:
+        env.store.update("alice", change)
+        return then(transcript)
+
+    return answer
+
+
+def owner_enrolls(_old):
+    return Record("alice", key=NEW_KEY, enrolled_at=int(NOW) - 60, last_step=int(NOW) // 30, email="alice@example.org")
+
+
+@pytest.mark.parametrize("start", [None, "address only"])
+def test_an_enrollment_made_while_the_session_was_open_is_not_replaced(env, start):
+    """The race of issue 24: started unenrolled (no current code asked), parked at the code prompt; the owner
+    enrolls meanwhile; the parked session's code from ITS app must not replace the owner's secret."""
+    if start:
+        env.store.update("alice", lambda _r: Record("alice", email="alice@example.org"))
+    user = User({"Code from the app": [meanwhile(env, owner_enrolls)]})
+    with pytest.raises(
+        UsageError,
+        match="^someone enrolled alice while this session was open; nothing was stored: start twofa-enroll again$",
+    ):
+        run_enroll(env, user)
+    assert env.store.load("alice") == owner_enrolls(None), "the owner's enrollment must be untouched"
+    assert cli.CURRENT_PROMPT not in user.prompts and "now on" not in user.text
+    assert [line for line in env.logs if "user=alice result=refused: enrolled meanwhile (" in line]
+    assert not [line for line in env.logs if "result=enrolled" in line]
+    assert env.sent == []
+
+
+def test_a_secret_replaced_after_the_current_code_is_not_replaced_again(env):
+    env.store.update("alice", lambda _r: enrolled_record())
+    user = User(
+        {"Replace": ["y"], "Current code": [code_at(OLD_SECRET)], "Code from the app": [meanwhile(env, owner_enrolls)]}
+    )
+    with pytest.raises(UsageError, match="^the 2FA secret of alice was replaced while this session was open; nothing"):
+        run_enroll(env, user)
+    assert env.store.load("alice") == owner_enrolls(None)
+    assert [line for line in env.logs if "result=refused: secret replaced meanwhile (" in line]
+    assert env.sent == []
+
+
+def test_2fa_turned_off_after_the_current_code_is_not_enrolled_again(env):
+    env.store.update("alice", lambda _r: enrolled_record())
+    user = User(
+        {
+            "Replace": ["y"],
+            "Current code": [code_at(OLD_SECRET)],
+            "Code from the app": [meanwhile(env, lambda _r: None)],
+        }
+    )
+    with pytest.raises(UsageError, match="^2FA for alice was turned off while this session was open; nothing"):
+        run_enroll(env, user)
+    assert env.store.load("alice") is None
+
+
+def test_logins_meanwhile_do_not_stop_a_first_enrollment(env):
+    """Only the enrollment is compared: failures, mails sent, a new address recorded meanwhile are not one."""
+    env.store.update("alice", lambda _r: Record("alice", email="old@example.org"))
+
+    def logins(record):
+        record.failures, record.email_sends, record.email = [int(NOW) - 5], [int(NOW) - 9], "new@example.org"
+        return record
+
+    user = User({"Code from the app": [meanwhile(env, logins)]})
+    assert run_enroll(env, user) == 0
+    after = env.store.load("alice")
+    assert after.enrolled and after.email == "new@example.org", "the record as read under the lock is kept"
+    assert [line for line in env.logs if "user=alice result=enrolled (from " in line]
+    [notice] = env.sent
+    assert notice["To"] == "new@example.org"
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_root_replaces_what_it_never_saw_only_with_force_and_says_so(env, force):
+    secret = pyotp.random_base32(32)
+    user = User({"Code from the app": [meanwhile(env, owner_enrolls, then=lambda _t: code_at(secret))]})
+    argv = ["--secret", secret] + (["--force"] if force else [])
+    if not force:
+        with pytest.raises(UsageError, match="^someone enrolled alice while this session was open"):
+            run_enroll(env, user, *argv, admin=True)
+        assert env.store.load("alice") == owner_enrolls(None) and env.sent == []
+        return
+    assert run_enroll(env, user, *argv, admin=True) == 0
+    assert env.store.load("alice").key == base64.b32decode(secret)
+    # started unenrolled, yet what happened was a replacement: the syslog line, the screen and the mail say so
+    assert [line for line in env.logs if "user=alice result=enrolled, replacing the previous secret (from " in line]
+    assert "The previous secret no longer works." in user.text
+    [notice] = env.sent
+    assert notice["To"] == "alice@example.org" and "replacing the previous secret" in notice.get_content()
+
+
+def test_a_first_enrollment_says_enrolled_and_no_replacement(env):
+    user = User({"Code from the app": [new_secret_code]})
+    assert run_enroll(env, user) == 0
+    assert "The previous secret no longer works." not in user.text
+    assert not [line for line in env.logs if "replacing" in line]
+
+
+# -- every prompt gives up after PROMPT_TIMEOUT seconds, storing nothing -------------------
+
+
+@pytest.fixture
+def silent_stdin(monkeypatch):
+    """stdin: a pipe nobody writes to (``write`` feeds it); PROMPT_TIMEOUT 1 s; the alarm state checked after."""
+    import os
+    import signal
+    import sys
+
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(read_end, "r")
+    monkeypatch.setattr(sys, "stdin", stream)
+    monkeypatch.setattr(cli, "PROMPT_TIMEOUT", 1)
+    handler = signal.getsignal(signal.SIGALRM)
+    yield lambda text: os.write(write_end, text.encode())
+    assert signal.alarm(0) == 0, "an alarm was left armed"
+    assert signal.getsignal(signal.SIGALRM) is handler, "the SIGALRM handler was not put back"
+    os.close(write_end)
+    stream.close()
+
+
+def real_session(user: User, *argv, admin: bool = False) -> FixedSession:
+    """The default prompts (input and getpass, with their timeout); output to ``user``'s transcript."""
+    return FixedSession(cli.parser().parse_args(list(argv)), ALICE, admin=admin, out=user.out)
+
+
+# where the session waits -> its prompt there
+WAITS_AT = {
+    "code": "Code from the app (6 digits): ",
+    "replace": "Replace the secret (the old one stops working)? [y/N] ",
+    "current": cli.CURRENT_PROMPT,
+}
+
+
+@pytest.mark.parametrize("where", sorted(WAITS_AT))
+def test_an_unanswered_prompt_gives_up_and_stores_nothing(env, silent_stdin, capsys, where):
+    import time
+
+    if where != "code":
+        env.store.update("alice", lambda _r: enrolled_record())
+    before = env.store.load("alice")
+    if where == "current":
+        silent_stdin("y\n")  # replace: yes; then nothing more
+    user = User({})
+    started = time.monotonic()
+    with pytest.raises(cli.PromptTimeout, match=r"^no answer within 1 s; nothing was changed\. Run twofa-enroll again"):
+        cli.enroll(real_session(user), env.policy, env.store)
+    assert 0.9 < time.monotonic() - started < 10
+    assert env.store.load("alice") == before, "nothing stored, no failure counted"
+    assert env.sent == []
+    shown = capsys.readouterr()
+    assert shown.out.endswith(WAITS_AT[where]), shown.out[-200:]
+    assert shown.err == "\n"  # the error that follows starts on a line of its own
+
+
+def test_a_timeout_is_logged(env, monkeypatch):
+    def stop(_transcript):
+        raise cli.PromptTimeout("no answer within 120 s; nothing was changed.")
+
+    with pytest.raises(cli.PromptTimeout), cli.logged_timeout("alice"):
+        run_enroll(env, User({"Code from the app": [stop]}))
+    assert [line for line in env.logs if "user=alice result=gave up: no answer at a prompt (within 120 s" in line]
+    assert env.store.load("alice") is None
+
+
+PROMPT_CHILD = r"""
+import sys, termios
+from pam_twofa.cli import enroll as cli
+cli.PROMPT_TIMEOUT = int(sys.argv[2])
+ask = cli.timed(cli._getpass if sys.argv[1] == "password" else input)
+try:
+    ask("Answer me: ")
+except cli.PromptTimeout as exc:
+    print("TIMEOUT:", exc)
+except KeyboardInterrupt:
+    print("INTERRUPTED")
+print("ECHO:", bool(termios.tcgetattr(0)[3] & termios.ECHO))
+"""
+
+
+@pytest.mark.parametrize("prompt", ["password", "code"])
+@pytest.mark.parametrize("what", ["timeout", "ctrl-c"])
+def test_prompts_on_a_real_terminal_time_out_and_still_take_ctrl_c(prompt, what):
+    """On a pty: getpass and input give up after the timeout with the echo back on; Ctrl-C still interrupts."""
+    import os
+    import sys
+
+    import pexpect
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cli.__file__)))
+    seconds = "1" if what == "timeout" else "60"
+    child = pexpect.spawn(
+        sys.executable,
+        ["-c", PROMPT_CHILD, prompt, seconds],
+        env={**os.environ, "PYTHONPATH": os.path.dirname(root)},
+        encoding="utf-8",
+        timeout=20,
+    )
+    try:
+        child.expect_exact("Answer me: ")
+        if what == "ctrl-c":
+            child.sendintr()
+            child.expect_exact("INTERRUPTED")
+        else:
+            child.expect_exact("TIMEOUT: no answer within 1 s; nothing was changed.")
+        child.expect_exact("ECHO: True")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

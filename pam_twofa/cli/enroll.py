@@ -10,21 +10,28 @@ Two ways in:
 * ``twofa-enroll`` run by root: the admin tool (``--user``, ``--secret``,
   ``--code``, ``--import-google-authenticator``, ``--policy``).
 
-Nothing is stored until the user has typed a code that verifies: Ctrl-C or a
-closed terminal at any step leaves the previous state as it was.
+Nothing is stored until the user has typed a code that verifies: Ctrl-C, a
+closed terminal or a prompt left unanswered for PROMPT_TIMEOUT seconds leaves
+the previous state as it was. The new secret is stored under the user's lock,
+and only if the enrollment is still the one the session started from: a
+session parked at a prompt cannot replace a secret someone enrolled meanwhile
+(issue 24).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import getpass
+import hmac
 import os
 import pwd
+import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 from urllib.parse import quote, urlencode
 
@@ -44,9 +51,10 @@ SELF_SERVICE = "/usr/libexec/pam-twofa/enroll-self"  # shipped by the Debian pac
 PAM_SERVICE = "twofa-enroll"  # falls back to /etc/pam.d/other (common-auth) unless an admin creates it
 CODE_TRIES = 3
 PASSWORD_TRIES = 3
+PROMPT_TIMEOUT = 120  # seconds each prompt waits for an answer (docs/enrollment.md)
 
-EPILOG = """exit codes:
-  0 enrolled (or new recovery codes made)   1 refused, wrong password or code, usage
+EPILOG = f"""exit codes:
+  0 enrolled (or new recovery codes made)   1 refused, wrong password or code, no answer in {PROMPT_TIMEOUT} s, usage
   2 policy invalid   3 store unreadable   4 unexpected error (nothing changed)   130 interrupted (nothing changed)
 
 examples:
@@ -91,8 +99,41 @@ def parser() -> Parser:
     return p
 
 
+class PromptTimeout(UsageError):
+    """Nobody answered a prompt within PROMPT_TIMEOUT seconds; nothing was stored."""
+
+
+def timed(read: Callable[[str], str]) -> Callable[[str], str]:
+    """``read`` (input, getpass) that gives up after PROMPT_TIMEOUT seconds with PromptTimeout.
+
+    A session must not wait at a prompt for ever: one parked there would act much later, on a
+    state its user no longer sees (issue 24). SIGALRM interrupts the blocked read; getpass restores
+    the terminal's echo on the way out, and Ctrl-C still raises KeyboardInterrupt. The previous
+    handler and alarm are put back, whatever happens.
+    """
+
+    def ask(prompt: str) -> str:
+        seconds = PROMPT_TIMEOUT
+
+        def expired(_signum: int, _frame: object) -> None:
+            print(file=sys.stderr)  # the error then starts on a line of its own, not after the prompt
+            raise PromptTimeout(
+                f"no answer within {seconds} s; nothing was changed. Run twofa-enroll again when you are ready."
+            )
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.alarm(seconds)
+        try:
+            return read(prompt)
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return ask
+
+
 class Session:
-    """Who is enrolling whom, and how to talk to them."""
+    """Who is enrolling whom, and how to talk to them (every prompt with a timeout, see ``timed``)."""
 
     def __init__(
         self,
@@ -107,8 +148,8 @@ class Session:
         self.account = account
         self.admin = admin
         self.out = out or (lambda text="": print(text, flush=True))
-        self.ask = ask or input
-        self.ask_secret = ask_secret or _getpass
+        self.ask = ask or timed(input)
+        self.ask_secret = ask_secret or timed(_getpass)
 
     def now(self) -> float:
         return time.time()
@@ -393,35 +434,84 @@ def enroll(session: Session, loaded: Policy, store: Store) -> int:
         # Imported scratch codes keep working as recovery codes, beside the new ones.
         hashes = hashes + recovery.hashes_for(scratch, salt)
 
-    def activate(previous: Record | None) -> Record:
-        if proved is not None and (previous is None or previous.key != proved.key or previous.locked_until):
-            # Disabled, replaced or locked since the current code was accepted: start over.
-            raise UsageError(f"2FA for {user} changed meanwhile; nothing was stored. Run twofa-enroll again.")
-        return Record(
-            user,
-            key=key,
-            algorithm=algorithm,
-            digits=digits,
-            period=period,
-            enrolled_at=int(session.now()),
-            recovery_salt=salt,
-            recovery_hashes=hashes,
-            last_step=step,  # the code just typed counts as used
-            email=previous.email if previous is not None else "",
-        )
-
-    stored = store.update(user, activate)
+    # The enrollment this session started from: what it checked (a current code, or that there was
+    # nothing to check). The user may have sat at a prompt for minutes; under the lock, the store
+    # must still hold that enrollment, or this session acts on a state it never saw (issue 24).
+    start = proved if proved is not None else old
+    try:
+        with store.locked(user) as section:
+            current = section.record
+            change = enrollment_change(start, current)
+            if change and not (session.admin and args.force):
+                raise Changed(change)  # leaves the section: nothing is stored
+            if proved is not None and current is not None and current.locked_until:
+                # Locked since the current code was accepted: start over.
+                raise UsageError(f"2FA for {user} changed meanwhile; nothing was stored. Run twofa-enroll again.")
+            stored = Record(
+                user,
+                key=key,
+                algorithm=algorithm,
+                digits=digits,
+                period=period,
+                enrolled_at=int(session.now()),
+                recovery_salt=salt,
+                recovery_hashes=hashes,
+                last_step=step,  # the code just typed counts as used
+                email=current.email if current is not None else "",
+            )
+            section.save(stored)
+    except Changed as exc:
+        refuse_changed(user, str(exc))  # logged and told after the lock is released
+    # What really happened, as read under the lock (root's --force may replace what it never saw).
+    replaced = current is not None and current.enrolled
     what = "enrolled" + (" (imported from google-authenticator)" if scratch or args.import_google_authenticator else "")
-    if old is not None and old.enrolled:
+    if replaced:
         what += ", replacing the previous secret"
     where = announce(user, what)
     session.out("")
     session.out(f"Two-factor authentication is now on for {user}.")
+    if replaced:
+        session.out("The previous secret no longer works.")
     if scratch:
         session.out(f"Your {len(scratch)} google-authenticator scratch codes keep working as recovery codes.")
     show_recovery_codes(session, codes)
     notify(session, loaded, what, where, stored.email if stored is not None else "")
     return 0
+
+
+class Changed(Exception):
+    """The enrollment is no longer the one the session started from (``enrollment_change``)."""
+
+
+def enrollment_change(start: Record | None, now: Record | None) -> str:
+    """How the enrollment ``now`` (read under the lock) differs from ``start`` (what the session
+    began from): "" when it is the same; else what happened, for the message and the syslog line.
+
+    Only the enrollment counts (secret, its parameters, when it was made): logins change failures,
+    replay memory, trusted clients and pending mails all the time, and must not stop an enrollment.
+    """
+
+    was = start is not None and start.enrolled
+    if now is None or not now.enrolled:
+        return "2FA turned off meanwhile" if was else ""
+    if start is None or not was:
+        return "enrolled meanwhile"
+    if not hmac.compare_digest(now.key, start.key):
+        return "secret replaced meanwhile"
+    made = [(r.enrolled_at, r.algorithm, r.digits, r.period) for r in (now, start)]
+    return "" if made[0] == made[1] else "secret replaced meanwhile"  # re-enrolled, even with the same secret
+
+
+def refuse_changed(user: str, change: str) -> NoReturn:
+    """The enrollment changed while this session was open: store nothing, log it, say why."""
+    _log(user, f"refused: {change}", f"while this session was open; nothing stored; from {origin()}", log.WARNING)
+    if change == "enrolled meanwhile":
+        why = f"someone enrolled {user} while this session was open"
+    elif change == "secret replaced meanwhile":
+        why = f"the 2FA secret of {user} was replaced while this session was open"
+    else:
+        why = f"2FA for {user} was turned off while this session was open"
+    raise UsageError(f"{why}; nothing was stored: start twofa-enroll again")
 
 
 def show_secret(session: Session, uri: str, key: bytes) -> None:
@@ -470,6 +560,16 @@ def new_recovery_codes(session: Session, loaded: Policy, store: Store) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def logged_timeout(user: str) -> Iterator[None]:
+    """A prompt that ran out of time is told to syslog too (the user sees the PromptTimeout)."""
+    try:
+        yield
+    except PromptTimeout:
+        _log(user, "gave up: no answer at a prompt", f"within {PROMPT_TIMEOUT} s; nothing stored", log.INFO)
+        raise
+
+
 def _load(policy_path: str) -> tuple[Policy, Store]:
     loaded = policy.load(policy_path)
     return loaded, store_for(loaded)
@@ -484,9 +584,10 @@ def run_admin(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown user {name!r}")
     loaded, store = _load(args.policy or DEFAULT_PATH)
     session = Session(args, account, admin=True)
-    if args.recovery_codes:
-        return new_recovery_codes(session, loaded, store)
-    return enroll(session, loaded, store)
+    with logged_timeout(account.name):
+        if args.recovery_codes:
+            return new_recovery_codes(session, loaded, store)
+        return enroll(session, loaded, store)
 
 
 def sshd_policy() -> str:
@@ -542,10 +643,11 @@ def run_self_service(args: argparse.Namespace) -> int:
     session = Session(args, account, admin=False)
     session.out(f"Setting up two-factor authentication for {name} on {socket.gethostname()}.")
     require_terminal()
-    confirm_password(session)
-    if args.recovery_codes:
-        return new_recovery_codes(session, loaded, store)
-    return enroll(session, loaded, store)
+    with logged_timeout(name):
+        confirm_password(session)
+        if args.recovery_codes:
+            return new_recovery_codes(session, loaded, store)
+        return enroll(session, loaded, store)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -487,6 +487,21 @@ MUTANTS = {
         ],
         ["tests/pam/test_pam_email.py::test_a_mail_the_server_may_have_taken_counts_and_the_quota_holds"],
     ),
+    # --- enroll -----------------------------------------------------------------------------
+    "enroll-without-the-compare-under-lock": (
+        "enroll",
+        [  # issue 24: a session parked at the code prompt replaces what the owner enrolled meanwhile
+            (
+                "pam_twofa/cli/enroll.py",
+                "            change = enrollment_change(start, current)\n",
+                '            change = ""\n',
+            ),
+        ],
+        [
+            "tests/test_cli_enroll.py::test_an_enrollment_made_while_the_session_was_open_is_not_replaced",
+            "tests/test_cli_enroll.py::test_a_secret_replaced_after_the_current_code_is_not_replaced_again",
+        ],
+    ),
 }
 
 IGNORE = shutil.ignore_patterns(".git", ".hypothesis", "__pycache__", ".pytest_cache", "build", "*.egg-info")
