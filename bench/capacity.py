@@ -318,7 +318,8 @@ class Capacity:
         sealed = os.urandom(length // 2 + 1).hex()[:length]
         script = self.dir / "login.sql"
         # As the agent sends them: the load; then BEGIN, the advisory lock and the row FOR UPDATE in
-        # one query (one round trip); the write; the COMMIT.
+        # one query (one round trip); the write; the COMMIT. (Each agent announces its writes to the
+        # others in one NOTIFY every 0.1 s at most, fleet.link: not a statement per login.)
         script.write_text(
             f"SELECT sealed, version FROM twofa_records WHERE user_name = {user};\n"
             f"BEGIN \\; SELECT pg_advisory_xact_lock(hashtextextended({user}, 0)) \\; "

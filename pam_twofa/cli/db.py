@@ -117,10 +117,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     if not offline_tables:
         print(
-            "WARNING: the table twofa_offline_steps or the trigger twofa_records_notify is missing (a database made"
-            " by an older pam-twofa): the agents' offline copies follow changes only at each sync, and a code used"
-            " on two hosts while cut off goes unnoticed; run twofa-admin db init as the database owner, and the"
-            " GRANT lines it prints"
+            "WARNING: the table twofa_offline_steps is missing (a database made by an older pam-twofa): a code used"
+            " on two hosts while they were cut off from the database goes unnoticed; run twofa-admin db init as the"
+            " database owner, and the GRANT lines it prints"
         )
     for line in _replication(replication):
         print(line)

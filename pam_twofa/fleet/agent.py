@@ -424,6 +424,7 @@ class Client:
             self.agent.pool.release(section.conn, broken=broken)
             if commit and section.wrote and section.sealed is not None:
                 self.agent.cache.saw(section.user, section.version, section.sealed)  # committed at it
+                self.agent.link.announce(section.user, section.version)
         finally:
             section.lock.release()
 

@@ -2,10 +2,11 @@
 
 One thread, on a connection of its own (docs/many-hosts.md, "When the database is down"):
 
-- it ``LISTEN``s on ``database.CHANNEL``: a trigger made by ``twofa-admin db init`` NOTIFYs every
-  write of a row with the user's name, and the agent reads that row again into its copy, so that a
-  change made on one host (a used code, a lockout, a ``disable``) reaches every connected agent's copy
-  within a second;
+- it ``LISTEN``s on ``database.CHANNEL``: every write of a row by pam-twofa (an agent's section,
+  a command's) is announced there once committed (``Database.announce``: user and version), and the
+  agent reads that row again into its copy, so that a change made on one host (a used code, a
+  lockout, a ``disable``) reaches every connected agent's copy within a second; a row written by
+  hand arrives with the next sync;
 - every ``storage.offline.refresh`` seconds it compares every row's version with its copy and reads
   the rows that moved (a user who never logged in on this host can log in offline too); the end of a
   whole sync confirms the copy (``Cache.confirmed``: its age is what ``max_age`` bounds);
@@ -19,6 +20,7 @@ seen before it is kept: a row forged or written back in the database never enter
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 import time
@@ -41,6 +43,9 @@ RETRY = 1.0  # seconds between connection attempts while the database cannot be 
 # Seconds the rows named by NOTIFYs wait to be read, so that a busy fleet's writes are read in a
 # batch (one statement) rather than each alone, well within the second a change may take.
 BATCH = 0.25
+# Seconds this agent's writes wait to be announced to the other agents: one NOTIFY transaction per
+# batch, not per login (PostgreSQL serialises notifying commits: bench (11)).
+ANNOUNCE_BATCH = 0.1
 CHUNK = 500  # rows read per statement by a sync
 
 
@@ -57,6 +62,11 @@ class Link:
         self.reported: set[str] = set()  # users whose missing row was logged this run (once each)
         self.steps_table = True  # False once the offline steps table proved missing or forbidden
         self.stuck: set[str] = set()  # users whose journal cannot merge now (a rollback): tried at each sync
+        self.outbox: dict[str, int] = {}  # this agent's committed writes not announced yet: user -> version
+        self.outbox_at = 0.0  # time.monotonic() of the oldest
+        self.outbox_lock = threading.Lock()
+        self.bell_r, self.bell_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)  # wakes the wait for an announcement
+        self.pid = 0  # the link connection's server process: its own NOTIFYs are not news
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name="link", daemon=True)
@@ -72,6 +82,38 @@ class Link:
     def wake(self) -> None:
         """Try to reach the database now (a login just found it unreachable)."""
         self.woken.set()
+        self.ring()
+
+    def ring(self) -> None:
+        try:
+            os.write(self.bell_w, b"!")
+        except BlockingIOError:
+            pass  # already ringing
+
+    def announce(self, user: str, version: int) -> None:
+        """Announce the user's committed row at ``version`` to the other agents, with the next batch
+        (dropped if the link is down: they read it at their next sync)."""
+        with self.outbox_lock:
+            first = not self.outbox
+            if first:
+                self.outbox_at = time.monotonic()
+            self.outbox[user] = max(version, self.outbox.get(user, 0))
+        if first:
+            self.ring()
+
+    def send_announcements(self) -> float:
+        """Send the batch once it is ANNOUNCE_BATCH old; the seconds until it is due (RETRY if none)."""
+        with self.outbox_lock:
+            if not self.outbox:
+                return RETRY
+            due = self.outbox_at + ANNOUNCE_BATCH - time.monotonic()
+            if due > 0:
+                return due
+            batch, self.outbox = sorted(self.outbox.items()), {}
+        assert self.conn is not None
+        with self.conn.cursor() as cur:
+            self.agent.db.announce(cur, batch)
+        return RETRY
 
     def close(self) -> None:
         if self.conn is not None:
@@ -146,6 +188,7 @@ class Link:
 
     def connect(self) -> None:
         conn = self.agent.db.connect(autocommit=True, name="pam-twofa-link")
+        self.pid = conn.info.backend_pid
         conn.add_notify_handler(lambda notify: self.notified(notify.payload, notify.pid))
         with conn.cursor() as cur:
             self.agent.db.listen(cur)
@@ -154,7 +197,7 @@ class Link:
     def notified(self, payload: str, pid: int) -> None:
         """A row was written (``USER<TAB>VERSION``): read it unless this agent wrote it (its own
         connections' backends) or already holds that version."""
-        if pid in self.agent.pool.pids.copy().values():
+        if pid == self.pid or pid in self.agent.pool.pids.copy().values():
             return
         user, _tab, version = payload.rpartition("\t")
         if not user:
@@ -171,19 +214,26 @@ class Link:
         conn = self.conn
         assert conn is not None
         while not self.stopping.is_set():
-            wait = RETRY
+            wait = self.send_announcements()
             if self.changed:
                 wait = self.changed_at + BATCH - time.monotonic()
                 if wait <= 0:
                     users, self.changed = sorted(self.changed), set()
                     self.read(users)
                     wait = RETRY
+            wait = min(wait, self.send_announcements())
             left = until - time.monotonic()
             if left <= 0 or self.woken.is_set():
                 self.woken.clear()
                 return
-            ready, _, _ = select.select([conn.fileno()], [], [], max(0.0, min(left, wait)))
-            if ready:
+            ready, _, _ = select.select([conn.fileno(), self.bell_r], [], [], max(0.0, min(left, wait)))
+            if self.bell_r in ready:
+                try:
+                    while os.read(self.bell_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            if conn.fileno() in ready:
                 conn.pgconn.consume_input()  # OperationalError once the server closed the connection
                 while (notify := conn.pgconn.notifies()) is not None:
                     self.notified(notify.extra.decode("utf-8", "surrogateescape"), notify.be_pid)
@@ -298,6 +348,7 @@ class Link:
             raise
         if sealed is not None:
             agent.cache.saw(user, written, sealed)
+            self.announce(user, written)
         agent.cache.drop(user, last.seq)
         who = f"user={log.clean(user)}"
         if merged.dropped:

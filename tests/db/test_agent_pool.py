@@ -154,7 +154,9 @@ def test_a_terminated_session_is_dropped_before_use(fleet):
     the end of the stream) is found dead before a login uses it: a new one serves at once."""
     agent = fleet.start_agent(fleet.policy_path, "--pool", "2")
     store = AgentStore(str(fleet.socket), 5)
-    fleet.store().update("alice", lambda old: Record("alice", last_step=3))
+    admin = fleet.store()
+    admin.update("alice", lambda old: Record("alice", last_step=3))
+    admin.close()  # its session is not the agent's (the same application_name)
     assert store.load("alice") == Record("alice", last_step=3)
     (pid,) = agent_backends(fleet)
     fleet.server.psql(f"SELECT pg_terminate_backend({pid})", fleet.dbname)
