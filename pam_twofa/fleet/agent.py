@@ -576,14 +576,11 @@ class Agent:
     def check_database(self) -> None:
         try:
             conn = self.db.connect()
-        except Unreachable as exc:
-            if not self.go_offline(str(exc)):
+        except StoreError as exc:  # Unreachable: served offline from the copy, when that is on
+            if not (isinstance(exc, Unreachable) and self.go_offline(str(exc))):
                 say(
                     log.ERR, f"pam-twofa-agent: {exc}; logins fail closed until it is reachable (retried on each login)"
                 )
-            return
-        except StoreError as exc:
-            say(log.ERR, f"pam-twofa-agent: {exc}; logins fail closed until it is reachable (retried on each login)")
             return
         try:
             with conn.cursor() as cur:

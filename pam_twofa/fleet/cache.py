@@ -218,6 +218,11 @@ class Cache:
             found = self.db.execute("SELECT sealed, version FROM rows WHERE user_name = ?", (user,)).fetchone()
         return (found[0], found[1]) if found else None
 
+    def held(self, user: str) -> int:
+        """The version of the user's row in the copy (0: none)."""
+        with self.lock:
+            return self.copied.get(user, 0)
+
     def rows(self) -> dict[str, int]:
         """Every row's version in the copy (the sync compares them with the database's)."""
         with self.lock:

@@ -202,7 +202,7 @@ class Link:
         user, _tab, version = payload.rpartition("\t")
         if not user:
             user, version = payload, ""
-        held = self.agent.cache.rows().get(user, 0) if self.agent.cache.keep_rows else self.agent.cache.known(user)
+        held = self.agent.cache.held(user) if self.agent.cache.keep_rows else self.agent.cache.known(user)
         if version.isdigit() and int(version) <= held:
             return
         if not self.changed:
@@ -216,12 +216,12 @@ class Link:
         while not self.stopping.is_set():
             wait = self.send_announcements()
             if self.changed:
-                wait = self.changed_at + BATCH - time.monotonic()
-                if wait <= 0:
+                due = self.changed_at + BATCH - time.monotonic()
+                if due <= 0:
                     users, self.changed = sorted(self.changed), set()
                     self.read(users)
-                    wait = RETRY
-            wait = min(wait, self.send_announcements())
+                else:
+                    wait = min(wait, due)
             left = until - time.monotonic()
             if left <= 0 or self.woken.is_set():
                 self.woken.clear()

@@ -217,15 +217,22 @@ def test_while_its_synchronous_standby_is_away_logins_fail_closed_and_resume_whe
 # -- failovers --------------------------------------------------------------------------------
 
 
+def two_hosts(fleet: Fleet, root: Path):
+    """Two hosts' agents on the pair (each its own version memory) and their stores, with alice, bob
+    and carol enrolled (at version 1): (agent A, agent B, store A, store B)."""
+    agent_a = fleet.start_agent()
+    policy_b, socket_b = second_host(fleet, root)
+    agent_b = fleet.start_agent(policy_b)
+    a, b = AgentStore(str(fleet.socket), 5.0), AgentStore(str(socket_b), 5.0)
+    for user in ("alice", "bob", "carol"):
+        a.update(user, lambda old, u=user: enrolled(u))
+    return agent_a, agent_b, a, b
+
+
 def test_a_promoted_synchronous_standby_forgets_nothing_and_logins_resume(sync_pair, tmp_path):
     with fleet_on(sync_pair, tmp_path) as fleet:
-        agent_a = fleet.start_agent()
-        policy_b, socket_b = second_host(fleet, tmp_path)
-        agent_b = fleet.start_agent(policy_b)
-        a, b = AgentStore(str(fleet.socket), 5.0), AgentStore(str(socket_b), 5.0)
+        agent_a, agent_b, a, b = two_hosts(fleet, tmp_path)
         now = time.time()
-        for user in ("alice", "bob", "carol"):
-            a.update(user, lambda old, u=user: enrolled(u))
         # Just before the kill: alice logs in with a code, bob is locked out, carol is disabled.
         code = code_at(now)
         assert login(a, "alice", code, now) == auth.SUCCESS
@@ -271,13 +278,8 @@ def test_a_promoted_synchronous_standby_forgets_nothing_and_logins_resume(sync_p
 
 def test_an_asynchronous_standby_that_missed_the_last_commits_gives_rollbacks_not_replays(async_pair, tmp_path):
     with fleet_on(async_pair, tmp_path) as fleet:
-        agent_a = fleet.start_agent()
-        policy_b, socket_b = second_host(fleet, tmp_path)
-        agent_b = fleet.start_agent(policy_b)
-        a, b = AgentStore(str(fleet.socket), 5.0), AgentStore(str(socket_b), 5.0)
+        agent_a, agent_b, a, b = two_hosts(fleet, tmp_path)  # alice, bob and carol at version 1
         now = time.time()
-        for user in ("alice", "bob", "carol"):
-            a.update(user, lambda old, u=user: enrolled(u))  # version 1
         assert login(a, "alice", code_at(now), now) == auth.SUCCESS  # alice at version 2
         async_pair.caught_up()  # the standby has all of that...
         async_pair.cut_replication()  # ...and nothing after it

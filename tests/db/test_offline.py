@@ -101,6 +101,15 @@ def enroll(fleet, user: str, **fields) -> None:
     store.update(user, lambda old: Record(user, key=SECRET, enrolled_at=1_700_000_000, **fields))
 
 
+def cut_off(fleet, hosts, *names: str, **options) -> list[Host]:
+    """alice enrolled, then hosts that saw her row (``options``: of ``host``), all cut off from the database."""
+    enroll(fleet, "alice")
+    made = [hosts(name, **options) for name in names]
+    for one in made:
+        one.cut()
+    return made
+
+
 def login(store, user: str, code: str, now: float) -> str:
     """One code typed at a login: the section the login path runs (read, verify, write)."""
     with store.locked(user) as section:
@@ -117,9 +126,7 @@ def code_at(now: float) -> str:
 
 
 def test_a_cut_off_host_logs_in_from_its_copy_and_refuses_a_replay(fleet, hosts):
-    enroll(fleet, "alice")
-    a = hosts("a")
-    a.cut()
+    (a,) = cut_off(fleet, hosts, "a")
     now = time.time()
     assert login(a.store, "alice", code_at(now), now) == auth.SUCCESS
     assert login(a.store, "alice", code_at(now), now) == auth.REPLAYED
@@ -170,15 +177,6 @@ def test_a_user_who_never_logged_in_on_a_host_logs_in_there_offline(fleet, hosts
     assert login(a.store, "bob", code_at(now), now) == auth.SUCCESS
 
 
-def two_cut_off(fleet, hosts) -> tuple[Host, Host]:
-    """alice enrolled, and two hosts that saw her row, both cut off from the database."""
-    enroll(fleet, "alice")
-    a, b = hosts("a"), hosts("b")
-    a.cut()
-    b.cut()
-    return a, b
-
-
 def back(*each: Host) -> None:
     """The hosts reach the database again, one after the other, each merging its journal."""
     for one in each:
@@ -187,7 +185,7 @@ def back(*each: Host) -> None:
 
 
 def test_failures_on_two_cut_off_hosts_add_up_to_a_lockout(fleet, hosts):
-    a, b = two_cut_off(fleet, hosts)
+    a, b = cut_off(fleet, hosts, "a", "b")
     now = time.time()
     wrong = "000000" if code_at(now) != "000000" else "111111"
     assert login(a.store, "alice", wrong, now) == auth.BAD_CODE
@@ -202,7 +200,7 @@ def test_failures_on_two_cut_off_hosts_add_up_to_a_lockout(fleet, hosts):
 
 
 def test_a_step_accepted_on_two_cut_off_hosts_is_a_warning_naming_both(fleet, hosts):
-    a, b = two_cut_off(fleet, hosts)
+    a, b = cut_off(fleet, hosts, "a", "b")
     now = time.time()
     assert login(a.store, "alice", code_at(now), now) == auth.SUCCESS
     assert login(b.store, "alice", code_at(now), now) == auth.SUCCESS  # each host knows only its own
@@ -213,9 +211,7 @@ def test_a_step_accepted_on_two_cut_off_hosts_is_a_warning_naming_both(fleet, ho
 
 
 def test_a_tombstone_written_meanwhile_wins_over_the_journal(fleet, hosts):
-    enroll(fleet, "alice")
-    a = hosts("a")
-    a.cut()
+    (a,) = cut_off(fleet, hosts, "a")
     rc, out = fleet.admin(["disable", "alice", "--yes"])
     assert rc == 0, out
     now = time.time()
@@ -229,9 +225,7 @@ def test_a_tombstone_written_meanwhile_wins_over_the_journal(fleet, hosts):
 
 
 def test_a_copy_older_than_max_age_is_not_used(fleet, hosts):
-    enroll(fleet, "alice")
-    a = hosts("a", max_age=2, refresh=1)
-    a.cut()
+    (a,) = cut_off(fleet, hosts, "a", max_age=2, refresh=1)
     time.sleep(2.5)
     now = time.time()
     with pytest.raises(StoreError, match=r"last confirmed \d+ s ago, more than storage.offline.max_age \(2 s\)"):
@@ -239,9 +233,7 @@ def test_a_copy_older_than_max_age_is_not_used(fleet, hosts):
 
 
 def test_offline_logins_off_fail_closed(fleet, hosts):
-    enroll(fleet, "alice")
-    a = hosts("a", max_age=0)
-    a.cut()
+    (a,) = cut_off(fleet, hosts, "a", max_age=0)
     with pytest.raises(StoreError, match="cannot connect"):
         a.store.load("alice")
     status = a.status()
@@ -251,9 +243,7 @@ def test_offline_logins_off_fail_closed(fleet, hosts):
 
 
 def test_enrollment_and_removal_need_the_database(fleet, hosts):
-    enroll(fleet, "alice")
-    a = hosts("a")
-    a.cut()
+    (a,) = cut_off(fleet, hosts, "a")
     with pytest.raises(StoreError, match="needs the database"):
         a.store.update("carol", lambda old: Record("carol", key=SECRET, enrolled_at=1))
     with pytest.raises(StoreError, match="needs the database"):
@@ -263,9 +253,7 @@ def test_enrollment_and_removal_need_the_database(fleet, hosts):
 
 
 def test_the_copy_and_journal_hold_sealed_text_only(fleet, hosts):
-    enroll(fleet, "alice")
-    a = hosts("a")
-    a.cut()
+    (a,) = cut_off(fleet, hosts, "a")
     now = time.time()
     assert login(a.store, "alice", code_at(now), now) == auth.SUCCESS
     folder = a.state / "agent"
