@@ -501,6 +501,12 @@ def policy_values(draw, alphabet=PRINTABLE):
         values["smtp_username"] = "relay"
     if values.get("backend") == "postgresql" and not values.get("pg_dsn"):
         values["pg_dsn"] = "host=db1 dbname=twofa"
+    max_age = values.get("offline_max_age", 86400)
+    if max_age and values.get("offline_refresh", 60) >= max_age:
+        # The one rule across keys of this group: a refresh below max_age (0 keeps no copy).
+        values["offline_refresh"] = max(1, max_age - 1) if max_age > 1 else 1
+        if max_age == 1:
+            values["offline_max_age"] = 0
     return values
 
 
@@ -563,7 +569,7 @@ def test_policy_with_a_newline_in_a_value_is_refused_and_a_valid_one_is_cached(f
 
 
 def test_cache_magic_names_the_format_with_trust_seconds():
-    assert CACHE_MAGIC == "pam-twofa-policy-cache 4"  # 4: the storage backend keys
+    assert CACHE_MAGIC == "pam-twofa-policy-cache 5"  # 5: notify.* and unenrolled: enroll
     assert "trust.seconds 0" in policy.dumps_cache(policy.Policy(), os.stat(REPO)).split("\n")
 
 

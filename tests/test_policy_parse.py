@@ -292,7 +292,7 @@ def test_root_that_is_not_a_mapping():
     with pytest.raises(PolicyError) as info:
         parse("- version\n", "P")
     assert info.value.errors == [
-        "P:1: expected a mapping of version, enforce, exempt, totp, rate_limit, trust, email, storage, on_error"
+        "P:1: expected a mapping of version, enforce, exempt, totp, rate_limit, trust, notify, email, storage, on_error"
     ]
 
 
@@ -337,7 +337,7 @@ def test_path_in_message_is_the_path_given():
 def test_unknown_top_level_key():
     assert error("version: 1\nenforcement:\n  mode: all\n") == (
         "P:2: enforcement: unknown key; allowed here: "
-        "version, enforce, exempt, totp, rate_limit, trust, email, storage, on_error"
+        "version, enforce, exempt, totp, rate_limit, trust, notify, email, storage, on_error"
     )
 
 
@@ -408,7 +408,7 @@ def test_key_that_is_not_a_name():
         ("exempt:\n  groups: [[a]]\n", "P:2: exempt.groups[0]: expected a list of group names"),
         ("enforce: all\n", "P:1: enforce: expected a mapping of mode, groups, unenrolled"),
         ("on_error: off\n", "P:1: on_error: expected one of deny, allow"),
-        ("enforce:\n  unenrolled: mail\n", "P:2: enforce.unenrolled: expected one of email, deny"),
+        ("enforce:\n  unenrolled: mail\n", "P:2: enforce.unenrolled: expected one of email, deny, enroll"),
         ("totp:\n  algorithm: md5\n", "P:2: totp.algorithm: expected one of SHA1, SHA256, SHA512"),
         ("email:\n  smtp:\n    host: 'mail host'\n", "P:3: email.smtp.host: expected a host name or address"),
         ("email:\n  smtp:\n    port: 0\n", "P:3: email.smtp.port: expected a number from 1 to 65535"),

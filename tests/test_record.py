@@ -192,7 +192,7 @@ def test_truncated_at_every_byte_offset():
 @pytest.mark.parametrize(
     "magic",
     [
-        "pam-twofa-record 3",
+        "pam-twofa-record 4",
         "pam-twofa-record 0",
         "pam-twofa-record 02",
         "pam-twofa-record ²",
@@ -393,6 +393,7 @@ CORPUS_USERS = {
     "v1-locked": "bob",
     "v1-email-pending": "carol",
     "v1-address-only": "dave.d-1@corp",
+    "v2-trusted": "erin",
 }
 
 
@@ -406,7 +407,8 @@ def test_records_of_older_formats_keep_loading(name):
     """Records written by released versions load; fields added since take their defaults; a save writes the current format."""
     text = (CORPUS / f"{name}.rec").read_text()
     loaded = loads(text, CORPUS_USERS[name])
-    assert loaded.trusted == {}
+    assert loaded.trusted == ({} if name.startswith("v1") else {"192.0.2.7": 1764390000, "2001:db8::5": 1764391000})
+    assert loaded.seen == {} and loaded.invited_at == 0
     again = dumps(loaded)
     assert again.startswith(MAGIC + "\n")
     assert loads(again, CORPUS_USERS[name]) == loaded
@@ -438,7 +440,7 @@ def test_a_record_of_a_newer_format_is_refused_with_a_reason():
 
 def test_every_field_has_a_codec_a_default_and_a_version():
     for name, codec, _default, since in record.FIELDS:
-        assert codec in ("int", "hex", "text", "hexlist", "intlist", "trusted"), name
+        assert codec in ("int", "hex", "text", "hexlist", "intlist", "addresses"), name
         assert 1 <= since <= record.VERSION, name
     assert max(since for *_rest, since in record.FIELDS) == record.VERSION
 

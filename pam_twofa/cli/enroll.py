@@ -33,7 +33,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
-from urllib.parse import quote, urlencode
 
 import pam
 
@@ -41,6 +40,7 @@ from pam_twofa import __version__, policy
 from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.cli.backends import store_for
 from pam_twofa.core import auth, recovery, totp
+from pam_twofa.core.provisioning import provisioning_uri, setup_lines
 from pam_twofa.core.record import Record
 from pam_twofa.login.flow import Options
 from pam_twofa.policy import DEFAULT_PATH, Policy
@@ -180,33 +180,6 @@ def decode_secret(text: str) -> bytes:
     if len(key) < 10:
         raise UsageError("--secret is too short: at least 80 bits (16 base32 characters)")
     return key
-
-
-def group4(text: str) -> str:
-    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
-
-
-def provisioning_uri(
-    key: bytes, user: str, hostname: str, issuer: str, digits: int, period: int, algorithm: str
-) -> str:
-    """``otpauth://totp/ISSUER:USER@HOST?secret=...&issuer=...`` (Key Uri Format).
-
-    ``:`` separates issuer and account in the label, so it is removed from
-    both; algorithm, digits and period appear only when not the defaults,
-    as some apps reject parameters they do not expect.
-    """
-
-    secret = base64.b32encode(key).decode().rstrip("=")
-    issuer = issuer.replace(":", "")
-    label = quote(issuer, safe="") + ":" + quote(f"{user}@{hostname}".replace(":", ""), safe="@")
-    params = {"secret": secret, "issuer": issuer}
-    if algorithm != "SHA1":
-        params["algorithm"] = algorithm
-    if digits != 6:
-        params["digits"] = str(digits)
-    if period != 30:
-        params["period"] = str(period)
-    return f"otpauth://totp/{label}?{urlencode(params, quote_via=quote)}"
 
 
 def confirm_password(session: Session) -> None:
@@ -515,13 +488,8 @@ def refuse_changed(user: str, change: str) -> NoReturn:
 
 
 def show_secret(session: Session, uri: str, key: bytes) -> None:
-    secret = base64.b32encode(key).decode().rstrip("=")
-    session.out("Scan this QR code with your authenticator app (Google Authenticator, FreeOTP, Aegis, ...):")
-    picture = qr.render(uri, session.args.qr or "utf8")
-    if picture:
-        session.out(picture)
-    session.out(f"Cannot scan it? Add an account by hand with this key (time-based):\n    {group4(secret)}")
-    session.out(f"or open this URI on the device:\n    {uri}")
+    for line in setup_lines(uri, key, qr.render(uri, session.args.qr or "utf8")):
+        session.out(line)
     session.out("")
 
 

@@ -9,6 +9,7 @@ SKIP = "skip"  # not asked: steps 1 and 4
 TOTP = "totp"  # ask for the authenticator (or recovery) code: step 2
 EMAIL = "email"  # enforced, not enrolled, unenrolled: email: step 3
 DENY = "deny"  # enforced, not enrolled, unenrolled: deny: step 3
+ENROLL = "enroll"  # enforced, not enrolled, unenrolled: enroll: an emailed code, then the app is set up (step 3)
 TRUSTED = "trusted"  # would be asked (TOTP or EMAIL), but this client passed a code within trust.seconds
 ERROR = "error"  # the facts cannot decide (an enforce group does not resolve): the caller applies on_error
 
@@ -203,4 +204,24 @@ def decide(policy: "DecisionPolicy", facts: Facts) -> Decision:
             facts,
             Decision(EMAIL, ENFORCED, why + "; not enrolled, so a code is emailed (enforce.unenrolled: email)"),
         )
+    if policy.unenrolled == "enroll":
+        # Never trusted: an address trusted after an emailed code must not skip setting up the app.
+        return Decision(
+            ENROLL,
+            ENFORCED,
+            why + "; not enrolled, so a code is emailed, then the authenticator app is set up in the same login"
+            " (enforce.unenrolled: enroll)",
+        )
     return Decision(DENY, ENFORCED, why + "; not enrolled and enforce.unenrolled is deny")
+
+
+def requirement(policy: "DecisionPolicy", facts: Facts) -> Decision | None:
+    """The decision that requires 2FA of this user whatever their client address, or None when the
+    policy lets them turn it off (``twofa-enroll --disable``). ``facts`` are read as not enrolled and
+    without a client address: exempt networks do not count, since a login may come from anywhere.
+    An ERROR (membership unknown) requires it too: it fails closed."""
+    unenrolled = Facts(
+        facts.user, facts.primary_gid, facts.gids, facts.group_ids, None, False, groups_known=facts.groups_known
+    )
+    decision = decide(policy, unenrolled)
+    return None if decision.action == SKIP else decision

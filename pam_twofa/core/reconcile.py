@@ -61,6 +61,10 @@ meanwhile elsewhere (another host's logins, ``twofa-admin unlock``,
      smallest (expiry, address) going first, as trust.renew does. An entry
      ``local`` merely kept from ``base`` does not come back once removed
      meanwhile (``--forget-trusted``);
+   - seen (the client addresses of logins with a code, notify.new_address):
+     ``current``'s and ``local``'s, the later time per address; then the
+     ``MAX_SEEN`` latest, as ``alert.remember`` keeps them;
+   - invited_at: the later of ``current``'s and ``local``'s;
    - the result passes ``record.dumps`` (else the journal is dropped).
    ``twice``: the steps of ``steps`` above ``base``'s last_step (-1 when None)
    equal to ``current.last_step`` when that rose above ``base``'s too: the same
@@ -72,7 +76,7 @@ meanwhile elsewhere (another host's logins, ``twofa-admin unlock``,
 Records of different users are a caller's error: ``ValueError``.
 """
 
-from pam_twofa.core.record import MAX_TRUSTED, Record, RecordError, dumps
+from pam_twofa.core.record import MAX_SEEN, MAX_TRUSTED, Record, RecordError, dumps
 
 TYPE_CHECKING = False  # True for mypy only: this module follows record.py's import discipline
 if TYPE_CHECKING:
@@ -96,6 +100,8 @@ MERGED = (
     "email_code_expires",
     "email_sends",
     "trusted",
+    "seen",
+    "invited_at",
 )
 _EMAIL_UNIT = ("email_code_salt", "email_code_hash", "email_code_expires")
 
@@ -208,6 +214,14 @@ def _merge_state(current: Record, base: Record, local: Record, now: int, limits:
     while len(trusted) > MAX_TRUSTED:
         del trusted[min(trusted, key=lambda a: (trusted[a], a))]
     new.trusted = trusted
+
+    seen = dict(current.seen)
+    for address, at in local.seen.items():
+        seen[address] = max(at, seen.get(address, at))
+    while len(seen) > MAX_SEEN:
+        del seen[min(seen, key=lambda a: (seen[a], a))]
+    new.seen = seen
+    new.invited_at = max(current.invited_at, local.invited_at)
     return new
 
 

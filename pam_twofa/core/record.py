@@ -14,15 +14,16 @@ take their defaults. So every older record keeps loading after an upgrade,
 and a record is always written in the current version (docs/store.md).
 """
 
-VERSION = 2
+VERSION = 3
 MAGIC_PREFIX = "pam-twofa-record "
 MAGIC = MAGIC_PREFIX + str(VERSION)
 MAX_BYTES = 64 * 1024
 MAX_TRUSTED = 16  # client addresses remembered per user (trust.seconds); the oldest expiry goes first
+MAX_SEEN = 32  # client addresses of the last logins with a code (notify.remember is at most this)
 
 # (name, codec, default, version that introduced it). The order is the order
 # of the lines written. Codecs: int, hex (bytes), text (one printable line),
-# hexlist (list of bytes), intlist (list of ints), trusted ({address: expiry}).
+# hexlist (list of bytes), intlist (list of ints), addresses ({client address: time}).
 FIELDS = (
     ("digits", "int", 6, 1),
     ("period", "int", 30, 1),
@@ -41,11 +42,13 @@ FIELDS = (
     ("recovery_hashes", "hexlist", (), 1),  # salted hashes, never the codes
     ("failures", "intlist", (), 1),  # timestamps of failed codes in the window
     ("email_sends", "intlist", (), 1),  # timestamps of mails sent in the window
-    ("trusted", "trusted", None, 2),  # {client address: trusted until}
+    ("trusted", "addresses", None, 2),  # {client address: trusted until}
+    ("seen", "addresses", None, 3),  # {client address: last login with a code from it} (notify.new_address)
+    ("invited_at", "int", 0, 3),  # when twofa-admin invite last mailed this user (0: never)
 )
 _NAMES = tuple(f[0] for f in FIELDS)
 _READABLE = {str(v): v for v in range(1, VERSION + 1)}
-_MUTABLE = {"hexlist": list, "intlist": list, "trusted": dict}
+_MUTABLE = {"hexlist": list, "intlist": list, "addresses": dict}
 
 
 TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
@@ -60,7 +63,7 @@ CODEC_TYPES = {
     "text": str,
     "hexlist": list[bytes],
     "intlist": list[int],
-    "trusted": dict[str, int],
+    "addresses": dict[str, int],
 }
 
 
@@ -93,6 +96,8 @@ class Record:
     failures: list[int]
     email_sends: list[int]
     trusted: dict[str, int]
+    seen: dict[str, int]
+    invited_at: int
 
     def __init__(self, user: str, **fields: object) -> None:
         self.user = user
@@ -151,7 +156,7 @@ def _clean_text(value: str) -> str:
 def _clean_address(value: str) -> str:
     # An address is a map key between "," and "=": neither may occur in it.
     if not value or len(value) > 64 or not value.isprintable() or any(c in value for c in ", ="):
-        raise RecordError("malformed trusted client address")
+        raise RecordError("malformed client address")
     return value
 
 
@@ -185,7 +190,7 @@ def _decode(codec: str, text: str) -> "Any":
     for item in items:
         address, sep, until = item.rpartition("=")
         if not sep or address in found:
-            raise RecordError("malformed trusted client entry")
+            raise RecordError("malformed client address entry")
         found[_clean_address(address)] = _parse_int(until)
     return found
 
@@ -240,3 +245,5 @@ def _check(record: Record) -> None:
         raise RecordError("TOTP digits or period out of range")
     if len(record.trusted) > MAX_TRUSTED:
         raise RecordError("too many trusted client addresses")
+    if len(record.seen) > MAX_SEEN:
+        raise RecordError("too many remembered client addresses")

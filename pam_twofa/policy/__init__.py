@@ -16,7 +16,7 @@ from pam_twofa.system.fileio import is_private, owner_mode_problem
 
 DEFAULT_PATH = "/etc/pam-twofa/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
-CACHE_MAGIC = "pam-twofa-policy-cache 4"
+CACHE_MAGIC = "pam-twofa-policy-cache 5"
 
 # The one schema: a row per key, (attribute, key path in the YAML, kind, default, check).
 # The YAML tree, the defaults, the validation and the cache all derive from it.
@@ -40,7 +40,7 @@ SCHEMA: "tuple[tuple[str, str, str, Any, tuple[Any, ...]], ...]" = (
     ("version", "version", "int", 1, ("enum", 1)),
     ("mode", "enforce.mode", "str", "off", ("enum", "off", "groups", "all")),
     ("enforce_groups", "enforce.groups", "list", (), ("names", "group")),
-    ("unenrolled", "enforce.unenrolled", "str", "email", ("enum", "email", "deny")),
+    ("unenrolled", "enforce.unenrolled", "str", "email", ("enum", "email", "deny", "enroll")),
     ("exempt_users", "exempt.users", "list", (), ("names", "user")),
     ("exempt_groups", "exempt.groups", "list", (), ("names", "group")),
     ("exempt_networks", "exempt.networks", "list", (), ("networks",)),
@@ -52,6 +52,10 @@ SCHEMA: "tuple[tuple[str, str, str, Any, tuple[Any, ...]], ...]" = (
     ("max_failures", "rate_limit.max_failures", "int", 5, ("range", 1, 1000)),
     ("failure_window", "rate_limit.per_seconds", "int", 900, ("range", 1, 7 * 86400)),
     ("trust_seconds", "trust.seconds", "int", 0, ("range", 0, 30 * 86400)),
+    # The mail after a login with a code from a client address not among the last notify.remember
+    # (docs/policy.md, "Notifications"): off by default.
+    ("notify_new_address", "notify.new_address", "bool", False, ("enum", False, True)),
+    ("notify_remember", "notify.remember", "int", 10, ("range", 1, 32)),
     ("email_address", "email.address", "str", "{user}@localhost", ("template", "user", "hostname")),
     ("email_from", "email.from", "str", "pam-twofa@{hostname}", ("template", "hostname")),
     ("smtp_host", "email.smtp.host", "str", "localhost", ("host",)),
@@ -135,6 +139,8 @@ class Policy:
     max_failures: int
     failure_window: int
     trust_seconds: int
+    notify_new_address: bool
+    notify_remember: int
     email_address: str
     email_from: str
     smtp_host: str

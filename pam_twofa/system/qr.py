@@ -13,6 +13,9 @@ _DARK_ON_LIGHT = "\x1b[30;107m"  # black on bright white
 _RESET = "\x1b[0m"
 _BLACK_BG, _WHITE_BG = "\x1b[40m", "\x1b[107m"
 STYLES = ("utf8", "ansi", "none")
+# "plain": half blocks with no escape sequence, for text an SSH client shows in a prompt (OpenSSH
+# escapes control characters there). A block is a LIGHT module: with no colours to set, the code is
+# drawn for the usual dark terminal background (as qrencode -t UTF8 does), quiet zone included.
 
 
 def matrix(data: str) -> list[list[bool]]:
@@ -33,10 +36,13 @@ def render(data: str, style: str = "utf8") -> str:
             cells = "".join((_BLACK_BG if dark else _WHITE_BG) + "  " for dark in row)
             lines.append(cells + _RESET)
         return "\n".join(lines) + "\n"
+    if style == "plain":
+        modules = [[not dark for dark in row] for row in modules]
     if len(modules) % 2:
-        modules = modules + [[False] * len(modules[0])]
+        modules = modules + [[style == "plain"] * len(modules[0])]
     chars = {(True, True): "\u2588", (True, False): "\u2580", (False, True): "\u2584", (False, False): " "}
     lines = []
     for top, bottom in zip(modules[0::2], modules[1::2]):
-        lines.append(_DARK_ON_LIGHT + "".join(chars[pair] for pair in zip(top, bottom)) + _RESET)
+        drawn = "".join(chars[pair] for pair in zip(top, bottom))
+        lines.append(drawn if style == "plain" else _DARK_ON_LIGHT + drawn + _RESET)
     return "\n".join(lines) + "\n"
