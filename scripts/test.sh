@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" != 0 ]; then echo "test.sh: run as root" >&2; exit 1; fi
 
-TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux openssh-client zbar-tools python3-pil lintian"
+TEST_DEPS="pamtester libpam-wrapper libnss-wrapper python3-venv oathtool util-linux openssh-client zbar-tools python3-pil lintian putty-tools"
 # The database backend: a real PostgreSQL 15 started by the tests (tests/pgserver.py), TLS certificates made with openssl.
 TEST_DEPS="$TEST_DEPS postgresql-15 python3-psycopg python3-cryptography openssl"
 # pyotp: the reference the tests compare the package's own TOTP code with
