@@ -65,7 +65,7 @@ def test_check_broken_policy(capsys, make_policy):
     assert err.splitlines() == [
         f"{path}:3: enforce.mode: expected one of off, groups, all",
         f"{path}:4: enforce.groups: expected a list of group names",
-        f"{path}:5: colour: unknown key; allowed here: version, enforce, exempt, totp, rate_limit, trust, email, storage, on_error",
+        f"{path}:5: colour: unknown key; allowed here: version, enforce, exempt, totp, rate_limit, trust, notify, email, storage, on_error",
     ]
 
 

@@ -45,10 +45,13 @@ THIRD_PARTY = {
 # (core/primitives.py: _sha2 is 3.12's name for 3.11's _sha256).
 NEWER_STDLIB = {"_sha2"}
 # Never reached from pam_module.py, through any branch.
-LOGIN_NEVER = ("pam_twofa.fleet", "pam_twofa.cli", "qrcode", "psycopg", "cryptography")
+LOGIN_NEVER = ("pam_twofa.fleet", "pam_twofa.cli", "psycopg", "cryptography")
 # yaml is reached only through the policy parser, which a login runs when the
 # compiled policy cache is missing or stale (docs/policy.md, "The policy cache").
 YAML_ONLY_VIA = "pam_twofa.policy.parse"
+# qrcode is reached only through system.qr, which only an enrollment at login imports
+# (enforce.unenrolled: enroll); tests/test_login_imports.py checks a TOTP login never loads it.
+QRCODE_ONLY_VIA = "pam_twofa.system.qr"
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -179,3 +182,9 @@ def test_the_login_path_reaches_yaml_only_through_the_policy_parser():
     graph = _graph()
     assert "yaml" in _reachable(graph, "pam_twofa.pam_module")  # a stale policy cache is parsed again
     assert "yaml" not in _reachable(graph, "pam_twofa.pam_module", skip=YAML_ONLY_VIA)
+
+
+def test_the_login_path_reaches_qrcode_only_through_the_qr_module():
+    graph = _graph()
+    assert "qrcode" in _reachable(graph, "pam_twofa.pam_module")  # an enrollment at login draws one
+    assert "qrcode" not in _reachable(graph, "pam_twofa.pam_module", skip=QRCODE_ONLY_VIA)

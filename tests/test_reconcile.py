@@ -586,3 +586,26 @@ def test_real_failures_on_two_hosts_lock_the_account():
     out = merged(b, base, a)
     assert auth.is_locked(out, NOW)
     assert auth.attempt(out, _code(STEP), NOW, LIMITS).result == auth.LOCKED
+
+
+def test_addresses_seen_are_merged_the_later_time_per_address():
+    base = enrolled(seen={A: NOW - 500})
+    local = changed(base, seen={A: NOW - 500, B: NOW - 10})  # a login from B here, offline
+    current = changed(base, seen={A: NOW - 100, C: NOW - 50})  # logins elsewhere meanwhile
+    assert merged(current, base, local).seen == {A: NOW - 100, B: NOW - 10, C: NOW - 50}
+
+
+def test_at_most_max_seen_addresses_the_oldest_going_first():
+    from pam_twofa.core.record import MAX_SEEN
+
+    base = enrolled()
+    mine = {f"10.0.0.{i}": NOW - 1000 + i for i in range(MAX_SEEN)}
+    theirs = {f"10.0.1.{i}": NOW - 500 + i for i in range(4)}
+    out = merged(changed(base, seen=theirs), base, changed(base, seen=mine))
+    assert len(out.seen) == MAX_SEEN and set(theirs) <= set(out.seen) and "10.0.0.0" not in out.seen
+
+
+def test_the_later_invitation_wins():
+    base = enrolled(invited_at=NOW - 90000)
+    assert merged(changed(base, invited_at=NOW - 10), base, base).invited_at == NOW - 10
+    assert merged(base, base, changed(base, invited_at=NOW - 5)).invited_at == NOW - 5

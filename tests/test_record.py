@@ -29,6 +29,7 @@ def sample(user="alice", **overrides) -> Record:
         last_success_at=1_699_999_000,
         last_success_rhost="192.0.2.7",
         email="alice@example.org",
+        seen={"192.0.2.7": 1_699_999_000},
     )
     fields.update(overrides)
     return Record(user, **fields)
@@ -410,7 +411,7 @@ def test_records_of_older_formats_keep_loading(name):
     assert loaded.trusted == ({} if name.startswith("v1") else {"192.0.2.7": 1764390000, "2001:db8::5": 1764391000})
     assert loaded.seen == {} and loaded.invited_at == 0
     again = dumps(loaded)
-    assert again.startswith(MAGIC + "\n")
+    assert again.startswith("pam-twofa-record 2\n")  # nothing of version 3 in it (see written_version)
     assert loads(again, CORPUS_USERS[name]) == loaded
     # Every value the old text held survives the upgrade.
     for line in text.split("\n")[1:-2]:
@@ -454,3 +455,15 @@ def test_trusted_roundtrip_and_limits():
     for bad in ("192.0.2.7", "=5", "a=b", "1.2.3.4=5,1.2.3.4=6", "a b=5"):
         with pytest.raises(RecordError):
             loads(replace_line("trusted", bad), "alice")
+
+
+def test_a_record_is_written_in_the_oldest_version_that_holds_it():
+    """A host not upgraded yet reads it (fleets upgrade host by host) until a newer field is used."""
+    plain = sample(seen={})
+    text = dumps(plain)
+    assert text.startswith("pam-twofa-record 2\n") and "\nseen " not in text and "\ninvited_at " not in text
+    assert loads(text, "alice") == plain
+    for field, value in (("seen", {"192.0.2.1": 5}), ("invited_at", 5)):
+        text = dumps(sample(**{"seen": {}, field: value}))
+        assert text.startswith(MAGIC + "\n") and f"\n{field} " in text
+    assert dumps(Record("bob")).startswith(f"pam-twofa-record {record.WRITE_FLOOR}\n")

@@ -321,3 +321,17 @@ def test_hash_constructors_work_without_the_pre_3_12_modules(monkeypatch):
     monkeypatch.setitem(sys.modules, "_sha2", None)
     with pytest.raises(ImportError):
         primitives.hash_constructor("SHA256")
+
+
+def test_drift_finds_the_nearest_step_outside_the_window():
+    key, now = b"drift-test-key-0123", 1_700_000_015.0
+    for offset in (-10, -4, -2, 2, 7, 10):
+        code = totp.totp(key, now + 30 * offset)
+        assert totp.match_step(key, code, now, window=1) is None
+        assert totp.drift(key, code, now, window=1) == offset
+    for offset in (-1, 0, 1):  # inside the window: a match, never drift
+        assert totp.drift(key, totp.totp(key, now + 30 * offset), now, window=1) is None
+    for offset in (-11, 11, 40):
+        assert totp.drift(key, totp.totp(key, now + 30 * offset), now, window=1) is None
+    assert totp.drift(key, "12345", now) is None  # wrong length
+    assert totp.drift(key, totp.totp(key, now + 90), now, window=3) is None  # 3 is inside a window of 3

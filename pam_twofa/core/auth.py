@@ -32,12 +32,17 @@ class Limits:
 
 
 class Outcome:
-    __slots__ = ("result", "record", "newly_locked")
+    """``drift``: for a refused TOTP code that matches an unused step outside the window (up to
+    ``totp.DRIFT_REACH`` steps away), that step's offset from now (negative: the device is behind);
+    0 otherwise. The code stays refused: the offset is for the admin's log only."""
 
-    def __init__(self, result: str, record: Record, newly_locked: bool = False) -> None:
+    __slots__ = ("result", "record", "newly_locked", "drift")
+
+    def __init__(self, result: str, record: Record, newly_locked: bool = False, drift: int = 0) -> None:
         self.result = result
         self.record = record
         self.newly_locked = newly_locked
+        self.drift = drift
 
     @property
     def ok(self) -> bool:
@@ -105,7 +110,13 @@ def attempt(record: Record, typed: str, now: float, limits: Limits) -> Outcome:
             result = RECOVERY
     if result in (SUCCESS, RECOVERY):
         return _succeed(new, result, now)
-    return _fail(new, result, now, limits)
+    outcome = _fail(new, result, now, limits)
+    if result == BAD_CODE and code.isdigit() and new.enrolled:
+        offset = totp.drift(new.key, code, now, new.digits, new.period, limits.window, new.algorithm)
+        # A step already used is an old code typed again, not a clock that is off.
+        if offset is not None and totp.time_step(now, new.period) + offset > new.last_step:
+            outcome.drift = offset
+    return outcome
 
 
 def _succeed(new: Record, result: str, now: float) -> Outcome:

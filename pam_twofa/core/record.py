@@ -10,13 +10,17 @@ class uses ``__slots__`` instead of ``dataclasses`` for the same reason
 The format evolves through one table, ``FIELDS``: each field has a codec, a
 default and the format version that introduced it. A record of version N
 must hold exactly the fields of versions up to N; fields introduced later
-take their defaults. So every older record keeps loading after an upgrade,
-and a record is always written in the current version (docs/store.md).
+take their defaults. So every older record keeps loading after an upgrade.
+A record is written in the oldest version that holds its values, and never
+older than ``WRITE_FLOOR``: a host not upgraded yet (a fleet is upgraded host
+by host) keeps reading every record until a field it does not know is used
+(docs/store.md).
 """
 
 VERSION = 3
 MAGIC_PREFIX = "pam-twofa-record "
 MAGIC = MAGIC_PREFIX + str(VERSION)
+WRITE_FLOOR = 2  # the oldest version written: the one before the current, what the last release reads
 MAX_BYTES = 64 * 1024
 MAX_TRUSTED = 16  # client addresses remembered per user (trust.seconds); the oldest expiry goes first
 MAX_SEEN = 32  # client addresses of the last logins with a code (notify.remember is at most this)
@@ -195,11 +199,24 @@ def _decode(codec: str, text: str) -> "Any":
     return found
 
 
+def written_version(record: Record) -> int:
+    """The oldest format version that holds every value of ``record`` (at least ``WRITE_FLOOR``)."""
+    version = WRITE_FLOOR
+    for name, codec, default, since in FIELDS:
+        if since > version:
+            value = getattr(record, name)
+            if (value != default) if codec not in _MUTABLE else bool(value):
+                version = since
+    return version
+
+
 def dumps(record: Record) -> str:
     _check(record)  # never write what loads refuses: it would come back as a corrupted record
-    lines = [MAGIC, "user " + _clean_text(record.user)]
-    for name, codec, _default, _since in FIELDS:
-        lines.append(f"{name} {_encode(codec, getattr(record, name))}")
+    version = written_version(record)
+    lines = [MAGIC_PREFIX + str(version), "user " + _clean_text(record.user)]
+    for name, codec, _default, since in FIELDS:
+        if since <= version:
+            lines.append(f"{name} {_encode(codec, getattr(record, name))}")
     lines.append("end")
     return "\n".join(lines) + "\n"
 

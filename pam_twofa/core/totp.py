@@ -66,3 +66,32 @@ def match_step(
         if _compare_digest(hotp(key, step, digits, algorithm).encode(), wanted) and found is None:
             found = step
     return found
+
+
+DRIFT_REACH = 10  # steps on each side of now that a refused code is compared with, for the admin's log only
+
+
+def drift(
+    key: bytes,
+    code: str,
+    now: float,
+    digits: int = 6,
+    period: int = 30,
+    window: int = 1,
+    algorithm: str = "SHA1",
+    reach: int = DRIFT_REACH,
+) -> int | None:
+    """For a code refused by ``match_step``: the step offset (negative: the device is behind) of the
+    nearest step outside the window, up to ``reach`` steps away, whose code equals ``code``; None
+    when none does. Only ever used to tell the admin that a device's clock is off: such a code
+    stays refused. Called on the failure path only (twice ``reach - window`` HMACs)."""
+    if len(code) != digits:
+        return None
+    wanted = code.encode("ascii", "replace")
+    current = time_step(now, period)
+    for distance in range(window + 1, reach + 1):
+        for offset in (-distance, distance):
+            step = current + offset
+            if step >= 0 and _compare_digest(hotp(key, step, digits, algorithm).encode(), wanted):
+                return offset
+    return None

@@ -41,17 +41,17 @@ class _Conversation:
     def _say(self, style: int, text: str) -> "Any":
         return self.pamh.conversation(self.pamh.Message(style, text))
 
-    def prompt(self, text: str, info: str | None = None) -> str | None:
-        """Ask with echo off; ``info`` goes in the same conversation (sshd shows it with the prompt)."""
+    def prompt(self, text: str, info: str | None = None, echo: bool = False) -> str | None:
+        """Ask, with echo off unless ``echo``; ``info`` goes in the same conversation (sshd puts it
+        in the prompt's own text, so every client shows it with the prompt)."""
         pamh = self.pamh
+        style = pamh.PAM_PROMPT_ECHO_ON if echo else pamh.PAM_PROMPT_ECHO_OFF
         try:
             if info:
-                responses = pamh.conversation(
-                    [pamh.Message(pamh.PAM_TEXT_INFO, info), pamh.Message(pamh.PAM_PROMPT_ECHO_OFF, text)]
-                )
+                responses = pamh.conversation([pamh.Message(pamh.PAM_TEXT_INFO, info), pamh.Message(style, text)])
                 response = responses[-1] if responses else None
             else:
-                response = self._say(pamh.PAM_PROMPT_ECHO_OFF, text)
+                response = self._say(style, text)
         except pamh.exception:
             return None
         except UnicodeDecodeError:

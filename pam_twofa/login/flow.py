@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     class Conversation(Protocol):
         """What the flow needs of the PAM conversation (login.adapter wraps pam_python's)."""
 
-        def prompt(self, text: str, info: str | None = None) -> str | None: ...
+        def prompt(self, text: str, info: str | None = None, echo: bool = False) -> str | None: ...
         def info(self, text: str) -> None: ...
         def error(self, text: str) -> None: ...
 
@@ -57,6 +57,27 @@ MSG_ENROLL_HINT = (
     "This account must use two-factor authentication. A one-time code was emailed to you. "
     "To use an authenticator app instead, run twofa-enroll once you are logged in."
 )
+# Enrollment at login (enforce.unenrolled: enroll, docs/login.md): the mailbox first, then the app.
+MSG_SETUP_FIRST = (
+    "This account must set up two-factor authentication. First, type the one-time code just emailed to you; "
+    "then you will set up your authenticator app."
+)
+MSG_SETUP_HEAD = "Set up two-factor authentication for {user} on {hostname}."
+PROMPT_APP = "Code from the app ({digits} digits): "
+MSG_SETUP_WRONG = (
+    "That code does not match. Check that the phone sets its clock automatically, wait for the next code and try again."
+)
+MSG_SETUP_GAVE_UP = "No valid code from the app: nothing was set up. Log in again to start over."
+MSG_SETUP_CHANGED = (
+    "Two-factor authentication of this account changed during this login: nothing was set up. Log in again."
+)
+MSG_SETUP_DONE = "Two-factor authentication is now on for {user}: from now on, log in with a code from the app."
+MSG_RECOVERY = (
+    "Recovery codes: each works once at the code prompt if you lose your phone. "
+    "Keep them somewhere safe; they are not shown again."
+)
+PROMPT_SAVED = "Press Enter when you have saved them: "
+SETUP_TRIES = 3
 
 
 class Options:
@@ -187,7 +208,7 @@ class Login:
             return self.failed_closed("system", exc)
 
     def _run(self, policy: Policy, store: "Store") -> str:
-        from pam_twofa.core.decision import DENY, EMAIL, ERROR, SKIP, TRUSTED, decide, unresolved_groups
+        from pam_twofa.core.decision import DENY, EMAIL, ENROLL, ERROR, SKIP, TRUSTED, decide, unresolved_groups
         from pam_twofa.store import StoreError, storable_name
         from pam_twofa.system import accounts
 
@@ -231,7 +252,7 @@ class Login:
             self.log(log.NOTICE, "denied: not enrolled", decision.rule)
             self.conv.error(MSG_NOT_ENROLLED)
             return FAIL
-        if decision.action == EMAIL:
+        if decision.action in (EMAIL, ENROLL):
             return self.email_code(policy, store, decision, account.name)
         return self.check_totp(policy, store, account.name)
 
@@ -254,12 +275,53 @@ class Login:
                 return FAIL
             now = self.now()
             outcome = auth.attempt(record, typed, now, policy.limits())
+            alert = False
             if outcome.ok:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
                 self.renew_trust(policy, outcome.record, now)
+                alert = self.note_address(policy, outcome.record, now)
             if outcome.record != record:
                 section.save(outcome.record)
-        return self.finish(outcome, policy, user)
+        result = self.finish(outcome, policy, user)
+        if alert:
+            self.alert(policy, outcome.record, now)
+        return result
+
+    def note_address(self, policy: Policy, record: "Record", now: float) -> bool:
+        """After a correct code (in the record about to be written): remember this client address;
+        True when ``notify.new_address`` wants a mail for it."""
+        if not policy.notify_new_address or not self.rhost:
+            return False
+        from pam_twofa.core import alert
+
+        return alert.remember(record, self.rhost, now, policy.notify_remember)
+
+    def alert(self, policy: Policy, record: "Record", now: float) -> None:
+        """Mail the new-address alert from a detached process: it never delays or fails the login."""
+        import socket
+
+        from pam_twofa.system import mail
+
+        user, rhost = record.user, self.rhost or ""
+        hostname = socket.gethostname()
+        try:
+            address = record.email or policy.email_address.format(user=user, hostname=hostname)
+        except (KeyError, IndexError, ValueError):
+            address = ""
+        if not mail.valid_address(address):
+            self.log(log.WARNING, "new address alert not mailed", "no valid address: set one with twofa-admin email")
+            return
+        message = mail.build_new_address_alert(policy, user, address, rhost, now, hostname)
+
+        def failed(reason: str) -> None:
+            self.log(log.WARNING, "new address alert failed", reason)
+
+        try:
+            mail.send_detached(policy, message, failed)
+        except OSError as exc:  # fork refused: the login goes on all the same
+            self.log(log.WARNING, "new address alert failed", exc.strerror or type(exc).__name__)
+            return
+        self.log(log.INFO, "new address alert mailed", f"to {mail.mask(address)}")
 
     def renew_trust(self, policy: Policy, record: "Record", now: float) -> None:
         """After a correct code: trust this client for ``trust.seconds`` (in the record about to be written)."""
@@ -285,6 +347,16 @@ class Login:
             self.conv.error(MSG_LOCKED.format(until=_utc(outcome.record.locked_until), user=user))
             return FAIL
         self.log(log.NOTICE, kind + result, f"failure {len(outcome.record.failures)} of {policy.max_failures}")
+        if outcome.drift:
+            # For the admin only: the client is told no more than for any wrong code.
+            seconds = abs(outcome.drift) * outcome.record.period
+            way = "behind" if outcome.drift < 0 else "ahead"
+            self.log(
+                log.NOTICE,
+                "clock drift",
+                f"the code matches {abs(outcome.drift)} steps {'before' if outcome.drift < 0 else 'after'} now, outside"
+                f" totp.window: the device's clock seems {seconds} s {way}; it should be set to automatic time",
+            )
         if result == auth.REPLAYED:
             self.conv.error(MSG_REPLAYED)
         elif result == auth.EXPIRED:
@@ -340,20 +412,135 @@ class Login:
         except mail.MailError as exc:
             return self.mail_failed(store, user, exc, issued.email_code_hash, int(now))
         self.log(log.INFO, "code mailed", f"to {mail.mask(address)}; {decision.rule}")
-        typed = self.conv.prompt(f"Code sent to {mail.mask(address)}: ", MSG_ENROLL_HINT)
+        from pam_twofa.core.decision import ENROLL
+
+        enrolling = decision.action == ENROLL
+        typed = self.conv.prompt(
+            f"Code sent to {mail.mask(address)}: ", MSG_SETUP_FIRST if enrolling else MSG_ENROLL_HINT
+        )
         if typed is None:
             self.log(log.NOTICE, "no answer", "the conversation returned no code")
             return FAIL
+        alert = False
         with store.locked(user) as section:
             record = section.record or Record(user)
             now = self.now()
             outcome = auth.attempt_email(record, typed, now, policy.limits())
             if outcome.ok:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
-                self.renew_trust(policy, outcome.record, now)
+                if not enrolling:  # trust comes with the app's first code, not with the mailbox alone
+                    self.renew_trust(policy, outcome.record, now)
+                    alert = self.note_address(policy, outcome.record, now)
             if outcome.record != record:
                 section.save(outcome.record)
-        return self.finish(outcome, policy, user, "emailed ")
+        if enrolling and outcome.ok:
+            self.log(log.INFO, "emailed success", "the mailbox is proven; setting up the authenticator app")
+            return self.enroll_at_login(policy, store, user)
+        result = self.finish(outcome, policy, user, "emailed ")
+        if alert:
+            self.alert(policy, outcome.record, now)
+        return result
+
+    def enroll_at_login(self, policy: Policy, store: "Store", user: str) -> str:
+        """``enforce.unenrolled: enroll``, once the emailed code proved the mailbox: a new secret as a
+        QR code, its key and URI, in the SSH conversation; activated only when a code from the app
+        verifies, and only if nobody enrolled this user meanwhile (under the lock). Then the recovery
+        codes, once. Nothing is stored before that code: giving up leaves the user unenrolled, and
+        the next login starts over with a new emailed code (docs/login.md, "Enrollment at login")."""
+        import socket
+
+        from pam_twofa.core import auth, provisioning, recovery, totp
+        from pam_twofa.core.record import Record
+
+        hostname = socket.gethostname()
+        key = _random_bytes(20)  # 160 bits, as RFC 4226 recommends and twofa-enroll makes
+        digits, period, algorithm = policy.totp_digits, policy.totp_period, policy.totp_algorithm
+        issuer = policy.totp_issuer.format(hostname=hostname)
+        uri = provisioning.provisioning_uri(key, user, hostname, issuer, digits, period, algorithm)
+        try:
+            from pam_twofa.system import qr
+
+            picture = qr.render(uri, "plain")
+        except Exception as exc:  # no qrcode package: the key and URI still set the app up
+            self.log(log.WARNING, "no QR code", f"{type(exc).__name__}: showing the key and URI only")
+            picture = ""
+        setup = "\n".join(
+            [MSG_SETUP_HEAD.format(user=user, hostname=hostname), *provisioning.setup_lines(uri, key, picture)]
+        )
+        step = None
+        for attempt in range(SETUP_TRIES):
+            # The QR code goes with the first prompt only: it stays on the screen above the next ones.
+            typed = self.conv.prompt(PROMPT_APP.format(digits=digits), setup if attempt == 0 else None, echo=True)
+            if typed is None:
+                self.log(log.NOTICE, "enrollment at login abandoned", "no answer at the app's code; nothing stored")
+                return FAIL
+            code = auth.normalize_code(typed)
+            if code.isdigit():
+                step = totp.match_step(key, code, self.now(), digits, period, policy.totp_window, algorithm)
+            if step is not None:
+                break
+            if attempt < SETUP_TRIES - 1:
+                self.conv.error(MSG_SETUP_WRONG)
+        if step is None:
+            self.log(
+                log.NOTICE,
+                "enrollment at login abandoned",
+                f"no valid code from the app in {SETUP_TRIES} tries; nothing stored",
+            )
+            self.conv.error(MSG_SETUP_GAVE_UP)
+            return FAIL
+        codes, salt, hashes = recovery.new_codes()
+        with store.locked(user) as section:
+            current = section.record or Record(user)
+            now = self.now()
+            if current.enrolled or auth.is_locked(current, now):
+                why = "enrolled meanwhile" if current.enrolled else "locked meanwhile"
+                self.log(log.WARNING, "enrollment at login refused", f"{why}; nothing stored")
+                self.conv.error(MSG_SETUP_CHANGED)
+                return FAIL
+            stored = current.copy()
+            # The login state stays (mails sent, addresses seen, the admin's address); the secret is new.
+            stored.key, stored.algorithm, stored.digits, stored.period = key, algorithm, digits, period
+            stored.enrolled_at = int(now)
+            stored.recovery_salt, stored.recovery_hashes = salt, hashes
+            stored.last_step = step  # the code just typed counts as used
+            stored.failures, stored.locked_until = [], 0
+            stored.last_success_at = int(now)
+            stored.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
+            stored.email_code_salt, stored.email_code_hash, stored.email_code_expires = b"", b"", 0
+            self.renew_trust(policy, stored, now)
+            self.note_address(policy, stored, now)
+            section.save(stored)
+        self.log(log.NOTICE, "enrolled at login", "TOTP set up after an emailed code; recovery codes shown once")
+        self.notice(policy, stored, now, hostname)
+        lines = [MSG_SETUP_DONE.format(user=user), "", MSG_RECOVERY]
+        lines += [f"    {first}    {second}" for first, second in zip(codes[0::2], codes[1::2])]
+        # A prompt, not a message: every client shows a prompt before the session starts, and the
+        # user says when the codes are saved. Its answer is not used.
+        self.conv.prompt(PROMPT_SAVED, "\n".join(lines), echo=True)
+        return PASS
+
+    def notice(self, policy: Policy, record: "Record", now: float, hostname: str) -> None:
+        """The change notice of an enrollment at login (as twofa-enroll mails it), detached."""
+        from pam_twofa.system import mail
+
+        user = record.user
+        try:
+            address = record.email or policy.email_address.format(user=user, hostname=hostname)
+        except (KeyError, IndexError, ValueError):
+            address = ""
+        if not mail.valid_address(address):
+            return  # the emailed code went to this same address: not reached
+        where = f"an SSH login from {self.rhost or 'an unknown address'}"
+        message = mail.build_change_notice(policy, user, address, "enrolled at login", where, now, hostname)
+
+        def failed(reason: str) -> None:
+            self.log(log.WARNING, "notification mail failed", reason)
+
+        try:
+            mail.send_detached(policy, message, failed)
+        except OSError as exc:
+            self.log(log.WARNING, "notification mail failed", exc.strerror or type(exc).__name__)
 
     def mail_failed(self, store: "Store", user: str, error: "MailError", pending: bytes, sent_at: int) -> str:
         """The code could not be mailed: refused whatever ``on_error`` says (there is no code to check).

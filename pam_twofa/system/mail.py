@@ -18,6 +18,7 @@ from pam_twofa.system import secretfile
 TYPE_CHECKING = False  # True for mypy only: the annotations are strings (``annotations`` above)
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from datetime import datetime
     from typing import Any, Protocol
 
@@ -133,6 +134,35 @@ def build_change_notice(
     return message
 
 
+def build_new_address_alert(
+    policy: Policy, user: str, address: str, rhost: str, now: float, hostname: str
+) -> EmailMessage:
+    """The mail after a login with a code from a client address ``user`` has not used lately
+    (``notify.new_address``): the host, the address and the time, and what to do if it was not them."""
+    from pam_twofa.store import shell_word
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+    message = EmailMessage()
+    message["From"] = policy.email_from.format(hostname=hostname)
+    message["To"] = address
+    message["Subject"] = f"New login to {hostname} as {user} from {rhost}"
+    message["Date"] = format_datetime(time_to_datetime(now))
+    message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(
+        f"{user} logged in to {hostname} with a two-factor code\n"
+        f"from {rhost}, an address not among this account's recent logins,\n"
+        f"at {when}.\n\n"
+        f"If this was you, nothing else is needed.\n\n"
+        f"If it was not you, someone knows your password and has your second factor\n"
+        f"(your phone, a recovery code, or your mailbox). Change your password, and\n"
+        f"contact an administrator at once: they can turn your 2FA off with\n"
+        f"    twofa-admin disable {shell_word(user)}\n"
+        f"so that you enroll again with a new secret.\n"
+    )
+    return message
+
+
 def time_to_datetime(now: float) -> datetime:
     from datetime import datetime, timezone
 
@@ -216,6 +246,39 @@ def send(policy: Policy, message: EmailMessage) -> None:
         if not pending and signal.SIGPIPE in signal.sigpending():
             signal.sigtimedwait({signal.SIGPIPE}, 0)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def send_detached(policy: Policy, message: EmailMessage, failed: Callable[[str], None]) -> None:
+    """Deliver ``message`` from a detached grandchild and return at once: a mail that only informs
+    (a new-address alert, a change notice after a login) must never hold a login up for
+    ``email.smtp.timeout``, nor fail it. ``failed(reason)`` runs in the grandchild when the send
+    fails (it logs). The grandchild keeps no descriptor of the caller's (sshd's client socket
+    included, so a closed session is not held open) and leaves with ``os._exit``: no atexit
+    handler or buffered output of the caller runs twice.
+    """
+    import os
+    import syslog
+
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        return
+    try:
+        if os.fork() == 0:
+            os.setsid()
+            syslog.closelog()  # its socket goes with the others; the next line opens a new one
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, 65536)
+            try:
+                send(policy, message)
+            except MailError as exc:
+                failed(str(exc))
+            except Exception as exc:  # never a traceback from a process nobody waits for
+                failed(type(exc).__name__)
+    finally:
+        os._exit(0)
 
 
 def _send(policy: Policy, message: EmailMessage) -> None:

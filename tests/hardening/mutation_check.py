@@ -269,9 +269,9 @@ MUTANTS = {
         [
             (
                 "pam_twofa/login/flow.py",
-                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            if outcome.ok:\n",
-                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            if outcome.ok:\n"
-                "                self.log(log.INFO, 'key', record.key.hex())\n",
+                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            alert = False\n",
+                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            alert = False\n"
+                "            self.log(log.INFO, 'key', record.key.hex())\n",
             ),
         ],
         [H + "test_syslog_leaks.py"],
@@ -406,6 +406,59 @@ MUTANTS = {
             ),
         ],
         ["tests/pam/test_pam_agent_socket.py::test_an_agent_that_stops_reading_does_not_kill_the_pam_application"],
+    ),
+    # --- self-service: enrollment at login, alerts, drift (issue 25) -------------------------
+    "enroll-at-login-without-the-mailbox": (
+        "self-service",
+        [("pam_twofa/login/flow.py", "        if enrolling and outcome.ok:\n", "        if enrolling:\n")],
+        ["tests/test_login_self_service.py::test_a_wrong_emailed_code_never_shows_a_secret"],
+    ),
+    "enroll-at-login-over-an-enrollment": (
+        "self-service",
+        [
+            (
+                "pam_twofa/login/flow.py",
+                "            if current.enrolled or auth.is_locked(current, now):\n",
+                "            if auth.is_locked(current, now):\n",
+            )
+        ],
+        ["tests/test_login_self_service.py::test_an_enrollment_made_meanwhile_wins"],
+    ),
+    "drift-for-a-used-step": (
+        "self-service",
+        [
+            (
+                "pam_twofa/core/auth.py",
+                "        if offset is not None and totp.time_step(now, new.period) + offset > new.last_step:\n",
+                "        if offset is not None:\n",
+            )
+        ],
+        ["tests/test_login_self_service.py::test_an_old_used_code_is_no_drift"],
+    ),
+    "alert-for-every-address": (
+        "self-service",
+        [
+            (
+                "pam_twofa/core/alert.py",
+                "    due = bool(record.seen) and address not in record.seen\n",
+                "    due = True\n",
+            )
+        ],
+        [
+            "tests/test_alert.py",
+            "tests/test_login_self_service.py::test_alert_for_a_new_address_and_not_for_a_known_one",
+        ],
+    ),
+    "alert-holds-up-the-login": (
+        "self-service",
+        [
+            (
+                "pam_twofa/login/flow.py",
+                "            mail.send_detached(policy, message, failed)\n        except OSError as exc:  # fork",
+                "            mail.send(policy, message)\n        except OSError as exc:  # fork",
+            )
+        ],
+        ["tests/test_login_self_service.py::test_an_alert_that_cannot_be_sent_never_blocks_the_login"],
     ),
     # --- trust-zone: a link-local client is never trusted (issue 24) --------------------------
     "trust-drops-the-zone": (

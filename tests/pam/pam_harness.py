@@ -406,6 +406,86 @@ class Env:
         return Result(proc.returncode, output, lines)
 
 
+    def run_dialog(self, argv, extra_env=None, steps=(), timeout: float = 60) -> Result:
+        """``run`` as a dialog: the output is read as it comes, and each of ``steps`` in turn is
+        called as ``step(proc, output)`` (``output()``: all the text so far) until it returns the
+        bytes to type (None: stop typing, close stdin). For answers that depend on what the
+        command showed, such as a code from a secret it printed. stdout is unbuffered (stdbuf),
+        so text printed before a prompt is there when the prompt is.
+        """
+        assignments = [f"{k}={v}" for k, v in (extra_env or {}).items()]
+        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, str(self.root), "env"]
+        cmd += [*assignments, "stdbuf", "-o0", "-e0", *map(str, argv)]
+        mark = self.listener.mark()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.base_env,
+            cwd=str(self.root),
+        )
+        stdin, stdout = proc.stdin, proc.stdout
+        assert stdin is not None and stdout is not None
+        chunks: list[bytes] = []
+
+        def read() -> None:
+            while True:
+                data = os.read(stdout.fileno(), 65536)
+                if not data:
+                    return
+                chunks.append(data)
+
+        reader = threading.Thread(target=read, name="dialog-output", daemon=True)
+        reader.start()
+
+        def output() -> str:
+            return b"".join(chunks).decode("utf-8", "replace")
+
+        try:
+            for step in steps:
+                answer = step(proc, output)
+                if answer is None:
+                    break
+                try:
+                    stdin.write(answer)
+                    stdin.flush()
+                except BrokenPipeError:
+                    break
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            try:
+                stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{argv[0]} did not finish within {timeout} s:\n{output()}")
+        reader.join(timeout=10)
+        lines = self.listener.since(mark)
+        return Result(proc.returncode, output(), lines)
+
+
+def wait_for(proc, output, pattern, timeout: float = 20):
+    """The first match of ``pattern`` (a compiled regex) in ``output()``; None when the process ended
+    or ``timeout`` passed without one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = pattern.search(output())
+        if found:
+            return found
+        if proc.poll() is not None:
+            return pattern.search(output())
+        time.sleep(0.02)
+    return None
+
+
 def _command_of(root: Path, name: str, module: str) -> str:
     """A console script like the installed one, running the package at PAM_TWOFA_TEST_PACKAGE."""
     folder = root / "bin"
@@ -696,6 +776,27 @@ on_error: {on_error}
 
         argv, env = self._pamtester_command(service, user, rhost)
         return self._checked(self.env.run_interactive(argv, env, first, answer, timeout=timeout), typed)
+
+    def pamtester_dialog(self, service: str, user: str, steps, rhost=None, timeout: float = 60) -> Result:
+        """``pamtester`` driven by ``steps`` (see ``Env.run_dialog``); each step's answer (bytes,
+        without the newline) is typed as a line and becomes a secret for the syslog leak check."""
+        typed: list[str] = []
+
+        def wrap(step):
+            def run(proc, output):
+                answer = step(proc, output)
+                if answer is None:
+                    return None
+                text = answer.decode() if isinstance(answer, bytes) else answer
+                typed.append(text)
+                if text:
+                    self.sensitive.add(text)
+                return text.encode() + b"\n"
+
+            return run
+
+        argv, env = self._pamtester_command(service, user, rhost)
+        return self._checked(self.env.run_dialog(argv, env, [wrap(s) for s in steps], timeout=timeout), typed)
 
     def login(self, stack: str, user: str, code=None, password=None, rhost=None) -> Result:
         """A login through ``stack``: the password first in the password stack, then the code (if any)."""

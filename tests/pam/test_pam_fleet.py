@@ -474,3 +474,29 @@ def test_a_totp_login_goes_through_while_20_email_logins_wait_on_a_blackholed_sm
     for user in EMAIL_USERS:  # the server never had a message: no send counted, no code pending
         record = stored(a.fleet.store(), user)
         assert record.email_sends == [] and record.email_code_hash == b"", user
+
+
+def test_enrollment_at_login_on_a_serves_the_app_on_b(hosts):
+    """``unenrolled: enroll`` with the database backend: enrolled through A's agent, the secret is
+    the fleet's: B asks for the app's code and refuses the code A's enrollment used."""
+    from aiosmtpd.controller import Controller
+    from test_pam_email import Handler, Mailbox, free_port
+    from test_pam_self_service import enroll_steps
+
+    a, b = hosts
+    box, port = Mailbox(), free_port()
+    controller = Controller(Handler(box), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        for host in hosts:
+            write_email_policy(host, port, "deny", unenrolled="enroll")
+        settle(8)
+        steps, shown = enroll_steps(a.scratch, box)
+        result = a.scratch.pamtester_dialog(KEY, "bob", steps, rhost="192.0.2.10")
+        assert result.ok, result
+        assert not (a.scratch.state_dir / "users").exists()  # in the database, not the file store
+        used = b.login("bob", oath(shown["secret"], shown["step"]))
+        assert used.denied and MSG_REPLAYED in used.output, used
+        assert b.login("bob", shown["recovery"][0]).ok
+    finally:
+        controller.stop()

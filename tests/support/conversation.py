@@ -20,10 +20,10 @@ class Conv:
         self.infos: list[str] = []
         self.errors: list[str] = []
 
-    def prompt(self, text: str, info: str | None = None) -> str | None:
+    def prompt(self, text: str, info: str | None = None, echo: bool = False) -> str | None:
         if info:
             self.info(info)
-        self.transcript.append(("prompt", text))
+        self.transcript.append(("echo prompt" if echo else "prompt", text))
         self.prompts.append(text)
         return self.answers.pop(0) if self.answers else None
 

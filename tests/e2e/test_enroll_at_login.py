@@ -1,0 +1,210 @@
+"""Enrollment at the first login (``enforce.unenrolled: enroll``) through three real SSH clients:
+OpenSSH's ``ssh``, PuTTY's ``plink`` and paramiko, on Debian 12 and 13 (issue 25).
+
+Each client receives the QR code in the text of a keyboard-interactive prompt. The test takes the
+lines the client showed (its terminal, or the prompt text paramiko got), rebuilds the modules,
+decodes them with ``zbarimg`` (independent of the ``qrcode`` package that drew them), computes a
+code from the secret in the decoded URI, and types it; then logs in again with a code from it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from e2e_harness import (
+    LOOPBACK,
+    MAILED_CODE,
+    Host,
+    current_code,
+    email_settings,
+    ssh_login,
+    totp_at,
+    wait_for_fresh_step,
+)
+from e2e_terminal import HALF_BLOCKS, Terminal, decode_qr, normalize, recovery_codes, strip_ansi
+
+pytestmark = pytest.mark.e2e
+
+APP_PROMPT = "Code from the app (6 digits): "
+SAVED_PROMPT = "Press Enter when you have saved them: "
+GROUP = "selfenroll"
+
+
+@pytest.fixture
+def enroll_policy(scenario, password_host, smtp_server):
+    """``unenrolled: enroll`` for members of GROUP, mail to the test's SMTP server; restored after."""
+    original = password_host.run(["cat", "/etc/pam-twofa/policy.yaml"]).stdout
+    password_host.run(f"getent group {GROUP} >/dev/null || groupadd {GROUP}")
+    password_host.write_policy(
+        original.replace("groups: [twofa]", f"groups: [twofa, {GROUP}]").replace(
+            "unenrolled: deny", "unenrolled: enroll"
+        )
+        + "email:\n"
+        + email_settings(smtp_server)
+    )
+    check = password_host.run(["twofa-admin", "check"])
+    assert "OK" in check.stdout, check.stdout
+    smtp_server.clear()
+    yield smtp_server
+    password_host.write_policy(original)
+
+
+def qr_lines_of(text: str) -> list[str]:
+    """The half-block lines between the "Scan this QR code" heading and "Cannot scan it?"."""
+    lines = normalize(strip_ansi(text)).split("\n")
+    start = max(i for i, line in enumerate(lines) if "Scan this QR code" in line)
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("Cannot scan it?"))
+    return [line for line in lines[start + 1 : end] if line.strip(" ")]
+
+
+def decoded_secret(text: str, png) -> tuple[str, str]:
+    """(the URI decoded from the QR code in ``text``, its secret). The code is drawn for a dark
+    background: a block is a light module."""
+    rows = []
+    lines = qr_lines_of(text)
+    width = max(len(line) for line in lines)
+    for line in lines:
+        line = line.ljust(width)  # a terminal may drop trailing spaces
+        assert set(line) <= set(HALF_BLOCKS), f"unexpected characters in a QR line: {line!r}"
+        pairs = [HALF_BLOCKS[ch] for ch in line]
+        rows.append([not top for top, _ in pairs])
+        rows.append([not bottom for _, bottom in pairs])
+    uri = decode_qr(rows, png)
+    assert uri.startswith("otpauth://totp/"), uri
+    secret = parse_qs(urlparse(uri).query)["secret"][0]
+    # the key shown for "cannot scan it?" is the same secret
+    assert " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)) in text
+    return uri, secret
+
+
+def mailed_code(smtp, count: int) -> str:
+    message = smtp.wait_for(count, timeout=20)[count - 1]
+    return MAILED_CODE.search(message.get_content()).group(1)
+
+
+def enrolled_check(host: Host, user: str, password: str, secret: str) -> None:
+    """The record is active: a login with the app's next code works, the one typed at enrollment is used."""
+    assert host.run(f"grep -q '^key [0-9a-f]' /var/lib/pam-twofa/users/{user}.rec", check=False).returncode == 0
+    wait_for_fresh_step(5)
+    time.sleep(30 - time.time() % 30 + 0.5)  # the enrollment used this step's code: the next one
+    again = ssh_login(host.port, user, password=password, code=current_code(secret))
+    assert again.ok and again.output.strip() == user, again
+
+
+def test_paramiko(password_host, enroll_policy, make_user, tmp_path):
+    smtp = enroll_policy
+    user, password = make_user(password_host, groups=GROUP)
+    seen: dict = {}
+
+    def answer(prompt):
+        if prompt.endswith("@example.com: "):
+            return mailed_code(smtp, 1)
+        if prompt.endswith(APP_PROMPT):
+            seen["uri"], seen["secret"] = decoded_secret(prompt, tmp_path / "qr.png")
+            return totp_at(seen["secret"])
+        if prompt.endswith(SAVED_PROMPT):
+            seen["codes"] = recovery_codes(prompt)
+            return ""
+        return None
+
+    wait_for_fresh_step(10)
+    login = ssh_login(password_host.port, user, password=password, answer=answer, timeout=60)
+    assert login.ok and login.output.strip() == user, login
+    assert len(seen["codes"]) == 10
+    assert password_host.syslog().count(f"user={user} rhost=127.0.0.1 result=enrolled at login") == 1
+    enrolled_check(password_host, user, password, seen["secret"])
+
+
+def ssh_argv(port: int, user: str) -> list[str]:
+    return [
+        "env",
+        "LC_ALL=C.UTF-8",
+        "ssh",
+        "-tt",
+        "-F",
+        "/dev/null",
+        "-p",
+        str(port),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "PreferredAuthentications=keyboard-interactive",
+        "-o",
+        "PubkeyAuthentication=no",
+        "-o",
+        "IdentityAgent=none",
+        f"{user}@{LOOPBACK}",
+        "id -un; echo E2E-DONE",
+    ]
+
+
+def drive(term: Terminal, smtp, password: str, png) -> str:
+    """Answer the prompts of an enrollment at login on a terminal; returns the secret."""
+    term.expect("Password: ")
+    term.send_line(password)
+    term.expect("@example.com: ")
+    term.send_line(mailed_code(smtp, 1))
+    term.expect(APP_PROMPT, timeout=30)
+    _uri, secret = decoded_secret(term.transcript, png)
+    term.send_line(totp_at(secret))
+    term.expect(SAVED_PROMPT)
+    assert len(recovery_codes(term.transcript)) == 10
+    term.send_line("")
+    return secret
+
+
+def test_openssh(password_host, enroll_policy, make_user, tmp_path):
+    smtp = enroll_policy
+    user, password = make_user(password_host, groups=GROUP)
+    wait_for_fresh_step(10)
+    term = Terminal(ssh_argv(password_host.port, user), timeout=60)
+    try:
+        secret = drive(term, smtp, password, tmp_path / "qr.png")
+        term.expect("E2E-DONE")
+        assert re.search(rf"^{user}$", term.transcript, re.M), term.transcript[-2000:]
+    finally:
+        term.close()
+    enrolled_check(password_host, user, password, secret)
+
+
+def host_key_fingerprint(host: Host) -> str:
+    """The SHA256 fingerprint of the container's ed25519 host key, for plink's ``-hostkey``."""
+    done = host.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "/etc/ssh/ssh_host_ed25519_key.pub"])
+    return done.stdout.split()[1]
+
+
+def test_plink(password_host, enroll_policy, make_user, tmp_path):
+    smtp = enroll_policy
+    user, password = make_user(password_host, groups=GROUP)
+    argv = [
+        "env",
+        "LC_ALL=C.UTF-8",
+        "plink",
+        "-ssh",
+        "-no-antispoof",
+        "-P",
+        str(password_host.port),
+        "-l",
+        user,
+        "-hostkey",
+        host_key_fingerprint(password_host),
+        "-noagent",
+        LOOPBACK,
+        "id -un; echo E2E-DONE",
+    ]
+    wait_for_fresh_step(10)
+    term = Terminal(argv, timeout=60)
+    try:
+        secret = drive(term, smtp, password, tmp_path / "qr.png")
+        term.expect("E2E-DONE")
+        assert re.search(rf"^{user}$", term.transcript, re.M), term.transcript[-2000:]
+    finally:
+        term.close()
+    enrolled_check(password_host, user, password, secret)
