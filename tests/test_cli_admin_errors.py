@@ -68,6 +68,8 @@ def pol(make_policy):
         ["unlock", "alice"],
         ["explain", "alice", "--rhost", "10.0.0.1"],
         ["email", "alice", "alice@example.org"],
+        ["invite", "alice"],
+        ["invite", "--unenrolled", "--dry-run"],
         ["pam-config"],
     ],
 )
@@ -103,7 +105,7 @@ def test_top_level_help_documents_the_exit_codes_and_every_command():
     code, out, _err = admin("--help", as_nobody=True)
     assert code == 0
     assert "exit codes" in out and "2 policy invalid" in out and "3 store unreadable" in out, out
-    for command in ("check", "disable", "status", "unlock", "explain", "email", "pam-config"):
+    for command in ("check", "disable", "status", "unlock", "explain", "email", "invite", "pam-config"):
         assert command in out, command
 
 
@@ -120,6 +122,8 @@ def test_top_level_help_documents_the_exit_codes_and_every_command():
         ["explain", UNKNOWN],
         ["explain", UNKNOWN, "--rhost", "192.0.2.1"],
         ["email", UNKNOWN, "someone@example.org"],
+        ["invite", UNKNOWN],
+        ["invite", "root", UNKNOWN, "--dry-run"],
     ],
 )
 def test_unknown_user_is_one_line_exit_1(pol, tmp_path, argv):
@@ -160,6 +164,8 @@ def test_names_that_are_not_file_names_are_looked_up_like_any_other(pol, name, t
         ["disable", "root", "--yes"],
         ["unlock", "root"],
         ["email", "root", "root@example.org"],
+        ["invite", "root"],
+        ["invite", "--unenrolled"],
     ],
 )
 def test_missing_policy_is_exit_2_naming_the_file(tmp_path, argv):

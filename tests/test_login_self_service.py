@@ -129,7 +129,9 @@ def test_the_qr_code_in_the_prompt_is_the_uri_shown(make_policy, store, smtp):
     result, conv = login_with(enroll_policy(make_policy, port), "bob", enrolling(delivered))
     assert result == PASS
     setup = conv.infos[1]
-    uri = re.search(r"otpauth://\S+", setup).group(0)
+    found = re.search(r"otpauth://\S+", setup)
+    assert found
+    uri = found.group(0)
     assert f"secret={provisioning.base32(store.load('bob').key)}" in uri
     assert qr.render(uri, "plain").rstrip("\n") in setup
 

@@ -16,13 +16,13 @@ from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.cli.backends import storage_problems, store_for
 from pam_twofa.cli.pamconfig import render
 from pam_twofa.core import trust
-from pam_twofa.core.decision import DENY, EMAIL, ERROR, SKIP, TOTP, TRUSTED, Decision, decide
+from pam_twofa.core.decision import DENY, EMAIL, ENROLL, ERROR, SKIP, TOTP, TRUSTED, Decision, decide
 from pam_twofa.core.network import parse_address
 from pam_twofa.core.record import Record
 from pam_twofa.login.flow import Options
 from pam_twofa.policy import DEFAULT_PATH, Policy, PolicyError
-from pam_twofa.store import CorruptedRecord, Store, storable_name
-from pam_twofa.system import accounts, log, pamd
+from pam_twofa.store import CorruptedRecord, Store, StoreError, shell_word, storable_name
+from pam_twofa.system import accounts, log, mail, pamd
 from pam_twofa.system.mail import valid_address
 
 EPILOG = """exit codes: 0 ok, 1 usage, unknown user or not root, 2 policy invalid, 3 store unreadable,
@@ -36,6 +36,8 @@ examples:
   twofa-admin disable alice            # lost phone: remove the secret and recovery codes
   twofa-admin unlock alice
   twofa-admin email alice alice@example.com
+  twofa-admin invite --unenrolled --dry-run   # who would be mailed how to enroll
+  twofa-admin invite alice bob
   twofa-admin pam-config --stack key
   twofa-admin db check                 # the database backend (docs/many-hosts.md)
 """
@@ -79,6 +81,18 @@ def parser() -> argparse.ArgumentParser:
     email = command("email", "record the address USER's emailed codes go to (overrides email.address)")
     email.add_argument("user")
     email.add_argument("address")
+    invite = command(
+        "invite",
+        "mail enforced users who have not enrolled how to set up 2FA (at most once a day per user unless --force)",
+    )
+    invite.add_argument("users", nargs="*", metavar="USER", help="the users to invite")
+    invite.add_argument(
+        "--unenrolled",
+        action="store_true",
+        help="every enforced user this host knows who has not enrolled (docs/admin-guide.md, Inviting users)",
+    )
+    invite.add_argument("--dry-run", action="store_true", help="list who would be mailed; send and write nothing")
+    invite.add_argument("--force", action="store_true", help="mail users invited less than a day ago too")
     config = command(
         "pam-config",
         "print the /etc/pam.d/sshd and sshd_config lines for this install (sshd only: pam_python in any other"
@@ -308,6 +322,8 @@ _DESCRIBE = {
     TOTP: "the authenticator (or a recovery) code is asked",
     EMAIL: "a one-time code is emailed and asked for (2FA stays on for this enforced account)",
     DENY: "the login is refused until the user enrolls (enforce.unenrolled: deny)",
+    ENROLL: "a one-time code is emailed and asked for, then the authenticator app is set up in the same login"
+    " (enforce.unenrolled: enroll)",
     TRUSTED: "no code is asked: a code was accepted from this client within trust.seconds",
     ERROR: "the facts cannot be read (a policy group does not resolve): the policy's on_error applies",
 }
@@ -351,9 +367,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"user {account.name}, client {args.rhost or '(none)'}{note}, service {args.service}")
     print(f"decision: {decision.action}: {_DESCRIBE[decision.action]}")
     print(f"rule: {decision.rule}")
-    trust_note = _trust_note(loaded, store.load(account.name), args.rhost, decision, now)
+    record = store.load(account.name)
+    trust_note = _trust_note(loaded, record, args.rhost, decision, now)
     if trust_note:
         print(trust_note)
+    count = len(_trusted_rows(loaded, record, now))
+    print(f"trusted clients: {count}" + ("" if loaded.trust_seconds else " (trust.seconds is 0: trust is off)"))
     return 0
 
 
@@ -414,7 +433,7 @@ def status_rows(loaded: Policy, store: Store, only: str | None = None) -> list[d
             row["decision"] = decision.action
             row["rule"] = decision.rule
             row["exempt"] = decision.exempt
-            row["enforced"] = unenrolled.action in (EMAIL, DENY)
+            row["enforced"] = unenrolled.action in ENFORCED_ACTIONS
         else:
             row.update(decision=None, rule="no such account on this system", exempt=False, enforced=False)
         locked_until = record.locked_until if record is not None else 0
@@ -493,6 +512,205 @@ def cmd_email(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- invite ---------------------------------------------------------------------------------
+
+# What a login of an enforced user who has not enrolled gets (docs/policy.md step 3).
+ENFORCED_ACTIONS = (EMAIL, DENY, ENROLL)
+INVITE_INTERVAL = 86400  # a user is mailed at most once a day, unless --force
+LOGIN_DEFS = "/etc/login.defs"
+UID_RANGE = (1000, 60000)  # login.defs' defaults for UID_MIN and UID_MAX
+
+
+def login_uid_range(path: str | None = None) -> tuple[int, int]:
+    """(UID_MIN, UID_MAX) of /etc/login.defs, as useradd reads them; its defaults for a key that is not there."""
+
+    found = {"UID_MIN": UID_RANGE[0], "UID_MAX": UID_RANGE[1]}
+    try:
+        with open(path or LOGIN_DEFS, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 2 and words[0] in found:
+                    try:
+                        found[words[0]] = int(words[1], 0)
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return found["UID_MIN"], found["UID_MAX"]
+
+
+def invite_candidates(loaded: Policy, store: Store) -> tuple[list[str], list[str]]:
+    """(names to check, problems) for ``invite --unenrolled``: who the policy may enforce on this host.
+
+    ``groups``: the members of each enforce group, supplementary (the group's member list) and primary
+    (accounts whose primary group it is). ``all``: the user database's human accounts (a uid within
+    login.defs' UID_MIN..UID_MAX, a login shell that is not nologin or false) and every user with a record.
+    Only what NSS enumerates is found: directory users (SSSD, LDAP) are listed when enumeration is on,
+    or once they have a record, or when named on the command line.
+    """
+
+    import grp
+
+    names: set[str] = set()
+    problems: list[str] = []
+    if loaded.mode == "groups":
+        gids = {}
+        for name in loaded.enforce_groups:
+            try:
+                group = grp.getgrnam(name)
+            except (KeyError, ValueError):
+                problems.append(
+                    f"enforce.groups: group {name!r} does not resolve on this system: its members cannot be listed"
+                    " (twofa-admin check)"
+                )
+                continue
+            names.update(group.gr_mem)
+            gids[group.gr_gid] = name
+        if gids:
+            names.update(entry.pw_name for entry in pwd.getpwall() if entry.pw_gid in gids)
+    elif loaded.mode == "all":
+        low, high = login_uid_range()
+        for entry in pwd.getpwall():
+            shell = entry.pw_shell.rsplit("/", 1)[-1]
+            if low <= entry.pw_uid <= high and shell not in ("nologin", "false", ""):
+                names.add(entry.pw_name)
+        names.update(store.users())
+    return sorted(names), problems
+
+
+def _age(seconds: float) -> str:
+    hours = int(seconds // 3600)
+    return f"{hours} h" if hours else f"{int(seconds // 60)} min"
+
+
+def _address(loaded: Policy, record: Record | None, user: str, hostname: str) -> str:
+    """Where the user's mails go, as the login mails its codes: the recorded address, else email.address."""
+
+    if record is not None and record.email:
+        return record.email
+    try:
+        return loaded.email_address.format(user=user, hostname=hostname)
+    except (KeyError, IndexError, ValueError):
+        return ""
+
+
+def _invited(user: str, sent_at: int) -> Callable[[Record | None], Record]:
+    """The store change that records an invitation mailed at ``sent_at`` (under the user's lock)."""
+
+    def mark(current: Record | None) -> Record:
+        new = current if current is not None else Record(user)
+        new.invited_at = max(new.invited_at, sent_at)
+        return new
+
+    return mark
+
+
+def cmd_invite(args: argparse.Namespace) -> int:
+    import socket
+
+    if args.users and args.unenrolled:
+        raise UsageError("name the users to invite or pass --unenrolled, not both")
+    if not args.users and not args.unenrolled:
+        raise UsageError("name the users to invite, or pass --unenrolled for every enforced user who has not enrolled")
+    loaded, store = _context(args)
+    problems = 0  # users the admin must look at: exit 1
+    found: dict[str, accounts.Account] = {}
+    if args.users:
+        # Every name is checked before anything is sent: a typo must not leave half the list mailed.
+        unknown = []
+        for name in args.users:
+            if not storable_name(name):
+                raise UsageError(f"invalid user name {name!r} (empty, control characters, or too long)")
+            account = accounts.lookup(name)
+            if account is None:
+                unknown.append(name)
+            else:
+                found.setdefault(account.name, account)
+        if unknown:
+            raise UsageError(
+                f"unknown user{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: no such account;"
+                " nothing was sent"
+            )
+    else:
+        if loaded.mode == "off":
+            print("enforce.mode is off: nobody is enforced, so nobody is invited")
+            return 0
+        names, notes = invite_candidates(loaded, store)
+        for note in notes:
+            print(f"twofa-admin: {note}", file=sys.stderr)
+        problems += len(notes)
+        for name in names:
+            account = accounts.lookup(name)  # the account's own spelling, as in the store (None: no account)
+            if account is not None:
+                found.setdefault(account.name, account)
+
+    hostname = socket.gethostname()
+    now = time.time()
+    mailed = skipped = failed = 0
+    if args.dry_run:
+        print("dry run: nothing is sent or written")
+    for account in found.values():
+        user = account.name
+        shown = log.clean_text(user, 128)
+        try:
+            record = store.load(user)
+        except CorruptedRecord as exc:
+            print(f"{shown}: skipped: {exc}", file=sys.stderr)
+            problems += 1
+            continue
+        decision = decide(loaded, accounts.facts(loaded, account, record, None))
+        if decision.action == ERROR:
+            print(f"{shown}: skipped: {decision.rule}", file=sys.stderr)
+            problems += 1
+            continue
+        if decision.action not in ENFORCED_ACTIONS:
+            if args.users:  # a name the admin gave: say why it is not invited; --unenrolled lists only invitees
+                why = "already enrolled" if record is not None and record.enrolled else "not enforced"
+                print(f"{shown}: skipped: {why} ({decision.rule})")
+                problems += 1
+            continue
+        address = _address(loaded, record, user, hostname)
+        if not valid_address(address):
+            print(
+                f"{shown}: {log.clean_text(repr(address), 300)}: skipped: no valid address;"
+                f" set one with: twofa-admin email {shell_word(user)} ADDRESS"
+            )
+            problems += 1
+            continue
+        invited_at = record.invited_at if record is not None else 0
+        if not args.force and invited_at and now - invited_at < INVITE_INTERVAL:
+            # (a time ahead of the clock, after the clock went back, counts as just now)
+            print(f"{shown}: {address}: skipped: invited {_age(max(now - invited_at, 0))} ago; --force to mail again")
+            skipped += 1
+            continue
+        if args.dry_run:
+            print(f"{shown}: {address}: would mail")
+            mailed += 1
+            continue
+        message = mail.build_invitation(loaded, user, address, loaded.unenrolled, now, hostname)
+        try:
+            mail.send(loaded, message)
+        except mail.MailError as exc:
+            print(f"{shown}: {address}: mail failed: {exc}; not marked as invited", file=sys.stderr)
+            failed += 1
+            continue
+
+        _audit(f"invite (mailed {mail.mask(address)})", user)
+        try:
+            store.update(user, _invited(user, int(now)))
+        except StoreError as exc:
+            print(f"{shown}: {address}: mailed, but not marked as invited: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{shown}: {address}: mailed")
+        mailed += 1
+    if args.dry_run:
+        print(f"dry run: {mailed} would be mailed, {skipped} skipped (invited within a day)")
+    else:
+        print(f"{mailed} mailed, {skipped} skipped (invited within a day), {failed} failed")
+    return 1 if problems or failed else 0
+
+
 def cmd_pam_config(args: argparse.Namespace) -> int:
     print(render(args.stack, args.policy), end="")
     return 0
@@ -524,6 +742,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "unlock": cmd_unlock,
     "explain": cmd_explain,
     "email": cmd_email,
+    "invite": cmd_invite,
     "pam-config": cmd_pam_config,
     "db": cmd_db,
 }

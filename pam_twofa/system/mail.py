@@ -322,3 +322,52 @@ def _send(policy: Policy, message: EmailMessage) -> None:
         maybe = client is not None and client.handed_over
         reason = getattr(exc, "strerror", None) or exc.__class__.__name__
         raise MailError(f"SMTP {host}:{port}: {reason}", maybe) from None
+
+
+def build_invitation(
+    policy: Policy, user: str, address: str, unenrolled: str, now: float, hostname: str
+) -> EmailMessage:
+    """The mail inviting ``user`` to set up 2FA (``twofa-admin invite``): what their next login does under
+    ``enforce.unenrolled`` and how to enroll. No code, secret or link in it: a mail that asks for nothing
+    is one a phishing copy cannot imitate usefully."""
+    if unenrolled == "enroll":
+        how = (
+            f"At your next SSH login to {hostname} you will be asked to set it up:\n"
+            f"first a code mailed to you, then a QR code for your authenticator app\n"
+            f"(any TOTP app: Google Authenticator, FreeOTP, Aegis, 2FAS...).\n"
+            f"Have the app at hand when you log in.\n"
+        )
+    elif unenrolled == "email":
+        how = (
+            f"To set it up, log in to {hostname} and run:\n"
+            f"    twofa-enroll\n"
+            f"It shows a QR code for your authenticator app (any TOTP app: Google\n"
+            f"Authenticator, FreeOTP, Aegis, 2FAS...). Until then, each login mails you\n"
+            f"a one-time code at this address.\n"
+        )
+    elif unenrolled == "deny":
+        how = (
+            f"Until it is set up, SSH logins as {user} to {hostname} are refused.\n"
+            f"To set it up, run twofa-enroll in a console session on {hostname}\n"
+            f"(not over SSH), or ask an administrator to set it up with you.\n"
+        )
+    else:
+        raise ValueError(f"unknown enforce.unenrolled value {unenrolled!r}")
+    sender = policy.email_from.format(hostname=hostname)
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = address
+    message["Subject"] = f"Set up two-factor authentication for {user} on {hostname}"
+    message["Date"] = format_datetime(time_to_datetime(now))
+    message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(
+        f"SSH logins as {user} to {hostname} require two-factor authentication,\n"
+        f"and it is not set up for {user} yet.\n\n"
+        f"{how}\n"
+        f"An administrator of {hostname} sent this reminder (twofa-admin invite).\n"
+        f"It holds no code and no link: nobody will ever ask you by mail for your\n"
+        f"password, your codes or your QR code. If you do not log in to {hostname},\n"
+        f"ignore this message.\n"
+    )
+    return message

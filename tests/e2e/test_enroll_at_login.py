@@ -82,7 +82,9 @@ def decoded_secret(text: str, png) -> tuple[str, str]:
 
 def mailed_code(smtp, count: int) -> str:
     message = smtp.wait_for(count, timeout=20)[count - 1]
-    return MAILED_CODE.search(message.get_content()).group(1)
+    found = MAILED_CODE.search(message.get_content())
+    assert found, message.get_content()
+    return found.group(1)
 
 
 def enrolled_check(host: Host, user: str, password: str, secret: str) -> None:

@@ -405,7 +405,6 @@ class Env:
             pytest.fail(f"harness: {output}")
         return Result(proc.returncode, output, lines)
 
-
     def run_dialog(self, argv, extra_env=None, steps=(), timeout: float = 60) -> Result:
         """``run`` as a dialog: the output is read as it comes, and each of ``steps`` in turn is
         called as ``step(proc, output)`` (``output()``: all the text so far) until it returns the

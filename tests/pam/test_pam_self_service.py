@@ -76,10 +76,10 @@ def enroll_steps(scratch, box, wrong_app_codes=0):
         scratch.sensitive.update(codes)
         return ""
 
-    steps = [mailed]
-    for attempt in range(wrong_app_codes + 1):
-        steps.append(lambda proc, output, attempt=attempt: app(proc, output, attempt))
-    steps.append(saved)
+    def app_try(attempt: int):
+        return lambda proc, output: app(proc, output, attempt)
+
+    steps = [mailed, *(app_try(attempt) for attempt in range(wrong_app_codes + 1)), saved]
     return steps, shown
 
 
