@@ -30,6 +30,7 @@ NOW = 1_700_000_010.0
 OLD_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
 OLD_KEY = base64.b32decode(OLD_SECRET)
 ALICE = Account("alice", 1001, 1001, {1001}, "/home/alice")
+REAL_SEND = mail.send  # before the ``env`` fixture replaces it
 
 
 def code_at(secret: str, offset: int = 0) -> str:
@@ -527,3 +528,269 @@ def test_prompts_on_a_real_terminal_time_out_and_still_take_ctrl_c(prompt, what)
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+# -- turning your own 2FA off (--disable): only where the policy allows it, password + current code ----
+
+
+def run_disable(env, user: User, account: Account = ALICE) -> int:
+    args = cli.parse(["--disable"])
+    return cli.disable(FixedSession(args, account, admin=False, out=user.out, ask=user.ask), env.policy, env.store)
+
+
+def adm_member() -> Account:
+    """alice, also in the host's group adm (a real group: the policy's groups are looked up through NSS)."""
+    import grp
+
+    return Account("alice", 1001, 1001, {1001, grp.getgrnam("adm").gr_gid}, "/home/alice")
+
+
+@pytest.mark.parametrize(
+    "body,account,rule",
+    [
+        ("enforce:\n  mode: all\n", ALICE, "enforced: enforce.mode is all"),
+        ("enforce:\n  mode: groups\n  groups: [adm]\n", "adm", "enforced: member of group adm (supplementary)"),
+        # a login from an exempt network is not asked, but a login may come from anywhere
+        ("enforce:\n  mode: all\nexempt:\n  networks: [0.0.0.0/0, '::/0']\n", ALICE, "enforced: enforce.mode is all"),
+        # membership unknown: fails closed
+        ("enforce:\n  mode: groups\n  groups: [no-such-group-e2e]\n", ALICE, "enforce.groups no-such-group-e2e"),
+    ],
+    ids=["mode-all", "group-member", "exempt-network", "unresolved-group"],
+)
+def test_disable_is_refused_where_the_policy_requires_2fa(env, make_policy, body, account, rule):
+    env.policy = policy.load(make_policy(body), use_cache=False)
+    old = enrolled_record(email="alice@example.org")
+    env.store.update("alice", lambda _r: old)
+    user = User({})  # asked nothing: any prompt fails the test
+    with pytest.raises(UsageError) as refused:
+        run_disable(env, user, adm_member() if account == "adm" else account)
+    message = str(refused.value)
+    assert message.startswith("the policy requires 2FA for alice (") and rule in message, message
+    assert "cannot be turned off; nothing was changed" in message
+    assert "An administrator can turn it off: twofa-admin disable alice" in message
+    assert env.store.load("alice") == old
+    assert user.prompts == [] and env.sent == []
+    [line] = [line for line in env.logs if "user=alice result=refused: turning 2FA off, the policy requires it" in line]
+    assert rule in line
+
+
+def test_disable_of_an_account_that_is_not_enrolled_has_nothing_to_turn_off(env):
+    for start in (None, Record("alice", email="alice@example.org")):
+        if start is not None:
+            env.store.update("alice", lambda _r, start=start: start)
+        user = User({})
+        with pytest.raises(UsageError, match="^2FA is not on for alice: nothing to turn off$"):
+            run_disable(env, user)
+        assert env.store.load("alice") == start and user.prompts == []
+    assert env.sent == []
+
+
+@pytest.mark.parametrize(
+    "body,email",
+    [
+        ("", ""),  # enforce.mode off (the default); no recorded address: the record goes
+        ("enforce:\n  mode: all\nexempt:\n  users: [alice]\n", "alice@example.org"),  # exempt; address kept
+    ],
+    ids=["mode-off", "exempt-user"],
+)
+def test_disable_with_a_current_code_removes_the_2fa_and_notifies(env, make_policy, body, email):
+    env.policy = policy.load(make_policy(body + "rate_limit:\n  max_failures: 3\n"), use_cache=False)
+    env.store.update("alice", lambda _r: enrolled_record(email=email, trusted={"192.0.2.1": int(NOW) + 600}))
+    user = User({"Current code": [code_at(OLD_SECRET)]})
+    assert run_disable(env, user) == 0
+    after = env.store.load("alice")
+    if email:
+        assert after == Record("alice", email=email), "only the admin-recorded address stays"
+    else:
+        assert after is None
+    assert "To turn 2FA off, type a code" in user.text and "twofa-admin disable alice" in user.text
+    assert "Two-factor authentication is now off for alice" in user.text
+    assert "To turn it on again, run: twofa-enroll" in user.text
+    assert [line for line in env.logs if "user=alice result=2FA turned off by the user (from " in line]
+    [notice] = env.sent
+    assert notice["To"] == (email or "alice@localhost")
+    assert "2FA turned off by the user" in notice.get_content()
+
+
+def test_disable_with_a_recovery_code(env):
+    env.store.update("alice", lambda _r: enrolled_record())
+    assert run_disable(env, User({"Current code": [CODES[5]]})) == 0
+    assert env.store.load("alice") is None
+    assert [line for line in env.logs if "current code accepted: success (recovery code) (to turn 2FA off)" in line]
+
+
+def test_disable_mails_the_recorded_address_through_a_real_smtp_server(env, make_policy, monkeypatch):
+    from support.mail import plain_server
+
+    monkeypatch.setattr(mail, "send", REAL_SEND)  # env captured it
+    with plain_server() as (port, delivered):
+        env.policy = policy.load(
+            make_policy(f"email:\n  smtp:\n    host: 127.0.0.1\n    port: {port}\n    timeout: 10\n"), use_cache=False
+        )
+        env.store.update("alice", lambda _r: enrolled_record(email="alice@example.org"))
+        assert run_disable(env, User({"Current code": [code_at(OLD_SECRET)]})) == 0
+    [message] = delivered
+    assert "To: alice@example.org" in message and "2FA turned off by the user" in message
+    assert "set up 2FA again" in message and "twofa-admin disable" not in message  # advice for a removal
+    assert OLD_SECRET not in message and code_at(OLD_SECRET) not in message
+    assert env.store.load("alice") == Record("alice", email="alice@example.org")
+
+
+def test_disable_with_wrong_codes_counts_failures_and_changes_nothing_else(env, make_policy):
+    env.policy = policy.load(make_policy("rate_limit:\n  max_failures: 5\n"), use_cache=False)
+    old = enrolled_record()
+    env.store.update("alice", lambda _r: old)
+    user = User({"Current code": [wrong(), wrong(), "nonsense"]})
+    with pytest.raises(UsageError, match="no valid current code after 3 tries; nothing was changed.*disable alice"):
+        run_disable(env, user)
+    after = env.store.load("alice")
+    assert after.key == OLD_KEY and after.recovery_hashes == old.recovery_hashes
+    assert len(after.failures) == 3 and not after.locked_until
+    assert env.sent == [] and not [line for line in env.logs if "turned off by the user" in line]
+
+
+def test_disable_of_a_locked_account_is_refused_without_asking(env):
+    old = enrolled_record(locked_until=int(NOW) + 600)
+    env.store.update("alice", lambda _r: old)
+    user = User({})
+    with pytest.raises(UsageError, match=r"locked until .*twofa-admin unlock alice"):
+        run_disable(env, user)
+    assert env.store.load("alice") == old and user.prompts == [] and env.sent == []
+
+
+def locked_by_logins(record):
+    record.failures, record.locked_until = [int(NOW)] * 3, int(NOW) + 900
+    return record
+
+
+def logins(record):
+    record.failures, record.trusted = [int(NOW)], {"198.51.100.7": int(NOW) + 60}
+    return record
+
+
+# what happens meanwhile -> (how it is changed, the refusal, the syslog result)
+MEANWHILE = {
+    "secret-replaced": (owner_enrolls, "the 2FA secret of alice was replaced", "secret replaced meanwhile"),
+    "turned-off": (lambda _r: None, "2FA for alice was turned off", "2FA turned off meanwhile"),
+    "locked": (locked_by_logins, "2FA for alice was locked after too many wrong codes", "locked meanwhile"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(MEANWHILE))
+def test_a_change_between_the_code_and_the_wipe_is_refused(env, monkeypatch, what):
+    change, refusal, result = MEANWHILE[what]
+    env.store.update("alice", lambda _r: enrolled_record())
+    proven = cli.confirm_current_code
+
+    def then_meanwhile(*args):
+        record = proven(*args)
+        env.store.update("alice", change)  # someone else, after the code was accepted
+        return record
+
+    monkeypatch.setattr(cli, "confirm_current_code", then_meanwhile)
+    says = f"^{refusal} while this session was open; nothing was stored: start twofa-enroll --disable again$"
+    with pytest.raises(UsageError, match=says):
+        run_disable(env, User({"Current code": [code_at(OLD_SECRET)]}))
+    after = env.store.load("alice")
+    if what == "turned-off":
+        assert after is None
+    else:
+        assert after.enrolled, "the change made meanwhile stays"
+        assert after.key == (NEW_KEY if what == "secret-replaced" else OLD_KEY)
+    assert env.sent == [] and not [line for line in env.logs if "turned off by the user" in line]
+    assert [line for line in env.logs if f"user=alice result=refused: {result} (while this session" in line]
+
+
+def test_logins_between_the_code_and_the_wipe_do_not_stop_it(env, monkeypatch):
+    """Only the enrollment is compared: a failure and a trusted address recorded meanwhile are not a change."""
+    env.store.update("alice", lambda _r: enrolled_record())
+    proven = cli.confirm_current_code
+
+    def then_logins(*args):
+        record = proven(*args)
+        env.store.update("alice", logins)
+        return record
+
+    monkeypatch.setattr(cli, "confirm_current_code", then_logins)
+    assert run_disable(env, User({"Current code": [code_at(OLD_SECRET)]})) == 0
+    assert env.store.load("alice") is None
+
+
+# -- forgetting trusted clients (--forget-trusted): the password only -------------------
+
+
+def run_forget(env, user: User) -> int:
+    args = cli.parse(["--forget-trusted"])
+    return cli.forget_trusted(FixedSession(args, ALICE, admin=False, out=user.out, ask=user.ask), env.policy, env.store)
+
+
+def test_forget_trusted_clears_the_trusted_clients_and_notifies(env):
+    trusted = {"192.0.2.1": int(NOW) + 600, "2001:db8::7": int(NOW) + 60, "198.51.100.9": int(NOW) - 5}
+    old = enrolled_record(email="alice@example.org", trusted=trusted)
+    env.store.update("alice", lambda _r: old)
+    user = User({})
+    assert run_forget(env, user) == 0
+    assert user.text == "Forgot 2 trusted client address(es): the next login from each asks for a code."
+    after = env.store.load("alice")
+    assert after.trusted == {}
+    after.trusted = trusted
+    assert after == old, "nothing else changed"
+    assert [line for line in env.logs if "user=alice result=forgot 2 trusted client address(es) (from " in line]
+    [notice] = env.sent
+    assert notice["To"] == "alice@example.org" and "forgot 2 trusted client address(es)" in notice.get_content()
+
+
+@pytest.mark.parametrize("trusted", [None, {}, {"192.0.2.1": int(NOW) - 1}], ids=["no-record", "none", "expired"])
+def test_forget_trusted_with_nothing_to_forget_says_so(env, trusted):
+    old = None if trusted is None else enrolled_record(trusted=trusted)
+    if old is not None:
+        env.store.update("alice", lambda _r: old)
+    user = User({})
+    assert run_forget(env, user) == 0
+    assert user.text == "No trusted clients; nothing changed."
+    assert env.store.load("alice") == old
+    assert env.sent == [] and not [line for line in env.logs if "forgot" in line]
+
+
+def test_root_forgets_the_trusted_clients_of_another_account_without_a_password(env, scratch_policy, monkeypatch):
+    import time
+
+    def no_prompt(prompt):
+        raise AssertionError(f"root was asked {prompt!r}")
+
+    monkeypatch.setattr("builtins.input", no_prompt)
+    monkeypatch.setattr(cli, "_getpass", no_prompt)
+    monkeypatch.setattr(cli.pam, "pam", lambda: no_prompt("a password"))
+    env.store.update("root", lambda _r: Record("root", trusted={"192.0.2.1": int(time.time()) + 600}))
+    assert cli.run_admin(cli.parse(["--forget-trusted", "--user", "root", "--policy", scratch_policy])) == 0
+    assert env.store.load("root").trusted == {}
+    assert [line for line in env.logs if "user=root result=forgot 1 trusted client address(es)" in line]
+
+
+# -- who may use which option --------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", [None, "alice"])
+def test_root_is_sent_to_twofa_admin_disable(env, user):
+    argv = ["--disable"] + (["--user", user] if user else [])
+    with pytest.raises(UsageError, match=f"root turns it off with: twofa-admin disable {user or 'root'}$"):
+        cli.run_admin(cli.parse(argv))
+    assert env.store.users() == []
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["--disable", "--recovery-codes"], "not allowed with argument"),
+        (["--disable", "--forget-trusted"], "not allowed with argument"),
+        (["--forget-trusted", "--recovery-codes"], "not allowed with argument"),
+        (["--disable", "--qr", "none"], "^--qr: not with --disable"),
+        (["--disable", "--secret", OLD_SECRET, "--code", "123456"], "^--secret, --code: not with --disable"),
+        (["--forget-trusted", "--force"], "^--force: not with --forget-trusted"),
+        (["--forget-trusted", "--import-google-authenticator", "/x"], "^--import-google-authenticator: not with"),
+    ],
+)
+def test_disable_and_forget_trusted_take_no_other_mode_or_enrollment_option(argv, says):
+    with pytest.raises(UsageError, match=says):
+        cli.parse(argv)
+    cli.parse(argv[:1])  # alone: accepted

@@ -1,5 +1,8 @@
 """twofa-enroll: turn on two-factor authentication for an account (docs/enrollment.md, docs/threat-model.md).
 
+Also a user's self-service for their own 2FA: new recovery codes, turning it off where the policy does
+not require it (``--disable``), and forgetting trusted clients (``--forget-trusted``).
+
 Two ways in:
 
 * ``twofa-enroll`` run by a user: it re-runs itself through sudo as
@@ -40,6 +43,7 @@ from pam_twofa import __version__, policy
 from pam_twofa.cli import Parser, UsageError, run
 from pam_twofa.cli.backends import store_for
 from pam_twofa.core import auth, recovery, totp
+from pam_twofa.core.decision import requirement
 from pam_twofa.core.provisioning import provisioning_uri, setup_lines
 from pam_twofa.core.record import Record
 from pam_twofa.login.flow import Options
@@ -54,25 +58,35 @@ PASSWORD_TRIES = 3
 PROMPT_TIMEOUT = 120  # seconds each prompt waits for an answer (docs/enrollment.md)
 
 EPILOG = f"""exit codes:
-  0 enrolled (or new recovery codes made)   1 refused, wrong password or code, no answer in {PROMPT_TIMEOUT} s, usage
+  0 done: enrolled, new recovery codes made, 2FA turned off, trusted clients forgotten (or none to forget)
+  1 refused (the policy requires 2FA, not enrolled, changed meanwhile, locked), wrong password or code,
+    no answer in {PROMPT_TIMEOUT} s, usage
   2 policy invalid   3 store unreadable   4 unexpected error (nothing changed)   130 interrupted (nothing changed)
 
 examples:
   twofa-enroll                          # enroll yourself: password, QR code, code from the app
   twofa-enroll --qr ansi                # if the QR code looks broken in your terminal
   twofa-enroll --recovery-codes         # new recovery codes (the old ones stop working)
+  twofa-enroll --disable                # turn your 2FA off, if the policy does not require it: password + code
+  twofa-enroll --forget-trusted         # logins from trusted client addresses ask for a code again: password
   twofa-enroll --user alice             # root: enroll alice (no password asked)
   twofa-enroll --user alice --secret JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP --code 123456
   twofa-enroll --user alice --import-google-authenticator /home/alice/.google_authenticator
+  twofa-enroll --user alice --forget-trusted   # root: forget alice's trusted clients
+  twofa-admin disable alice             # root turns 2FA off with twofa-admin (lost phone), not twofa-enroll
 """
 
 ROOT_ONLY = ("user", "secret", "code", "import_google_authenticator", "policy", "issuer", "force")
+# Options that only make sense when a secret is set up: refused with --disable and --forget-trusted.
+ENROLL_ONLY = ("secret", "code", "import_google_authenticator", "issuer", "force", "qr")
 
 
 def parser() -> Parser:
     p = Parser(
         prog="twofa-enroll",
-        description="Turn on two-factor authentication (TOTP) for your account, or (root) for another.",
+        description="Turn on two-factor authentication (TOTP) for your account, or (root) for another.\n"
+        "For your own account also: new recovery codes, turning 2FA off where the policy allows it,\n"
+        "forgetting trusted client addresses.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -84,8 +98,26 @@ def parser() -> Parser:
         help="how to draw the QR code: utf8 half blocks (default), ansi colour blocks, or none; "
         "given explicitly, the QR code, URI and key are printed even with --secret or an import",
     )
-    p.add_argument("--recovery-codes", action="store_true", help="make a new set of recovery codes (voids the old set)")
-    p.add_argument("--user", help="root: the account to enroll (no password asked)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--recovery-codes", action="store_true", help="make a new set of recovery codes (voids the old set)"
+    )
+    mode.add_argument(
+        "--disable",
+        action="store_true",
+        help="turn your own 2FA off (secret, recovery codes, trusted clients), only if the policy does not "
+        "require it for you; asks for your password and a current code (root: use twofa-admin disable USER)",
+    )
+    mode.add_argument(
+        "--forget-trusted",
+        action="store_true",
+        help="forget the trusted client addresses (trust.seconds): the next login from each asks for a code; "
+        "asks for your password only (root: with --user NAME, none)",
+    )
+    p.add_argument(
+        "--user",
+        help="root: the account to enroll, or to act on with --recovery-codes or --forget-trusted (no password)",
+    )
     p.add_argument("--secret", metavar="BASE32", help="root: use this secret instead of a new one")
     p.add_argument("--code", metavar="CODE", help="root: the verification code, without a prompt")
     p.add_argument(
@@ -247,7 +279,7 @@ def announce(user: str, what: str) -> str:
     return where
 
 
-def notify(session: Session, loaded: Policy, what: str, where: str, address: str) -> None:
+def notify(session: Session, loaded: Policy, what: str, where: str, address: str, removed: bool = False) -> None:
     """Mail the user about a stored change to their 2FA, when an address is known.
 
     A mail that cannot be sent is logged and never undoes the change.
@@ -263,7 +295,7 @@ def notify(session: Session, loaded: Policy, what: str, where: str, address: str
     if not mail.valid_address(address):
         _log(user, "notification not mailed", "no valid address: set one with twofa-admin email", log.WARNING)
         return
-    message = mail.build_change_notice(loaded, user, address, what, where, session.now(), hostname)
+    message = mail.build_change_notice(loaded, user, address, what, where, session.now(), hostname, removed)
     try:
         mail.send(loaded, message)
     except mail.MailError as exc:
@@ -475,16 +507,21 @@ def enrollment_change(start: Record | None, now: Record | None) -> str:
     return "" if made[0] == made[1] else "secret replaced meanwhile"  # re-enrolled, even with the same secret
 
 
-def refuse_changed(user: str, change: str) -> NoReturn:
+LOCKED_MEANWHILE = "locked meanwhile"  # a change ``enrollment_change`` does not see: only --disable checks it
+
+
+def refuse_changed(user: str, change: str, command: str = "twofa-enroll") -> NoReturn:
     """The enrollment changed while this session was open: store nothing, log it, say why."""
     _log(user, f"refused: {change}", f"while this session was open; nothing stored; from {origin()}", log.WARNING)
     if change == "enrolled meanwhile":
         why = f"someone enrolled {user} while this session was open"
     elif change == "secret replaced meanwhile":
         why = f"the 2FA secret of {user} was replaced while this session was open"
+    elif change == LOCKED_MEANWHILE:
+        why = f"2FA for {user} was locked after too many wrong codes while this session was open"
     else:
         why = f"2FA for {user} was turned off while this session was open"
-    raise UsageError(f"{why}; nothing was stored: start twofa-enroll again")
+    raise UsageError(f"{why}; nothing was stored: start {command} again")
 
 
 def show_secret(session: Session, uri: str, key: bytes) -> None:
@@ -528,6 +565,111 @@ def new_recovery_codes(session: Session, loaded: Policy, store: Store) -> int:
     return 0
 
 
+DISABLED = "2FA turned off by the user"  # the syslog result and the line of the mail
+
+
+def disable(session: Session, loaded: Policy, store: Store) -> int:
+    """``--disable``: a user turns their own 2FA off, where the policy does not require it.
+
+    The password (asked by ``run_self_service``) is not enough: it would let anyone who knows it (su)
+    remove the second factor, so a current code is asked too, checked like a login. The wipe is made
+    in one section, only if the enrollment is still the one that code proved and the account was not
+    locked since; it removes what ``twofa-admin disable`` removes (trusted clients included).
+    """
+
+    user = session.account.name
+    # Read as not enrolled and from no address: what would the policy ask of this user without it?
+    required = requirement(loaded, accounts.facts(loaded, session.account, None, None, session.now()))
+    if required is not None:
+        _log(user, "refused: turning 2FA off, the policy requires it", required.rule, log.WARNING)
+        # The rule up to its ";": what requires it (the rest tells what an unenrolled login would get).
+        rule = required.rule.split(";", 1)[0]
+        raise UsageError(
+            f"the policy requires 2FA for {user} ({rule}), so it cannot be turned off; nothing was changed. "
+            f"Lost your phone? An administrator can turn it off: twofa-admin disable {shell_word(user)}"
+        )
+    record = store.load(user)
+    if record is None or not record.enrolled:
+        raise UsageError(f"2FA is not on for {user}: nothing to turn off")
+    proved = confirm_current_code(session, loaded, store, "turn 2FA off")
+    before: list[Record] = []
+
+    def wipe(current: Record | None) -> Record | None:
+        change = enrollment_change(proved, current)
+        if not change and current is not None and current.locked_until:
+            change = LOCKED_MEANWHILE  # wrong codes since the current code was accepted
+        if change or current is None:  # (None is a change: "2FA turned off meanwhile")
+            raise Changed(change)  # leaves the section: nothing is stored
+        before.append(current)
+        # As twofa-admin disable: keep only the admin-recorded address (an enforced user's emailed
+        # codes still go there, if the policy later requires 2FA); the store tombstones the rest.
+        return Record(current.user, email=current.email) if current.email else None
+
+    try:
+        store.update(user, wipe)
+    except Changed as exc:
+        refuse_changed(user, str(exc), "twofa-enroll --disable")  # logged and told after the lock is released
+    where = announce(user, DISABLED)
+    session.out("")
+    session.out(
+        f"Two-factor authentication is now off for {user}: the secret, the recovery codes and the trusted "
+        "clients are removed, and logins no longer ask for a code."
+    )
+    session.out("To turn it on again, run: twofa-enroll")
+    notify(session, loaded, DISABLED, where, before[0].email, removed=True)
+    return 0
+
+
+def forget_trusted(session: Session, loaded: Policy, store: Store) -> int:
+    """``--forget-trusted``: clear the trusted client addresses (trust.seconds), under the user's lock.
+
+    It only takes access away (the next login from each address is asked for a code again), so the
+    password is enough, and no current code is asked: someone who lost the phone can still do it.
+    Only addresses whose trust has not run out count; expired ones are left for logins to drop.
+    """
+
+    user = session.account.name
+    now = session.now()
+    forgotten: list[str] = []
+
+    def forget(current: Record | None) -> Record | None:
+        forgotten[:] = []
+        if current is None:
+            return None
+        forgotten.extend(address for address, until in current.trusted.items() if until > now)
+        if forgotten:
+            current.trusted = {}
+        return current
+
+    stored = store.update(user, forget)
+    if not forgotten:
+        session.out("No trusted clients; nothing changed.")
+        return 0
+    what = f"forgot {len(forgotten)} trusted client address(es)"
+    where = announce(user, what)
+    session.out(f"Forgot {len(forgotten)} trusted client address(es): the next login from each asks for a code.")
+    notify(session, loaded, what, where, stored.email if stored is not None else "", removed=True)
+    return 0
+
+
+def check_modes(args: argparse.Namespace) -> None:
+    """--disable and --forget-trusted set up no secret: refuse the options that do (argparse already
+    keeps --recovery-codes, --disable and --forget-trusted apart)."""
+    mode = "--disable" if args.disable else "--forget-trusted" if args.forget_trusted else None
+    if mode is None:
+        return
+    used = [name for name in ENROLL_ONLY if getattr(args, name) not in (None, False)]
+    if used:
+        flags = ", ".join("--" + name.replace("_", "-") for name in used)
+        raise UsageError(f"{flags}: not with {mode}, which sets up no secret (see twofa-enroll --help)")
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    args = parser().parse_args(argv)
+    check_modes(args)
+    return args
+
+
 @contextlib.contextmanager
 def logged_timeout(user: str) -> Iterator[None]:
     """A prompt that ran out of time is told to syslog too (the user sees the PromptTimeout)."""
@@ -547,6 +689,11 @@ def run_admin(args: argparse.Namespace) -> int:
     """Root: enroll ``--user`` (default: root itself) without a password."""
 
     name = args.user or "root"
+    if args.disable:
+        # Self-service only: root's tool asks no code and ignores the policy, and says so.
+        raise UsageError(
+            f"--disable turns off your own 2FA; root turns it off with: twofa-admin disable {shell_word(name)}"
+        )
     account = accounts.lookup(name)
     if account is None:
         raise UsageError(f"unknown user {name!r}")
@@ -555,6 +702,8 @@ def run_admin(args: argparse.Namespace) -> int:
     with logged_timeout(account.name):
         if args.recovery_codes:
             return new_recovery_codes(session, loaded, store)
+        if args.forget_trusted:
+            return forget_trusted(session, loaded, store)
         return enroll(session, loaded, store)
 
 
@@ -609,17 +758,27 @@ def run_self_service(args: argparse.Namespace) -> int:
         raise UsageError("root enrolls with: twofa-enroll --user root")
     loaded, store = _load(sshd_policy())
     session = Session(args, account, admin=False)
-    session.out(f"Setting up two-factor authentication for {name} on {socket.gethostname()}.")
+    if args.disable:
+        doing = "Turning off two-factor authentication"
+    elif args.forget_trusted:
+        doing = "Forgetting the trusted clients of two-factor authentication"
+    else:
+        doing = "Setting up two-factor authentication"
+    session.out(f"{doing} for {name} on {socket.gethostname()}.")
     require_terminal()
     with logged_timeout(name):
         confirm_password(session)
         if args.recovery_codes:
             return new_recovery_codes(session, loaded, store)
+        if args.disable:
+            return disable(session, loaded, store)
+        if args.forget_trusted:
+            return forget_trusted(session, loaded, store)
         return enroll(session, loaded, store)
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     if os.geteuid() == 0:
         return run_admin(args)
     # A user: the same request through sudo and the installer's rule.
@@ -636,7 +795,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 def self_service_main(argv: Sequence[str]) -> int:
-    return run_self_service(parser().parse_args(argv))
+    return run_self_service(parse(argv))
 
 
 def entry() -> NoReturn:

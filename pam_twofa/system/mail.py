@@ -107,9 +107,12 @@ def build_message(
 
 
 def build_change_notice(
-    policy: Policy, user: str, address: str, what: str, where: str, now: float, hostname: str
+    policy: Policy, user: str, address: str, what: str, where: str, now: float, hostname: str, removed: bool = False
 ) -> EmailMessage:
-    """The mail telling ``user`` that their 2FA changed (no code, secret or recovery code in it)."""
+    """The mail telling ``user`` that their 2FA changed (no code, secret or recovery code in it).
+
+    ``removed``: the change took protection away (2FA turned off, trusted clients forgotten), so
+    the advice is to be enrolled again, not to have a factor someone gained turned off."""
     from pam_twofa.store import shell_word
 
     sender = policy.email_from.format(hostname=hostname)
@@ -126,10 +129,16 @@ def build_change_notice(
         f"    {what}\n"
         f"Where from: {where}.\n\n"
         f"If this was you, nothing else is needed.\n\n"
-        f"If it was not you, someone knows your password and may now hold your second factor.\n"
-        f"Contact an administrator at once: they can turn this 2FA off with\n"
-        f"    twofa-admin disable {shell_word(user)}\n"
-        f"and unlock or re-enroll you. Change your password too.\n"
+        + (
+            "If it was not you, someone knows your password and used it to weaken your account.\n"
+            "Change your password, contact an administrator at once, and set up 2FA again\n"
+            "(twofa-enroll).\n"
+            if removed
+            else "If it was not you, someone knows your password and may now hold your second factor.\n"
+            "Contact an administrator at once: they can turn this 2FA off with\n"
+            f"    twofa-admin disable {shell_word(user)}\n"
+            "and unlock or re-enroll you. Change your password too.\n"
+        )
     )
     return message
 
