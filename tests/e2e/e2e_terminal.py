@@ -14,7 +14,10 @@ The QR code the tool prints is rebuilt from the captured terminal output
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
+import os
 import re
 import shlex
 import subprocess
@@ -290,3 +293,87 @@ def wait_no_enroll_process(host: Host, timeout: float = 15) -> None:
             return
         assert time.monotonic() < deadline, f"enrollment processes still running:\n{listing}"
         time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------
+# Other SSH clients on a terminal: OpenSSH ssh/sftp/scp and PuTTY's plink (test_clients.py)
+
+PLINK = "/usr/bin/plink"  # Debian's putty-tools
+PLINK_ANTISPOOF = "Access granted. Press Return to begin session."
+
+
+class ClientTerminal(Terminal):
+    """A ``Terminal`` whose program gets an environment of its own (locale, HOME)."""
+
+    def __init__(self, argv: list, env: dict, timeout: float = 30) -> None:
+        self._log = io.StringIO()
+        self.child = pexpect.spawn(
+            argv[0],
+            argv[1:],
+            env=env,
+            encoding="utf-8",
+            codec_errors="replace",
+            dimensions=(60, 200),
+            timeout=timeout,
+            echo=True,
+        )
+        self.child.logfile_read = self._log
+
+
+def client_env(home: Path, locale: str = "C.UTF-8") -> dict:
+    """This process's environment for a client: one locale (LC_ALL), HOME, no agent, no askpass.
+
+    OpenSSH reads its files from the passwd entry's home, not from HOME; PuTTY
+    reads ``$HOME/.putty`` (host key cache, saved sessions): a scratch HOME
+    keeps this machine's own settings out of the test.
+    """
+    dropped = ("LANG", "LANGUAGE", "SSH_AUTH_SOCK", "SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "DISPLAY")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LC_") and k not in dropped}
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(LC_ALL=locale, HOME=str(home), TERM="xterm")
+    return env
+
+
+def host_public_key(host: Host, kind: str = "ed25519") -> str:
+    """``TYPE BASE64`` of the container's sshd host key."""
+    line = host.run(["cat", f"/etc/ssh/ssh_host_{kind}_key.pub"]).stdout.split()
+    return f"{line[0]} {line[1]}"
+
+
+def write_known_hosts(host: Host, path: Path) -> Path:
+    """A known_hosts file pinning the container's ed25519 host key at 127.0.0.1:PORT."""
+    path.write_text(f"[{LOOPBACK}]:{host.port} {host_public_key(host)}\n")
+    return path
+
+
+def host_key_fingerprint(host: Host) -> str:
+    """``SHA256:...`` of the container's ed25519 host key, computed here (plink's ``-hostkey``)."""
+    blob = base64.b64decode(host_public_key(host).split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def openssh_options(port: int, known_hosts: Path) -> list:
+    """Options common to ssh, sftp and scp: no config file, the pinned host key, keyboard-interactive only."""
+    options = {
+        "Port": str(port),
+        "UserKnownHostsFile": str(known_hosts),
+        "GlobalKnownHostsFile": "/dev/null",
+        "StrictHostKeyChecking": "yes",
+        "PreferredAuthentications": "keyboard-interactive",
+        "PubkeyAuthentication": "no",
+        "IdentityAgent": "none",
+        "NumberOfPasswordPrompts": "1",
+        "ConnectTimeout": "10",
+    }
+    argv = ["-F", "/dev/null"]
+    for key, value in options.items():
+        argv += ["-o", f"{key}={value}"]
+    return argv
+
+
+def plink_terminal(
+    port: int, user: str, fingerprint: str, command: str, env: dict, *extra: str, timeout: float = 30
+) -> Terminal:
+    """``plink`` logging in to 127.0.0.1:PORT as ``user`` to run ``command``, host key pinned (``-hostkey``)."""
+    argv = [PLINK, "-ssh", "-P", str(port), "-hostkey", fingerprint, "-noagent", "-l", user, *extra]
+    return ClientTerminal([*argv, LOOPBACK, command], env, timeout=timeout)

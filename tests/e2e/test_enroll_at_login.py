@@ -52,9 +52,25 @@ def enroll_policy(scenario, password_host, smtp_server):
     password_host.write_policy(original)
 
 
+def unframed(text: str) -> str:
+    """plink shows a server's prompt text framed: each line after "| ", a line it wrapped at the
+    terminal's width continued after "> " (and CR LF doubled into blank lines). Undo that."""
+    out: list[str] = []
+    for line in normalize(strip_ansi(text)).split("\n"):
+        if line.startswith("> ") and out:
+            while out and out[-1] == "" and len(out) > 1:
+                out.pop()
+            out[-1] += line[2:]
+        elif line.startswith("| "):
+            out.append(line[2:])
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def qr_lines_of(text: str) -> list[str]:
     """The half-block lines between the "Scan this QR code" heading and "Cannot scan it?"."""
-    lines = normalize(strip_ansi(text)).split("\n")
+    lines = unframed(text).split("\n")
     start = max(i for i, line in enumerate(lines) if "Scan this QR code" in line)
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("Cannot scan it?"))
     return [line for line in lines[start + 1 : end] if line.strip(" ")]
@@ -76,7 +92,7 @@ def decoded_secret(text: str, png) -> tuple[str, str]:
     assert uri.startswith("otpauth://totp/"), uri
     secret = parse_qs(urlparse(uri).query)["secret"][0]
     # the key shown for "cannot scan it?" is the same secret
-    assert " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)) in text
+    assert " ".join(secret[i : i + 4] for i in range(0, len(secret), 4)) in unframed(text)
     return uri, secret
 
 
