@@ -246,6 +246,7 @@ def ssh_login(
     command: str | None = "id -un",
     timeout: float = 30,
     answer=None,
+    source: str | None = None,
 ) -> Login:
     """One SSH connection: optional public key, then keyboard-interactive, then ``command``.
 
@@ -254,7 +255,8 @@ def ssh_login(
     to ...``) when it returns a string. Unknown prompts get an empty answer.
     """
     result = Login()
-    sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+    # ``source``: another loopback address to connect from (127.0.0.2...), a second client address.
+    sock = socket.create_connection((LOOPBACK, port), timeout=timeout, source_address=(source, 0) if source else None)
     transport = paramiko.Transport(sock)
     transport.banner_timeout = transport.auth_timeout = timeout
     try:
