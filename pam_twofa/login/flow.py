@@ -275,15 +275,15 @@ class Login:
                 return FAIL
             now = self.now()
             outcome = auth.attempt(record, typed, now, policy.limits())
-            alert = False
+            new_address = False
             if outcome.ok:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
                 self.renew_trust(policy, outcome.record, now)
-                alert = self.note_address(policy, outcome.record, now)
+                new_address = self.note_address(policy, outcome.record, now)
             if outcome.record != record:
                 section.save(outcome.record)
         result = self.finish(outcome, policy, user)
-        if alert:
+        if new_address:
             self.alert(policy, outcome.record, now)
         return result
 
@@ -421,7 +421,7 @@ class Login:
         if typed is None:
             self.log(log.NOTICE, "no answer", "the conversation returned no code")
             return FAIL
-        alert = False
+        new_address = False
         with store.locked(user) as section:
             record = section.record or Record(user)
             now = self.now()
@@ -430,14 +430,14 @@ class Login:
                 outcome.record.last_success_rhost = log.clean(self.rhost, 64) if self.rhost else ""
                 if not enrolling:  # trust comes with the app's first code, not with the mailbox alone
                     self.renew_trust(policy, outcome.record, now)
-                    alert = self.note_address(policy, outcome.record, now)
+                    new_address = self.note_address(policy, outcome.record, now)
             if outcome.record != record:
                 section.save(outcome.record)
         if enrolling and outcome.ok:
             self.log(log.INFO, "emailed success", "the mailbox is proven; setting up the authenticator app")
             return self.enroll_at_login(policy, store, user)
         result = self.finish(outcome, policy, user, "emailed ")
-        if alert:
+        if new_address:
             self.alert(policy, outcome.record, now)
         return result
 

@@ -269,8 +269,8 @@ MUTANTS = {
         [
             (
                 "pam_twofa/login/flow.py",
-                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            alert = False\n",
-                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            alert = False\n"
+                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            new_address = False\n",
+                "            outcome = auth.attempt(record, typed, now, policy.limits())\n            new_address = False\n"
                 "            self.log(log.INFO, 'key', record.key.hex())\n",
             ),
         ],
