@@ -81,19 +81,24 @@ def valid_address(address: str) -> bool:
     return parsed.addr_spec == address and parsed.username == local and parsed.domain == domain
 
 
-def build_message(
-    policy: Policy, user: str, address: str, code: str, rhost: str | None, now: float, hostname: str
-) -> EmailMessage:
-    sender = policy.email_from.format(hostname=hostname)
-    minutes = max(1, policy.code_ttl // 60)
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+def _message(policy: Policy, address: str, subject: str, now: float, hostname: str) -> EmailMessage:
+    """A message with the headers every mail of pam-twofa has (the body is the caller's)."""
     message = EmailMessage()
-    message["From"] = sender
+    message["From"] = policy.email_from.format(hostname=hostname)
     message["To"] = address
-    message["Subject"] = f"Your login code for {hostname}"
+    message["Subject"] = subject
     message["Date"] = format_datetime(time_to_datetime(now))
     message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
     message["Auto-Submitted"] = "auto-generated"
+    return message
+
+
+def build_message(
+    policy: Policy, user: str, address: str, code: str, rhost: str | None, now: float, hostname: str
+) -> EmailMessage:
+    minutes = max(1, policy.code_ttl // 60)
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+    message = _message(policy, address, f"Your login code for {hostname}", now, hostname)
     message.set_content(
         f"Someone is logging in to {hostname} as {user}\n"
         f"from {rhost or 'an unknown address'} at {when}.\n\n"
@@ -115,15 +120,8 @@ def build_change_notice(
     the advice is to be enrolled again, not to have a factor someone gained turned off."""
     from pam_twofa.store import shell_word
 
-    sender = policy.email_from.format(hostname=hostname)
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = address
-    message["Subject"] = f"Two-factor authentication changed for {user} on {hostname}"
-    message["Date"] = format_datetime(time_to_datetime(now))
-    message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
-    message["Auto-Submitted"] = "auto-generated"
+    message = _message(policy, address, f"Two-factor authentication changed for {user} on {hostname}", now, hostname)
     message.set_content(
         f"The two-factor authentication of {user} on {hostname} was changed at {when}:\n"
         f"    {what}\n"
@@ -151,13 +149,7 @@ def build_new_address_alert(
     from pam_twofa.store import shell_word
 
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
-    message = EmailMessage()
-    message["From"] = policy.email_from.format(hostname=hostname)
-    message["To"] = address
-    message["Subject"] = f"New login to {hostname} as {user} from {rhost}"
-    message["Date"] = format_datetime(time_to_datetime(now))
-    message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
-    message["Auto-Submitted"] = "auto-generated"
+    message = _message(policy, address, f"New login to {hostname} as {user} from {rhost}", now, hostname)
     message.set_content(
         f"{user} logged in to {hostname} with a two-factor code\n"
         f"from {rhost}, an address not among this account's recent logins,\n"
@@ -362,14 +354,7 @@ def build_invitation(
         )
     else:
         raise ValueError(f"unknown enforce.unenrolled value {unenrolled!r}")
-    sender = policy.email_from.format(hostname=hostname)
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = address
-    message["Subject"] = f"Set up two-factor authentication for {user} on {hostname}"
-    message["Date"] = format_datetime(time_to_datetime(now))
-    message["Message-ID"] = make_msgid(domain=hostname if "." in hostname else None)
-    message["Auto-Submitted"] = "auto-generated"
+    message = _message(policy, address, f"Set up two-factor authentication for {user} on {hostname}", now, hostname)
     message.set_content(
         f"SSH logins as {user} to {hostname} require two-factor authentication,\n"
         f"and it is not set up for {user} yet.\n\n"

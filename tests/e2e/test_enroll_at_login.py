@@ -24,7 +24,20 @@ from e2e_harness import (
     totp_at,
     wait_for_fresh_step,
 )
-from e2e_terminal import HALF_BLOCKS, Terminal, decode_qr, normalize, recovery_codes, strip_ansi
+from e2e_terminal import (
+    HALF_BLOCKS,
+    ClientTerminal,
+    Terminal,
+    client_env,
+    decode_qr,
+    host_key_fingerprint,
+    normalize,
+    openssh_options,
+    plink_terminal,
+    recovery_codes,
+    strip_ansi,
+    write_known_hosts,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -136,33 +149,6 @@ def test_paramiko(password_host, enroll_policy, make_user, tmp_path):
     enrolled_check(password_host, user, password, seen["secret"])
 
 
-def ssh_argv(port: int, user: str) -> list[str]:
-    return [
-        "env",
-        "LC_ALL=C.UTF-8",
-        "ssh",
-        "-tt",
-        "-F",
-        "/dev/null",
-        "-p",
-        str(port),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "PreferredAuthentications=keyboard-interactive",
-        "-o",
-        "PubkeyAuthentication=no",
-        "-o",
-        "IdentityAgent=none",
-        f"{user}@{LOOPBACK}",
-        "id -un; echo E2E-DONE",
-    ]
-
-
 def drive(term: Terminal, smtp, password: str, png) -> str:
     """Answer the prompts of an enrollment at login on a terminal; returns the secret."""
     term.expect("Password: ")
@@ -178,51 +164,32 @@ def drive(term: Terminal, smtp, password: str, png) -> str:
     return secret
 
 
-def test_openssh(password_host, enroll_policy, make_user, tmp_path):
-    smtp = enroll_policy
-    user, password = make_user(password_host, groups=GROUP)
-    wait_for_fresh_step(10)
-    term = Terminal(ssh_argv(password_host.port, user), timeout=60)
+def enroll_on_terminal(host: Host, smtp, user: str, password: str, term: Terminal, png) -> None:
+    """A client on a terminal logs in, enrolls, and runs its command; then the secret is checked live."""
     try:
-        secret = drive(term, smtp, password, tmp_path / "qr.png")
+        secret = drive(term, smtp, password, png)
         term.expect("E2E-DONE")
-        assert re.search(rf"^{user}$", term.transcript, re.M), term.transcript[-2000:]
+        assert re.search(rf"^{user}\s*$", term.transcript, re.M), term.transcript[-2000:]
     finally:
         term.close()
-    enrolled_check(password_host, user, password, secret)
+    enrolled_check(host, user, password, secret)
 
 
-def host_key_fingerprint(host: Host) -> str:
-    """The SHA256 fingerprint of the container's ed25519 host key, for plink's ``-hostkey``."""
-    done = host.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "/etc/ssh/ssh_host_ed25519_key.pub"])
-    return done.stdout.split()[1]
+COMMAND = "id -un; echo E2E-DONE"
+
+
+def test_openssh(password_host, enroll_policy, make_user, tmp_path):
+    user, password = make_user(password_host, groups=GROUP)
+    options = openssh_options(password_host.port, write_known_hosts(password_host, tmp_path / "known_hosts"))
+    wait_for_fresh_step(10)
+    term = ClientTerminal(["ssh", "-tt", *options, f"{user}@{LOOPBACK}", COMMAND], client_env(tmp_path), timeout=60)
+    enroll_on_terminal(password_host, enroll_policy, user, password, term, tmp_path / "qr.png")
 
 
 def test_plink(password_host, enroll_policy, make_user, tmp_path):
-    smtp = enroll_policy
     user, password = make_user(password_host, groups=GROUP)
-    argv = [
-        "env",
-        "LC_ALL=C.UTF-8",
-        "plink",
-        "-ssh",
-        "-no-antispoof",
-        "-P",
-        str(password_host.port),
-        "-l",
-        user,
-        "-hostkey",
-        host_key_fingerprint(password_host),
-        "-noagent",
-        LOOPBACK,
-        "id -un; echo E2E-DONE",
-    ]
+    fingerprint = host_key_fingerprint(password_host)
     wait_for_fresh_step(10)
-    term = Terminal(argv, timeout=60)
-    try:
-        secret = drive(term, smtp, password, tmp_path / "qr.png")
-        term.expect("E2E-DONE")
-        assert re.search(rf"^{user}$", term.transcript, re.M), term.transcript[-2000:]
-    finally:
-        term.close()
-    enrolled_check(password_host, user, password, secret)
+    env = client_env(tmp_path)
+    term = plink_terminal(password_host.port, user, fingerprint, COMMAND, env, "-no-antispoof", timeout=60)
+    enroll_on_terminal(password_host, enroll_policy, user, password, term, tmp_path / "qr.png")

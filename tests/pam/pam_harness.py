@@ -298,22 +298,17 @@ class Env:
             "NSS_WRAPPER_GROUP": str(self.group),
         }
 
-    def run(self, argv, extra_env=None, stdin: bytes = b"", timeout: float = 60, cwd=None) -> Result:
-        """Run ``argv`` in the private mount namespace; collect its syslog lines."""
+    def namespaced(self, argv, extra_env=None) -> list[str]:
+        """``argv`` with ``extra_env`` set, in the private mount namespace of NS_SCRIPT."""
         assignments = [f"{k}={v}" for k, v in (extra_env or {}).items()]
-        cmd = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            NS_SCRIPT,
-            str(self.root),
-            "env",
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, str(self.root), "env"] + [
             *assignments,
             *map(str, argv),
         ]
+
+    def run(self, argv, extra_env=None, stdin: bytes = b"", timeout: float = 60, cwd=None) -> Result:
+        """Run ``argv`` in the private mount namespace; collect its syslog lines."""
+        cmd = self.namespaced(argv, extra_env)
         mark = self.listener.mark()
         proc = subprocess.run(
             cmd,
@@ -341,20 +336,7 @@ class Env:
         answer that exists only once the command has done something, such as
         a code it emailed.
         """
-        assignments = [f"{k}={v}" for k, v in (extra_env or {}).items()]
-        cmd = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            NS_SCRIPT,
-            str(self.root),
-            "env",
-            *assignments,
-            *map(str, argv),
-        ]
+        cmd = self.namespaced(argv, extra_env)
         mark = self.listener.mark()
         proc = subprocess.Popen(
             cmd,
@@ -412,9 +394,7 @@ class Env:
         command showed, such as a code from a secret it printed. stdout is unbuffered (stdbuf),
         so text printed before a prompt is there when the prompt is.
         """
-        assignments = [f"{k}={v}" for k, v in (extra_env or {}).items()]
-        cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, str(self.root), "env"]
-        cmd += [*assignments, "stdbuf", "-o0", "-e0", *map(str, argv)]
+        cmd = self.namespaced(["stdbuf", "-o0", "-e0", *argv], extra_env)
         mark = self.listener.mark()
         proc = subprocess.Popen(
             cmd,
