@@ -8,7 +8,10 @@ import base64
 from urllib.parse import quote, urlencode
 
 SCAN = "Scan this QR code with your authenticator app (Google Authenticator, FreeOTP, Aegis, ...):"
-ADD_BY_HAND = "Add an account to your authenticator app (Google Authenticator, FreeOTP, Aegis, ...) by hand:"
+ADD_BY_HAND = (
+    "Add an account to your authenticator app (Google Authenticator, FreeOTP, Aegis, ...) by hand with this key"
+    " (time-based):"
+)
 CANNOT_SCAN = "Cannot scan it? Add an account by hand with this key (time-based):"
 OPEN_URI = "or open this URI on the device:"
 
@@ -50,5 +53,5 @@ def setup_lines(uri: str, key: bytes, picture: str) -> list[str]:
     if picture:
         lines = [SCAN, picture.rstrip("\n"), CANNOT_SCAN, key_line]
     else:
-        lines = [ADD_BY_HAND, "time-based, with this key:", key_line]
+        lines = [ADD_BY_HAND, key_line]
     return lines + [OPEN_URI, "    " + uri]

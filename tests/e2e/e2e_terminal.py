@@ -175,10 +175,12 @@ def parse_screen(transcript: str) -> Shown:
     """The parts of the last enrollment screen in ``transcript`` (normalized terminal text)."""
     shown = Shown()
     start = transcript.rfind("Scan this QR code")
+    index = 1
+    if start < 0:  # --qr none: no picture, so no "scan this"; the key comes first
+        start, index = transcript.rfind("Add an account to your authenticator app"), 0
     assert start >= 0, f"no QR code screen in:\n{transcript[-2000:]}"
     lines = transcript[start:].split("\n")
-    index = 1
-    while index < len(lines) and not strip_ansi(lines[index]).startswith("Cannot scan it?"):
+    while index and index < len(lines) and not strip_ansi(lines[index]).startswith("Cannot scan it?"):
         if lines[index].strip():
             shown.qr_lines.append(lines[index])
         index += 1
