@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from pgfixtures import shared_fleet  # noqa: F401  (fixture)
 
-from pam_twofa.core.record import FIELDS, MAX_BYTES, MAX_TRUSTED, Record, RecordError, dumps
+from pam_twofa.core.record import FIELDS, MAX_BYTES, MAX_SEEN, MAX_TRUSTED, Record, RecordError, dumps
 from pam_twofa.fleet.database import TOMBSTONE
 from pam_twofa.store import MAX_NAME_BYTES, CorruptedRecord, Store, StoreError, storable_name
 from pam_twofa.store.agent import AgentStore
@@ -217,7 +217,7 @@ class Holder(threading.Thread):
 
 def full_record(user: str, big: bool = False) -> Record:
     """A record with every field of ``FIELDS`` set to something else than its default; ``big``:
-    each as large as the format takes (text of 1024 characters, 16 trusted addresses, ...)."""
+    each as large as the format takes (text of 1024 characters, 16 trusted and 32 seen addresses, ...)."""
     count = 300 if big else 3
     values = {
         "digits": 10 if big else 8,
@@ -240,6 +240,8 @@ def full_record(user: str, big: bool = False) -> Record:
         "trusted": {
             ("f" * 60 if big else "2001:db8::") + format(i, "x"): 1_800_000_000 + i for i in range(MAX_TRUSTED)
         },
+        "seen": {("e" * 60 if big else "192.0.2.") + format(i, "x"): 1_700_000_200 + i for i in range(MAX_SEEN)},
+        "invited_at": 1_700_000_300,
     }
     assert list(values) == [field[0] for field in FIELDS], "a new field of record.FIELDS needs a value here"
     default = Record(user)
