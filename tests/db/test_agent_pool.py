@@ -160,6 +160,12 @@ def test_a_terminated_session_is_dropped_before_use(fleet):
     assert store.load("alice") == Record("alice", last_step=3)
     (pid,) = agent_backends(fleet)
     fleet.server.psql(f"SELECT pg_terminate_backend({pid})", fleet.dbname)
+    # pg_terminate_backend only signals the session: wait until it has ended (its last message and
+    # the end of the stream sent), so the connection is dead when the next login comes, as meant.
+    deadline = time.monotonic() + 10
+    while pid in agent_backends(fleet) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid not in agent_backends(fleet)
     assert store.load("alice") == Record("alice", last_step=3)
     with store.locked("alice") as section:
         section.save(Record("alice", last_step=4))
