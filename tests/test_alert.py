@@ -2,8 +2,8 @@
 
 import pytest
 
-from pam_twofa.core.alert import remember, rememberable
-from pam_twofa.core.record import MAX_SEEN, Record, dumps, loads
+from pam_twofa.core.alert import remember
+from pam_twofa.core.record import MAX_SEEN, Record, dumps, loads, storable_address
 
 pytestmark = pytest.mark.unit
 T = 1_700_000_000
@@ -41,4 +41,4 @@ def test_keep_is_bounded_by_what_a_record_holds():
 def test_what_the_record_cannot_hold_is_not_remembered(address):
     record = Record("alice", seen={"192.0.2.1": T})
     assert remember(record, address, T, 10) is False and record.seen == {"192.0.2.1": T}
-    assert address is None or not rememberable(address)
+    assert address is None or not storable_address(address)

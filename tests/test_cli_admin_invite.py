@@ -140,7 +140,8 @@ def nss(tmp_path):
 RUNNER = (
     "import sys\n"
     "from pam_twofa.cli import admin, run\n"
-    "admin.LOGIN_DEFS = sys.argv[1]\n"
+    "from pam_twofa.system import accounts\n"
+    "accounts.LOGIN_DEFS = sys.argv[1]\n"
     "raise SystemExit(run(admin.main, sys.argv[2:], prog='twofa-admin'))\n"
 )
 

@@ -517,26 +517,6 @@ def cmd_email(args: argparse.Namespace) -> int:
 # What a login of an enforced user who has not enrolled gets (docs/policy.md step 3).
 ENFORCED_ACTIONS = (EMAIL, DENY, ENROLL)
 INVITE_INTERVAL = 86400  # a user is mailed at most once a day, unless --force
-LOGIN_DEFS = "/etc/login.defs"
-UID_RANGE = (1000, 60000)  # login.defs' defaults for UID_MIN and UID_MAX
-
-
-def login_uid_range(path: str | None = None) -> tuple[int, int]:
-    """(UID_MIN, UID_MAX) of /etc/login.defs, as useradd reads them; its defaults for a key that is not there."""
-
-    found = {"UID_MIN": UID_RANGE[0], "UID_MAX": UID_RANGE[1]}
-    try:
-        with open(path or LOGIN_DEFS, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                words = line.split()
-                if len(words) >= 2 and words[0] in found:
-                    try:
-                        found[words[0]] = int(words[1], 0)
-                    except ValueError:
-                        pass
-    except OSError:
-        pass
-    return found["UID_MIN"], found["UID_MAX"]
 
 
 def invite_candidates(loaded: Policy, store: Store) -> tuple[list[str], list[str]]:
@@ -549,31 +529,18 @@ def invite_candidates(loaded: Policy, store: Store) -> tuple[list[str], list[str
     or once they have a record, or when named on the command line.
     """
 
-    import grp
-
     names: set[str] = set()
     problems: list[str] = []
     if loaded.mode == "groups":
-        gids = {}
-        for name in loaded.enforce_groups:
-            try:
-                group = grp.getgrnam(name)
-            except (KeyError, ValueError):
-                problems.append(
-                    f"enforce.groups: group {name!r} does not resolve on this system: its members cannot be listed"
-                    " (twofa-admin check)"
-                )
-                continue
-            names.update(group.gr_mem)
-            gids[group.gr_gid] = name
-        if gids:
-            names.update(entry.pw_name for entry in pwd.getpwall() if entry.pw_gid in gids)
+        names.update(accounts.group_members(loaded.enforce_groups, primary=True))
+        problems += [
+            f"enforce.groups: group {name!r} does not resolve on this system: its members cannot be listed"
+            " (twofa-admin check)"
+            for name, gid in accounts.group_ids(loaded.enforce_groups).items()
+            if gid is None
+        ]
     elif loaded.mode == "all":
-        low, high = login_uid_range()
-        for entry in pwd.getpwall():
-            shell = entry.pw_shell.rsplit("/", 1)[-1]
-            if low <= entry.pw_uid <= high and shell not in ("nologin", "false", ""):
-                names.add(entry.pw_name)
+        names.update(account.name for account in accounts.login_accounts(root=False))
         names.update(store.users())
     return sorted(names), problems
 
@@ -581,17 +548,6 @@ def invite_candidates(loaded: Policy, store: Store) -> tuple[list[str], list[str
 def _age(seconds: float) -> str:
     hours = int(seconds // 3600)
     return f"{hours} h" if hours else f"{int(seconds // 60)} min"
-
-
-def _address(loaded: Policy, record: Record | None, user: str, hostname: str) -> str:
-    """Where the user's mails go, as the login mails its codes: the recorded address, else email.address."""
-
-    if record is not None and record.email:
-        return record.email
-    try:
-        return loaded.email_address.format(user=user, hostname=hostname)
-    except (KeyError, IndexError, ValueError):
-        return ""
 
 
 def _invited(user: str, sent_at: int) -> Callable[[Record | None], Record]:
@@ -669,7 +625,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
                 print(f"{shown}: skipped: {why} ({decision.rule})")
                 problems += 1
             continue
-        address = _address(loaded, record, user, hostname)
+        address = loaded.mail_address(user, hostname, record.email if record is not None else "")
         if not valid_address(address):
             print(
                 f"{shown}: {log.clean_text(repr(address), 300)}: skipped: no valid address;"

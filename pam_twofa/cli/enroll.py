@@ -287,11 +287,7 @@ def notify(session: Session, loaded: Policy, what: str, where: str, address: str
 
     user = session.account.name
     hostname = socket.gethostname()
-    if not address:
-        try:
-            address = loaded.email_address.format(user=user, hostname=hostname)
-        except (KeyError, IndexError, ValueError):
-            address = ""
+    address = loaded.mail_address(user, hostname, address)
     if not mail.valid_address(address):
         _log(user, "notification not mailed", "no valid address: set one with twofa-admin email", log.WARNING)
         return

@@ -7,18 +7,13 @@ history (just enrolled, or the feature just turned on): nothing to compare with,
 and the address is remembered.
 """
 
-from pam_twofa.core.record import MAX_SEEN, Record
-
-
-def rememberable(address: str) -> bool:
-    """What the record can hold as an address (record.py's rule for map keys)."""
-    return 0 < len(address) <= 64 and address.isprintable() and not any(c in address for c in ", =")
+from pam_twofa.core.record import MAX_SEEN, Record, storable_address
 
 
 def remember(record: Record, address: str | None, now: float, keep: int) -> bool:
     """Note ``address`` in ``record.seen`` (changed in place) at ``now``, keeping the ``keep`` most
     recent; True when an alert is due: the address was not among them and there were some."""
-    if address is None or not rememberable(address):
+    if address is None or not storable_address(address):
         return False
     due = bool(record.seen) and address not in record.seen
     record.seen[address] = int(now)

@@ -157,9 +157,14 @@ def _clean_text(value: str) -> str:
     return value
 
 
+def storable_address(value: str) -> bool:
+    """Whether ``value`` can be a key of an address map (``trusted``, ``seen``): a key sits between
+    "," and "=", so neither may occur in it; printable, at most 64 characters."""
+    return 0 < len(value) <= 64 and value.isprintable() and not any(c in value for c in ", =")
+
+
 def _clean_address(value: str) -> str:
-    # An address is a map key between "," and "=": neither may occur in it.
-    if not value or len(value) > 64 or not value.isprintable() or any(c in value for c in ", ="):
+    if not storable_address(value):
         raise RecordError("malformed client address")
     return value
 

@@ -17,6 +17,7 @@ from pam_twofa.system import log
 TYPE_CHECKING = False  # True for mypy only: importing typing would cost the login path
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from email.message import EmailMessage
     from typing import Protocol
 
     from pam_twofa.core.auth import Outcome
@@ -297,31 +298,34 @@ class Login:
         return alert.remember(record, self.rhost, now, policy.notify_remember)
 
     def alert(self, policy: Policy, record: "Record", now: float) -> None:
-        """Mail the new-address alert from a detached process: it never delays or fails the login."""
+        """Mail the new-address alert: it never delays or fails the login (``mail_later``)."""
         import socket
 
         from pam_twofa.system import mail
 
-        user, rhost = record.user, self.rhost or ""
         hostname = socket.gethostname()
-        try:
-            address = record.email or policy.email_address.format(user=user, hostname=hostname)
-        except (KeyError, IndexError, ValueError):
-            address = ""
+        address = policy.mail_address(record.user, hostname, record.email)
         if not mail.valid_address(address):
             self.log(log.WARNING, "new address alert not mailed", "no valid address: set one with twofa-admin email")
             return
-        message = mail.build_new_address_alert(policy, user, address, rhost, now, hostname)
+        message = mail.build_new_address_alert(policy, record.user, address, self.rhost or "", now, hostname)
+        if self.mail_later(policy, message, "new address alert failed"):
+            self.log(log.INFO, "new address alert mailed", f"to {mail.mask(address)}")
+
+    def mail_later(self, policy: Policy, message: "EmailMessage", failure: str) -> bool:
+        """Send ``message`` from a detached process (``mail.send_detached``); a failure is logged
+        with the result ``failure``, then or later, and never changes the login. False: not sent."""
+        from pam_twofa.system import mail
 
         def failed(reason: str) -> None:
-            self.log(log.WARNING, "new address alert failed", reason)
+            self.log(log.WARNING, failure, reason)
 
         try:
             mail.send_detached(policy, message, failed)
         except OSError as exc:  # fork refused: the login goes on all the same
-            self.log(log.WARNING, "new address alert failed", exc.strerror or type(exc).__name__)
-            return
-        self.log(log.INFO, "new address alert mailed", f"to {mail.mask(address)}")
+            failed(exc.strerror or type(exc).__name__)
+            return False
+        return True
 
     def renew_trust(self, policy: Policy, record: "Record", now: float) -> None:
         """After a correct code: trust this client for ``trust.seconds`` (in the record about to be written)."""
@@ -388,7 +392,7 @@ class Login:
         code = _numeric_code(policy.code_digits)
         with store.locked(user) as section:
             record = section.record or Record(user)
-            address = record.email or policy.email_address.format(user=user, hostname=hostname)
+            address = policy.mail_address(user, hostname, record.email)
             if not mail.valid_address(address):
                 self.log(log.ERR, "mail failed", "no valid address for this user: set one with twofa-admin email")
                 self.conv.error(MSG_MAIL_FAILED)
@@ -524,23 +528,12 @@ class Login:
         """The change notice of an enrollment at login (as twofa-enroll mails it), detached."""
         from pam_twofa.system import mail
 
-        user = record.user
-        try:
-            address = record.email or policy.email_address.format(user=user, hostname=hostname)
-        except (KeyError, IndexError, ValueError):
-            address = ""
+        address = policy.mail_address(record.user, hostname, record.email)
         if not mail.valid_address(address):
             return  # the emailed code went to this same address: not reached
         where = f"an SSH login from {self.rhost or 'an unknown address'}"
-        message = mail.build_change_notice(policy, user, address, "enrolled at login", where, now, hostname)
-
-        def failed(reason: str) -> None:
-            self.log(log.WARNING, "notification mail failed", reason)
-
-        try:
-            mail.send_detached(policy, message, failed)
-        except OSError as exc:
-            self.log(log.WARNING, "notification mail failed", exc.strerror or type(exc).__name__)
+        message = mail.build_change_notice(policy, record.user, address, "enrolled at login", where, now, hostname)
+        self.mail_later(policy, message, "notification mail failed")
 
     def mail_failed(self, store: "Store", user: str, error: "MailError", pending: bytes, sent_at: int) -> str:
         """The code could not be mailed: refused whatever ``on_error`` says (there is no code to check).

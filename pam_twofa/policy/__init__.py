@@ -184,6 +184,16 @@ class Policy:
             self._networks = [parse_network(text) for text in self.exempt_networks]
         return self._networks
 
+    def mail_address(self, user: str, hostname: str, recorded: str = "") -> str:
+        """Where ``user``'s mails go: the address ``twofa-admin email`` recorded, else the
+        ``email.address`` template ("" when it cannot be filled; callers check the address)."""
+        if recorded:
+            return recorded
+        try:
+            return self.email_address.format(user=user, hostname=hostname)
+        except (KeyError, IndexError, ValueError):
+            return ""
+
     def limits(self) -> "Limits":
         from pam_twofa.core.auth import Limits
 

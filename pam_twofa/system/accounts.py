@@ -76,27 +76,61 @@ def group_ids(names: "Iterable[str]") -> "dict[str, int | None]":
     return found
 
 
-def group_members(names: "Iterable[str]") -> list[str]:
-    """The names listed as supplementary members of the groups ``names`` (unknown groups: none)."""
+# -- enumerating accounts (twofa-admin status and invite; never the login path) ---------------------
+
+LOGIN_DEFS = "/etc/login.defs"
+UID_RANGE = (1000, 60000)  # login.defs' defaults for UID_MIN and UID_MAX
+
+
+def login_uid_range(path: str | None = None) -> tuple[int, int]:
+    """(UID_MIN, UID_MAX) of /etc/login.defs, as useradd reads them; its defaults for a key that is not there."""
+    found = {"UID_MIN": UID_RANGE[0], "UID_MAX": UID_RANGE[1]}
+    try:
+        with open(path or LOGIN_DEFS, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                words = line.split()
+                if len(words) >= 2 and words[0] in found:
+                    try:
+                        found[words[0]] = int(words[1], 0)
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return found["UID_MIN"], found["UID_MAX"]
+
+
+def group_members(names: "Iterable[str]", primary: bool = False) -> list[str]:
+    """The names listed as supplementary members of the groups ``names`` (unknown groups: none);
+    with ``primary``, also the accounts whose primary group one of them is. Only what NSS enumerates."""
     import grp
 
     found = []
+    gids = set()
     for name in names:
         try:
-            found.extend(grp.getgrnam(name).gr_mem)
+            group = grp.getgrnam(name)
         except (KeyError, ValueError):
-            pass
+            continue
+        found.extend(group.gr_mem)
+        gids.add(group.gr_gid)
+    if primary and gids:
+        import pwd
+
+        found.extend(entry.pw_name for entry in pwd.getpwall() if entry.pw_gid in gids)
     return found
 
 
-def login_accounts() -> list[Account]:
-    """Accounts people log in with: root and uids from 1000 with a real shell."""
+def login_accounts(root: bool = True) -> list[Account]:
+    """Accounts people log in with: a uid within login.defs' UID_MIN..UID_MAX and a login shell that
+    is not nologin or false, and root (unless ``root`` is False). Only what NSS enumerates (directory
+    users need enumeration on)."""
     import pwd
 
+    low, high = login_uid_range()
     found = []
     for entry in pwd.getpwall():
         shell = entry.pw_shell.rsplit("/", 1)[-1]
-        if (entry.pw_uid == 0 or 1000 <= entry.pw_uid < 60000) and shell not in ("nologin", "false", ""):
+        if ((root and entry.pw_uid == 0) or low <= entry.pw_uid <= high) and shell not in ("nologin", "false", ""):
             account = lookup(entry.pw_name)
             if account is not None:
                 found.append(account)

@@ -271,7 +271,7 @@ def send_detached(policy: Policy, message: EmailMessage, failed: Callable[[str],
             null = os.open(os.devnull, os.O_RDWR)
             for fd in (0, 1, 2):
                 os.dup2(null, fd)
-            os.closerange(3, 65536)
+            os.closerange(3, max(65536, os.sysconf("SC_OPEN_MAX")))  # close_range(2): one call
             try:
                 send(policy, message)
             except MailError as exc:

@@ -53,11 +53,12 @@ def normalize(text: str) -> str:
 class Terminal:
     """A pexpect session with the whole output kept (``transcript``)."""
 
-    def __init__(self, argv: list, timeout: float = 30) -> None:
+    def __init__(self, argv: list, timeout: float = 30, env: dict | None = None) -> None:
         self._log = io.StringIO()
         self.child = pexpect.spawn(
             argv[0],
             argv[1:],
+            env=env,  # None: this process's
             encoding="utf-8",
             codec_errors="replace",
             dimensions=(60, 200),
@@ -308,18 +309,7 @@ class ClientTerminal(Terminal):
     """A ``Terminal`` whose program gets an environment of its own (locale, HOME)."""
 
     def __init__(self, argv: list, env: dict, timeout: float = 30) -> None:
-        self._log = io.StringIO()
-        self.child = pexpect.spawn(
-            argv[0],
-            argv[1:],
-            env=env,
-            encoding="utf-8",
-            codec_errors="replace",
-            dimensions=(60, 200),
-            timeout=timeout,
-            echo=True,
-        )
-        self.child.logfile_read = self._log
+        super().__init__(argv, timeout, env)
 
 
 def client_env(home: Path, locale: str = "C.UTF-8") -> dict:

@@ -159,14 +159,20 @@ def test_sftp_put_get_and_ls(account, known_hosts, env, tmp_path):
     assert (tmp_path / "down.txt").read_text() == down_text
 
 
-def test_sftp_wrong_code_is_refused(account, known_hosts, env, tmp_path):
-    term = ClientTerminal(["sftp", *openssh_options(account.host.port, known_hosts), account.target], env)
+def refused(program: str, account: Account, known_hosts: Path, env: dict, *args: str) -> Terminal:
+    """Run ``PROGRAM ARGS`` answering the code prompt with a wrong code; return the ended terminal."""
+    term = ClientTerminal([program, *openssh_options(account.host.port, known_hosts), *args], env)
     try:
         answer(term, account, code=wrong_code(account.secret))
         status = term.wait_exit()
     finally:
         term.close()
     assert status != 0, term.transcript
+    return term
+
+
+def test_sftp_wrong_code_is_refused(account, known_hosts, env, tmp_path):
+    term = refused("sftp", account, known_hosts, env, account.target)
     assert MSG_BAD in term.transcript  # the module's message, shown by the client
     assert "Permission denied" in term.transcript
     assert SFTP_PROMPT not in term.transcript
@@ -207,15 +213,7 @@ def test_scp_download_legacy_protocol(account, known_hosts, env, tmp_path):
 def test_scp_wrong_code_copies_nothing(account, known_hosts, env, tmp_path):
     source = tmp_path / "never.txt"
     source.write_text("must not arrive\n")
-    term = ClientTerminal(
-        ["scp", *openssh_options(account.host.port, known_hosts), str(source), f"{account.target}:never.txt"], env
-    )
-    try:
-        answer(term, account, code=wrong_code(account.secret))
-        status = term.wait_exit()
-    finally:
-        term.close()
-    assert status != 0, term.transcript
+    term = refused("scp", account, known_hosts, env, str(source), f"{account.target}:never.txt")
     assert MSG_BAD in term.transcript
     assert account.host.run(["test", "-e", account.home("never.txt")], check=False).returncode == 1
 

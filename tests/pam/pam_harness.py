@@ -336,58 +336,12 @@ class Env:
         answer that exists only once the command has done something, such as
         a code it emailed.
         """
-        cmd = self.namespaced(argv, extra_env)
-        mark = self.listener.mark()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=self.base_env,
-            cwd=cwd or str(self.root),
-        )
-        stdin, stdout = proc.stdin, proc.stdout
-        assert stdin is not None and stdout is not None  # both are pipes
-        chunks: list[bytes] = []
-        reader = threading.Thread(target=lambda: chunks.append(stdout.read()), name="pamtester-output", daemon=True)
-        reader.start()
+        steps = [lambda proc, output: first] if first else []
+        if respond is not None:
+            steps.append(lambda proc, output: respond(proc))
+        return self.run_dialog(argv, extra_env, steps, timeout, cwd)
 
-        def feed(data: bytes) -> None:
-            try:
-                stdin.write(data)
-                stdin.flush()
-            except BrokenPipeError:
-                pass  # the command already gave up reading: its output says why
-
-        try:
-            if first:
-                feed(first)
-            more = respond(proc) if respond is not None else None
-            if more:
-                feed(more)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            try:
-                stdin.close()
-            except BrokenPipeError:
-                pass
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"{argv[0]} did not finish within {timeout} s")
-        reader.join(timeout=10)
-        lines = self.listener.since(mark)
-        output = b"".join(chunks).decode("utf-8", "replace")
-        if proc.returncode == HARNESS_FAILED and "TWOFA-HARNESS" in output:
-            pytest.fail(f"harness: {output}")
-        return Result(proc.returncode, output, lines)
-
-    def run_dialog(self, argv, extra_env=None, steps=(), timeout: float = 60) -> Result:
+    def run_dialog(self, argv, extra_env=None, steps=(), timeout: float = 60, cwd=None) -> Result:
         """``run`` as a dialog: the output is read as it comes, and each of ``steps`` in turn is
         called as ``step(proc, output)`` (``output()``: all the text so far) until it returns the
         bytes to type (None: stop typing, close stdin). For answers that depend on what the
@@ -402,10 +356,10 @@ class Env:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.base_env,
-            cwd=str(self.root),
+            cwd=cwd or str(self.root),
         )
         stdin, stdout = proc.stdin, proc.stdout
-        assert stdin is not None and stdout is not None
+        assert stdin is not None and stdout is not None  # both are pipes
         chunks: list[bytes] = []
 
         def read() -> None:
@@ -430,7 +384,7 @@ class Env:
                     stdin.write(answer)
                     stdin.flush()
                 except BrokenPipeError:
-                    break
+                    break  # the command already gave up reading: its output says why
         except BaseException:
             proc.kill()
             proc.wait()
@@ -448,6 +402,8 @@ class Env:
             pytest.fail(f"{argv[0]} did not finish within {timeout} s:\n{output()}")
         reader.join(timeout=10)
         lines = self.listener.since(mark)
+        if proc.returncode == HARNESS_FAILED and "TWOFA-HARNESS" in output():
+            pytest.fail(f"harness: {output()}")
         return Result(proc.returncode, output(), lines)
 
 

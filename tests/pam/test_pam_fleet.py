@@ -8,6 +8,7 @@ session) and the same fleet key; each host has its own ``pam-twofa-agent`` of th
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -309,15 +310,26 @@ def test_db_migrate_carries_enrollment_replay_and_lockout_to_another_host(hosts)
     assert b.login("alice", following).ok  # the same secret, nobody re-enrolled
 
 
-def test_the_emailed_code_quota_is_fleet_wide(hosts, tmp_path):
+@contextlib.contextmanager
+def smtp_server():
+    """A real SMTP server (aiosmtpd, test_pam_email's handler) on 127.0.0.1: (port, Mailbox)."""
     from aiosmtpd.controller import Controller
-    from test_pam_email import Handler, Mailbox, email_policy, free_port, mail_login
+    from test_pam_email import Handler, Mailbox, free_port
 
-    a, b = hosts
     box, port = Mailbox(), free_port()
     controller = Controller(Handler(box), hostname="127.0.0.1", port=port)
     controller.start()
     try:
+        yield port, box
+    finally:
+        controller.stop()
+
+
+def test_the_emailed_code_quota_is_fleet_wide(hosts, tmp_path):
+    from test_pam_email import email_policy, mail_login
+
+    a, b = hosts
+    with smtp_server() as (port, box):
         for host in hosts:
             text = email_policy(host.scratch, port, max_sends=2)
             storage = host.fleet.policy_text(socket=host.socket).split("storage:\n", 1)[1]
@@ -329,8 +341,6 @@ def test_the_emailed_code_quota_is_fleet_wide(hosts, tmp_path):
         third = mail_login(a.scratch, box, "bob")
         assert third.result.denied and "Too many codes were emailed" in third.result.output, third
         assert not third.mails
-    finally:
-        controller.stop()
 
 
 def test_a_rolled_back_row_refuses_the_login_even_with_on_error_allow(hosts):
@@ -479,15 +489,10 @@ def test_a_totp_login_goes_through_while_20_email_logins_wait_on_a_blackholed_sm
 def test_enrollment_at_login_on_a_serves_the_app_on_b(hosts):
     """``unenrolled: enroll`` with the database backend: enrolled through A's agent, the secret is
     the fleet's: B asks for the app's code and refuses the code A's enrollment used."""
-    from aiosmtpd.controller import Controller
-    from test_pam_email import Handler, Mailbox, free_port
     from test_pam_self_service import enroll_steps
 
     a, b = hosts
-    box, port = Mailbox(), free_port()
-    controller = Controller(Handler(box), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with smtp_server() as (port, box):
         for host in hosts:
             write_email_policy(host, port, "deny", unenrolled="enroll")
         settle(8)
@@ -498,5 +503,3 @@ def test_enrollment_at_login_on_a_serves_the_app_on_b(hosts):
         used = b.login("bob", oath(shown["secret"], shown["step"]))
         assert used.denied and MSG_REPLAYED in used.output, used
         assert b.login("bob", shown["recovery"][0]).ok
-    finally:
-        controller.stop()
